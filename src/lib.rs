@@ -1,0 +1,2 @@
+//! flujo facade
+

@@ -1,0 +1,2 @@
+//! flujo binary
+fn main() {}

@@ -1,2 +1,39 @@
-//! flujo facade
+//! flujo: pipelines of async steps, with every run recorded by default.
+//!
+//! Build a [`Pipeline`] of [`step`]s and control flow ([`loop_until`], [`branch_on`],
+//! [`parallel`], [`map_over`], [`Pipeline::into_step`]) and run it with [`Flujo`]. Every run and
+//! every step is a `tracing` span (the span contract is in `ARCHITECTURE.md`); the
+//! [`SqliteLayer`] records them in `flujo_ops.db`, and `flujo lens` reads them back.
+//!
+//! With no setup at all, the first run in a process that has no global `tracing` subscriber
+//! installs one that records to the configured database (`FLUJO_STATE_URI`, then `state_uri` in
+//! the nearest `flujo.toml`, then `./flujo_ops.db`). To stack other layers beside it, build the
+//! subscriber yourself:
+//!
+//! ```no_run
+//! use tracing_subscriber::prelude::*;
+//!
+//! tracing_subscriber::registry()
+//!     .with(flujo::SqliteLayer::open("flujo_ops.db").expect("open flujo_ops.db"))
+//!     .with(tracing_subscriber::fmt::layer().with_filter(tracing_subscriber::EnvFilter::from_default_env()))
+//!     .init();
+//! ```
+//!
+//! Either way, when [`Flujo::run`] returns, the run's rows are committed.
 
+#![warn(missing_docs, unreachable_pub, rust_2018_idioms)]
+
+mod recording;
+mod runner;
+
+pub use flujo_runner::{
+    branch_on, format_timestamp, loop_until, map_over, parallel, step, BoxError, BranchOn,
+    IntoStep, Parallel, Pipeline, PipelineResult, RunStatus, Step, StepContext, StepError,
+    StepKind, StepResult, Usage,
+};
+pub use flujo_trace_sqlite::{SqliteHandle, SqliteLayer, SqliteLayerBuilder};
+pub use recording::Persistence;
+pub use runner::Flujo;
+
+/// The runner without the default persistence wiring, for building your own integrations.
+pub use flujo_runner::{Flujo as BareFlujo, RunObserver};

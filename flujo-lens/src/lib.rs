@@ -1,1 +1,154 @@
-//! placeholder
+//! flujo-lens: the `flujo lens` CLI, reading recorded runs back from `flujo_ops.db`.
+//!
+//! ```text
+//! flujo lens list [--status S[,S...]] [--pipeline NAME] [--since WHEN] [--until WHEN] [--limit N]
+//! flujo lens show RUN [--full]            RUN: a run id, a unique prefix of one, or `latest`
+//! global: --state-uri URI, -o/--format table|json|jsonl
+//! ```
+//!
+//! The database is found by the shared resolver (`--state-uri`, `FLUJO_STATE_URI`, `state_uri` in
+//! the nearest `flujo.toml`, `./flujo_ops.db`) and opened read-only: the lens never creates,
+//! migrates, moves or rewrites it.
+//!
+//! # Exit codes
+//!
+//! | code | meaning |
+//! | --- | --- |
+//! | 0 | success (also when the reader of the output goes away, as in `flujo lens list \| head -1`) |
+//! | 1 | nothing found: no run matches the filters (or none is recorded yet), or RUN names no run or several (an ambiguous prefix lists the candidates) |
+//! | 2 | the command could not run: bad arguments, an unusable configuration (`flujo.toml`, `FLUJO_STATE_URI`), or a database that is missing, not a flujo database, corrupt, or from a newer flujo |
+//!
+//! # JSON output
+//!
+//! `-o json` prints one JSON document, `-o jsonl` one JSON object per line. Values are whole
+//! (never cut), times are RFC 3339 UTC strings, durations are milliseconds, costs US dollars;
+//! a missing value is `null`. Payloads stored as JSON (`input`, `output`, `final_context`) are
+//! embedded as JSON; anything else as a string.
+//!
+//! A run object: `run_id`, `pipeline_name`, `pipeline_version`, `status` (`running`, `completed`,
+//! `failed`, `cancelled`, or `crashed`: a run stored as `running` whose process on this host is
+//! gone), `start_time`, `end_time`, `duration_ms`, `total_cost`, `total_tokens`, `n_steps`,
+//! `writer` (`{host, pid, pid_start}` or `null`); `show` adds `input`, `final_context`, `error`.
+//!
+//! A step object: `step_run_id`, `parent_step_run_id`, `step_name`, `step_index`, `step_kind`,
+//! `status`, `attempts`, `start_time`, `end_time`, `duration_ms`, `cost`, `tokens`, `input`,
+//! `output`, `error`.
+//!
+//! - `list -o json`: `{"runs": [run, ...], "matching": {"count": N, "exact": bool}, "limit": N}`;
+//!   `exact: false` means more than `count` runs match.
+//! - `list -o jsonl`: one run object per line.
+//! - `show -o json`: `{"run": run, "steps": [step, ...]}`, steps in execution order.
+//! - `show -o jsonl`: the run object, then one step object per line; each carries
+//!   `"record": "run"` or `"record": "step"`.
+#![warn(missing_docs, unreachable_pub, rust_2018_idioms)]
+
+mod args;
+mod config;
+mod error;
+mod json;
+mod list;
+mod render;
+mod show;
+mod text;
+mod timespec;
+
+use std::io::{IsTerminal as _, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser as _;
+
+pub use error::{EXIT_NOTHING_FOUND, EXIT_SUCCESS, EXIT_USAGE};
+
+use crate::config::{Command, Config};
+use crate::error::LensError;
+
+/// What the lens reads from its surroundings, gathered in one place so tests can set it.
+#[derive(Debug, Clone)]
+pub struct Environment {
+    /// The current directory: relative state paths and the `flujo.toml` search start here.
+    pub cwd: PathBuf,
+    /// The value of `FLUJO_STATE_URI`.
+    pub state_uri: Option<String>,
+    /// The value of `COLUMNS`: the table width, when it is a number.
+    pub columns: Option<String>,
+    /// Whether `NO_COLOR` is set to a non-empty value.
+    pub no_color: bool,
+    /// Whether standard output is a terminal (colour and terminal width only then).
+    pub stdout_is_terminal: bool,
+    /// The width of the terminal standard output is, when known.
+    pub terminal_width: Option<usize>,
+    /// Now, for relative `--since`/`--until` and the age of running runs.
+    pub now: time::OffsetDateTime,
+}
+
+impl Environment {
+    /// The environment of this process.
+    pub fn from_process() -> Environment {
+        let stdout = std::io::stdout();
+        let stdout_is_terminal = stdout.is_terminal();
+        Environment {
+            cwd: std::env::current_dir().unwrap_or_default(),
+            state_uri: std::env::var(flujo_trace_sqlite::STATE_URI_ENV).ok(),
+            columns: std::env::var("COLUMNS").ok(),
+            no_color: std::env::var_os("NO_COLOR").is_some_and(|value| !value.is_empty()),
+            stdout_is_terminal,
+            terminal_width: stdout_is_terminal
+                .then(|| terminal_size::terminal_size_of(&stdout))
+                .flatten()
+                .map(|(width, _)| usize::from(width.0)),
+            now: time::OffsetDateTime::now_utc(),
+        }
+    }
+}
+
+/// Runs the `flujo` command line: parses `args` (the first is the program name), runs the
+/// command, writes its output to `stdout` and messages to `stderr`, and returns the exit code
+/// (see the crate documentation).
+pub fn run<I, T>(args: I, env: &Environment, stdout: &mut dyn Write, stderr: &mut dyn Write) -> u8
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let args = match args::Cli::try_parse_from(args) {
+        Ok(args) => args,
+        Err(error) => {
+            let rendered = if env.stdout_is_terminal && !env.no_color {
+                error.render().ansi().to_string()
+            } else {
+                error.render().to_string()
+            };
+            let target: &mut dyn Write = if error.use_stderr() { stderr } else { stdout };
+            let written = target
+                .write_all(rendered.as_bytes())
+                .and_then(|()| target.flush());
+            return match written {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => EXIT_USAGE,
+                _ => u8::try_from(error.exit_code()).unwrap_or(EXIT_USAGE),
+            };
+        }
+    };
+    let outcome = Config::from_args(args, env).and_then(|config| {
+        let result = match &config.command {
+            Command::List(list) => list::run(&config, list, stdout),
+            Command::Show(show) => show::run(&config, show, stdout),
+        };
+        result.and_then(|()| stdout.flush().map_err(LensError::from))
+    });
+    match outcome {
+        Ok(()) => EXIT_SUCCESS,
+        Err(error) => error.report(stderr),
+    }
+}
+
+/// The `flujo` binary's `main`: [`run`] on the process's arguments, standard streams and
+/// environment.
+pub fn main() -> ExitCode {
+    let env = Environment::from_process();
+    let stdout = std::io::stdout();
+    let mut stdout = std::io::BufWriter::with_capacity(64 * 1024, stdout.lock());
+    let mut stderr = std::io::stderr();
+    let code = run(std::env::args_os(), &env, &mut stdout, &mut stderr);
+    // anything left in the buffer was flushed by `run`, or the reader went away
+    ExitCode::from(code)
+}

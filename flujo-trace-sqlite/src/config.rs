@@ -1,1 +1,243 @@
-//! config (to be written)
+//! The state-URI resolver shared by the runner and the lens (FR-27): where `flujo_ops.db` is.
+//!
+//! Order: an explicit argument (`--state-uri`, `with_state_uri`), then `FLUJO_STATE_URI`, then
+//! `state_uri` in the nearest `flujo.toml` (the current directory, then its parents), then
+//! `sqlite:///flujo_ops.db` in the current directory.
+//!
+//! Accepted forms: `sqlite:///relative.db`, `sqlite:////absolute.db`, `sqlite://` + `~`-free path,
+//! and a plain path. A relative path is relative to the current directory, except in `flujo.toml`
+//! where it is relative to the file's directory.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
+
+/// The environment variable naming the state database.
+pub const STATE_URI_ENV: &str = "FLUJO_STATE_URI";
+
+/// The configuration file searched for in the current directory and its parents.
+pub const CONFIG_FILE_NAME: &str = "flujo.toml";
+
+/// The state URI used when nothing is configured.
+pub const DEFAULT_STATE_URI: &str = "sqlite:///flujo_ops.db";
+
+/// The contents of a `flujo.toml`. Unknown keys are accepted, so that a file written for a newer
+/// flujo (or holding other tools' keys) still loads.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+#[non_exhaustive]
+pub struct FlujoToml {
+    /// Where runs are recorded: a path or a `sqlite://` URI, relative to the file's directory.
+    pub state_uri: Option<String>,
+}
+
+/// Where a state path came from, for messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StateSource {
+    /// The explicit argument (`--state-uri`, or the runner's builder).
+    Argument,
+    /// The `FLUJO_STATE_URI` environment variable.
+    Env,
+    /// `state_uri` in this `flujo.toml`.
+    File(PathBuf),
+    /// Nothing configured: `flujo_ops.db` in the current directory.
+    Default,
+}
+
+impl std::fmt::Display for StateSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StateSource::Argument => f.write_str("--state-uri"),
+            StateSource::Env => f.write_str(STATE_URI_ENV),
+            StateSource::File(path) => write!(f, "state_uri in {}", path.display()),
+            StateSource::Default => f.write_str("the default"),
+        }
+    }
+}
+
+/// A resolved state database path and where it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatePath {
+    /// The database file (absolute when the current directory is).
+    pub path: PathBuf,
+    /// Where the setting came from.
+    pub source: StateSource,
+}
+
+/// Resolves the state database from `explicit`, `FLUJO_STATE_URI`, the nearest `flujo.toml` and
+/// the default, relative to the process's current directory.
+pub fn resolve_state_path(explicit: Option<&str>) -> Result<StatePath, Error> {
+    let cwd = std::env::current_dir().map_err(|source| Error::Config {
+        message: format!(
+            "cannot read the current directory ({source}): run flujo from an existing directory"
+        ),
+    })?;
+    let env = std::env::var_os(STATE_URI_ENV);
+    let env = match env {
+        None => None,
+        Some(value) => Some(value.into_string().map_err(|_| Error::Config {
+            message: format!(
+                "{STATE_URI_ENV} is not valid UTF-8: set it to a path or a sqlite:/// URI"
+            ),
+        })?),
+    };
+    resolve_state_path_in(explicit, env.as_deref(), &cwd)
+}
+
+/// [`resolve_state_path`] with the environment value and the current directory given explicitly
+/// (for tests and embedders). An empty `env` value counts as unset.
+pub fn resolve_state_path_in(
+    explicit: Option<&str>,
+    env: Option<&str>,
+    cwd: &Path,
+) -> Result<StatePath, Error> {
+    if let Some(uri) = explicit {
+        let path = parse_state_uri(uri).map_err(|problem| Error::Config {
+            message: format!("--state-uri {uri:?} {problem}"),
+        })?;
+        return Ok(StatePath {
+            path: cwd.join(path),
+            source: StateSource::Argument,
+        });
+    }
+    if let Some(uri) = env.filter(|value| !value.is_empty()) {
+        let path = parse_state_uri(uri).map_err(|problem| Error::Config {
+            message: format!("{STATE_URI_ENV}={uri:?} {problem}"),
+        })?;
+        return Ok(StatePath {
+            path: cwd.join(path),
+            source: StateSource::Env,
+        });
+    }
+    if let Some(file) = find_flujo_toml(cwd) {
+        let config = load_flujo_toml(&file)?;
+        if let Some(uri) = config.state_uri {
+            let path = parse_state_uri(&uri).map_err(|problem| Error::Config {
+                message: format!("state_uri {uri:?} in {} {problem}", file.display()),
+            })?;
+            let dir = file.parent().unwrap_or(cwd);
+            return Ok(StatePath {
+                path: dir.join(path),
+                source: StateSource::File(file),
+            });
+        }
+    }
+    let path = parse_state_uri(DEFAULT_STATE_URI).expect("the default state URI is valid");
+    Ok(StatePath {
+        path: cwd.join(path),
+        source: StateSource::Default,
+    })
+}
+
+/// The nearest `flujo.toml`: in `start`, then in each parent directory.
+pub fn find_flujo_toml(start: &Path) -> Option<PathBuf> {
+    start
+        .ancestors()
+        .map(|dir| dir.join(CONFIG_FILE_NAME))
+        .find(|candidate| candidate.is_file())
+}
+
+/// Reads a `flujo.toml`. Never creates or rewrites it: a missing file is an error here, and one
+/// that does not parse is an [`Error::Config`] naming the file and the problem.
+pub fn load_flujo_toml(path: &Path) -> Result<FlujoToml, Error> {
+    // confy creates a missing file (and may rewrite a broken one in other calls): only ever hand it
+    // a file that exists, and only `load_path`, which reads
+    if !path.is_file() {
+        return Err(Error::Config {
+            message: format!(
+                "{} does not exist or is not a file: create it, or remove the reference to it",
+                path.display()
+            ),
+        });
+    }
+    confy::load_path::<FlujoToml>(path).map_err(|error| {
+        let problem = match &error {
+            confy::ConfyError::BadTomlData(cause) => cause.to_string(),
+            _ => error.to_string(),
+        };
+        Error::Config {
+            message: format!(
+                "{} is not a valid flujo.toml: {}: fix the file (state_uri = \"sqlite:///flujo_ops.db\")",
+                path.display(),
+                problem.trim().replace('\n', " ")
+            ),
+        }
+    })
+}
+
+/// Turns a state URI or plain path into a path (relative paths stay relative). The error is the
+/// rest of a sentence that starts with the setting's name.
+fn parse_state_uri(uri: &str) -> Result<PathBuf, String> {
+    let uri = uri.trim();
+    if uri.is_empty() {
+        return Err(
+            "is empty: give a path such as ./flujo_ops.db or sqlite:///flujo_ops.db".into(),
+        );
+    }
+    let path = if let Some(rest) = strip_prefix_ignore_case(uri, "sqlite://") {
+        // sqlite:///relative.db -> "/relative.db" -> relative.db; sqlite:////abs.db -> "//abs.db"
+        // -> /abs.db; sqlite://relative.db (no third slash) is accepted as relative too
+        let rest = rest.split(['?', '#']).next().unwrap_or_default();
+        let path = rest.strip_prefix('/').unwrap_or(rest);
+        if path.is_empty() || path == ":memory:" {
+            return Err(
+                "names no file: use sqlite:///relative.db or sqlite:////absolute/path.db".into(),
+            );
+        }
+        path
+    } else if let Some((scheme, _)) = uri.split_once("://") {
+        return Err(format!(
+            "uses the unsupported scheme {scheme:?}: flujo records runs in SQLite, use sqlite:///path.db or a plain path"
+        ));
+    } else {
+        uri
+    };
+    Ok(PathBuf::from(path))
+}
+
+fn strip_prefix_ignore_case<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
+    let head = text.get(..prefix.len())?;
+    head.eq_ignore_ascii_case(prefix)
+        .then(|| &text[prefix.len()..])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(uri: &str, expected: Result<&str, &str>) {
+        let actual = parse_state_uri(uri);
+        match (actual, expected) {
+            (Ok(path), Ok(expected)) => assert_eq!(path, PathBuf::from(expected), "{uri}"),
+            (Err(problem), Err(expected)) => {
+                assert!(problem.contains(expected), "{uri}: {problem}")
+            }
+            (actual, expected) => panic!("{uri}: got {actual:?}, expected {expected:?}"),
+        }
+    }
+
+    #[test]
+    fn state_uri_forms() {
+        check("sqlite:///flujo_ops.db", Ok("flujo_ops.db"));
+        check("sqlite:///data/ops.db", Ok("data/ops.db"));
+        check(
+            "sqlite:////var/lib/flujo/ops.db",
+            Ok("/var/lib/flujo/ops.db"),
+        );
+        check("SQLITE:///ops.db", Ok("ops.db"));
+        check("sqlite://ops.db", Ok("ops.db"));
+        check("sqlite:///ops.db?mode=rwc", Ok("ops.db"));
+        check("./ops.db", Ok("./ops.db"));
+        check("/abs/ops.db", Ok("/abs/ops.db"));
+        check("ops.db", Ok("ops.db"));
+        check("", Err("is empty"));
+        check("sqlite:///", Err("names no file"));
+        check("sqlite:///:memory:", Err("names no file"));
+        check(
+            "postgres://localhost/db",
+            Err("unsupported scheme \"postgres\""),
+        );
+    }
+}

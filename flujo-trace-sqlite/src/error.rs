@@ -36,6 +36,14 @@ pub enum Error {
         /// The newest version this build knows.
         supported: i64,
     },
+    /// `save_run_end` was given a run id the database has no run for.
+    #[error("{} has no run {run_id}: record the run's start with save_run_start first", .path.display())]
+    UnknownRun {
+        /// The path.
+        path: PathBuf,
+        /// The run id asked for.
+        run_id: String,
+    },
     /// A `flujo.toml` or `FLUJO_STATE_URI` could not be used.
     #[error("{message}")]
     Config {

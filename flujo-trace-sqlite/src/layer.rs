@@ -1,1 +1,597 @@
-//! layer (to be written)
+//! `SqliteLayer`: the `tracing_subscriber::Layer` that turns flujo's run and step spans into rows
+//! (the FSD's StateManager role), and `SqliteHandle`, its durability barrier.
+//!
+//! Span callbacks only copy field values into row structs and hand them to the writer thread
+//! (`writer.rs`) over a bounded channel; they never touch SQLite.
+
+use std::fmt;
+use std::future::Future;
+use std::path::Path;
+use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use tracing::field::{Field, Visit};
+use tracing::span::{Attributes, Id, Record};
+use tracing::Subscriber;
+use tracing_subscriber::layer::Context;
+use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::Layer;
+
+use crate::backend::{RunEnd, RunRecord, SqliteBackend, StepClose, StepRecord};
+use crate::writer::{Message, Shared, Writer};
+use crate::{migrate, Error};
+
+/// The target of every flujo span.
+const TARGET: &str = "flujo";
+/// The name of a run's span.
+const RUN_SPAN: &str = "flujo.run";
+/// The name of a step execution's span.
+const STEP_SPAN: &str = "flujo.step";
+
+/// A [`Layer`] that records flujo runs and steps (the span contract in `ARCHITECTURE.md`) in a
+/// SQLite database, beside any other layers of a `Registry`.
+///
+/// ```no_run
+/// use tracing_subscriber::prelude::*;
+///
+/// let sqlite = flujo_trace_sqlite::SqliteLayer::open("flujo_ops.db")?;
+/// tracing_subscriber::registry()
+///     .with(sqlite)
+///     .with(tracing_subscriber::fmt::layer().with_filter(tracing_subscriber::EnvFilter::new("warn")))
+///     .init();
+/// # Ok::<(), flujo_trace_sqlite::Error>(())
+/// ```
+///
+/// Opening creates or upgrades the database on the calling thread, so every storage problem that
+/// can be known up front is an error here. Rows are then written by one writer thread in batched
+/// transactions, at least every flush interval (100 ms by default) and at every
+/// [`SqliteHandle::flush`]. A storage failure afterwards never reaches the instrumented code: it
+/// is counted ([`SqliteHandle::rows_not_recorded`]) and reported once on stderr. When the layer
+/// and all its handles are dropped, the writer commits what it holds and stops.
+pub struct SqliteLayer {
+    inner: Arc<Inner>,
+}
+
+/// A cheap, cloneable handle on a [`SqliteLayer`]'s writer: the durability barrier.
+#[derive(Clone)]
+pub struct SqliteHandle {
+    inner: Arc<Inner>,
+}
+
+/// Options of a [`SqliteLayer`]; `SqliteLayer::builder().with_...(..).open(path)`.
+#[derive(Debug, Clone)]
+pub struct SqliteLayerBuilder {
+    flush_interval: Duration,
+    queue_capacity: usize,
+    busy_timeout: Duration,
+}
+
+impl Default for SqliteLayerBuilder {
+    fn default() -> Self {
+        SqliteLayerBuilder {
+            flush_interval: Duration::from_millis(100),
+            queue_capacity: 4096,
+            busy_timeout: migrate::DEFAULT_BUSY_TIMEOUT,
+        }
+    }
+}
+
+impl SqliteLayerBuilder {
+    /// The longest time a row waits in memory before it is committed (default 100 ms).
+    pub fn with_flush_interval(mut self, flush_interval: Duration) -> Self {
+        self.flush_interval = flush_interval;
+        self
+    }
+
+    /// How many rows may wait for the writer before span callbacks block (default 4096, at
+    /// least 1). Rows are never dropped: a full queue makes the instrumented thread wait.
+    pub fn with_queue_capacity(mut self, queue_capacity: usize) -> Self {
+        self.queue_capacity = queue_capacity.max(1);
+        self
+    }
+
+    /// How long a write waits for another process's lock before those rows count as not
+    /// recorded (default 5 s).
+    pub fn with_busy_timeout(mut self, busy_timeout: Duration) -> Self {
+        self.busy_timeout = busy_timeout;
+        self
+    }
+
+    /// Opens (creating or upgrading) the database at `path` and starts the writer thread.
+    pub fn open(self, path: impl AsRef<Path>) -> Result<SqliteLayer, Error> {
+        let path = path.as_ref();
+        let backend = SqliteBackend::open_with_busy_timeout(path, self.busy_timeout)?;
+        let shared = Arc::new(Shared::new(path.to_path_buf()));
+        let (sender, receiver) = sync_channel(self.queue_capacity);
+        let writer = Writer::new(backend, Arc::clone(&shared), self.flush_interval);
+        let thread = std::thread::Builder::new()
+            .name("flujo-sqlite-writer".to_owned())
+            .spawn(move || writer.run(receiver))
+            .map_err(|source| Error::Io {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        Ok(SqliteLayer {
+            inner: Arc::new(Inner {
+                sender: Some(sender),
+                thread: Some(thread),
+                shared,
+            }),
+        })
+    }
+}
+
+impl SqliteLayer {
+    /// Opens (creating or upgrading) the database at `path` with the default options.
+    pub fn open(path: impl AsRef<Path>) -> Result<SqliteLayer, Error> {
+        SqliteLayerBuilder::default().open(path)
+    }
+
+    /// Options other than the defaults.
+    pub fn builder() -> SqliteLayerBuilder {
+        SqliteLayerBuilder::default()
+    }
+
+    /// A handle on this layer's writer, to wait for rows to be committed.
+    pub fn handle(&self) -> SqliteHandle {
+        SqliteHandle {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.inner.shared.path
+    }
+}
+
+impl SqliteHandle {
+    /// Resolves once every row sent before this call is committed (at once when the writer has
+    /// stopped). The barrier is sent when `flush` is called, not when the future is polled.
+    pub fn flush(&self) -> impl Future<Output = ()> + Send + 'static {
+        let (ack, acked) = futures::channel::oneshot::channel();
+        let sent = self.inner.send_barrier(ack);
+        async move {
+            if sent {
+                // a writer that stopped drops the sender: nothing more will be committed
+                let _ = acked.await;
+            }
+        }
+    }
+
+    /// [`flush`](Self::flush), blocking the calling thread (never call it on an async runtime's
+    /// worker thread).
+    pub fn flush_blocking(&self) {
+        futures::executor::block_on(self.flush());
+    }
+
+    /// Rows that could not be written so far (storage failures); 0 when all was recorded.
+    pub fn rows_not_recorded(&self) -> u64 {
+        self.inner.shared.rows_not_recorded()
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.inner.shared.path
+    }
+}
+
+impl fmt::Debug for SqliteLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqliteLayer")
+            .field("path", &self.inner.shared.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Debug for SqliteHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqliteHandle")
+            .field("path", &self.inner.shared.path)
+            .field("rows_not_recorded", &self.rows_not_recorded())
+            .finish()
+    }
+}
+
+/// Owned by the layer and its handles; the last one dropped stops the writer after it has
+/// committed everything sent.
+struct Inner {
+    /// `None` only while dropping.
+    sender: Option<SyncSender<Message>>,
+    thread: Option<JoinHandle<()>>,
+    shared: Arc<Shared>,
+}
+
+impl Inner {
+    /// Queues a row. A full queue wakes the writer and waits for room: rows are never dropped.
+    fn send(&self, message: Message) {
+        let Some(sender) = &self.sender else { return };
+        let sent = match sender.try_send(message) {
+            Ok(()) => return,
+            Err(TrySendError::Full(message)) => {
+                self.wake_writer();
+                sender.send(message).is_ok()
+            }
+            Err(TrySendError::Disconnected(_)) => false,
+        };
+        if !sent {
+            self.shared
+                .not_recorded(1, &"the flujo writer thread has stopped");
+        }
+    }
+
+    /// Queues a barrier and wakes the writer to commit at once; false when the writer is gone.
+    fn send_barrier(&self, ack: futures::channel::oneshot::Sender<()>) -> bool {
+        let Some(sender) = &self.sender else {
+            return false;
+        };
+        let message = match sender.try_send(Message::Barrier(ack)) {
+            Ok(()) => None,
+            Err(TrySendError::Full(message)) => Some(message),
+            Err(TrySendError::Disconnected(_)) => return false,
+        };
+        self.wake_writer();
+        match message {
+            Some(message) => sender.send(message).is_ok(),
+            None => true,
+        }
+    }
+
+    /// The writer sleeps while rows gather (see `writer.rs`); this ends the sleep.
+    fn wake_writer(&self) {
+        if let Some(thread) = &self.thread {
+            thread.thread().unpark();
+        }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // closing the channel lets the writer commit what it holds and return
+        drop(self.sender.take());
+        self.wake_writer();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// A run span's state in the registry's extensions: its id and close fields so far.
+struct RunSpan {
+    run_id: String,
+    end: RunEnd,
+    /// SqliteLayers in this subscriber that track the span (normally one).
+    layers: usize,
+}
+
+/// A step span's state in the registry's extensions.
+struct StepSpan {
+    close: StepClose,
+    layers: usize,
+}
+
+impl<S> Layer<S> for SqliteLayer
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        let metadata = attrs.metadata();
+        if metadata.target() != TARGET {
+            return;
+        }
+        let message = match metadata.name() {
+            RUN_SPAN => {
+                let mut run = blank_run();
+                let mut end = blank_run_end();
+                attrs.record(&mut RunVisitor {
+                    start: Some(&mut run),
+                    end: &mut end,
+                });
+                if run.run_id.is_empty() {
+                    return;
+                }
+                if run.start_time.is_empty() {
+                    run.start_time = now_rfc3339();
+                }
+                let Some(span) = ctx.span(id) else { return };
+                let mut extensions = span.extensions_mut();
+                match extensions.get_mut::<RunSpan>() {
+                    Some(state) => state.layers += 1,
+                    None => extensions.insert(RunSpan {
+                        run_id: run.run_id.clone(),
+                        end,
+                        layers: 1,
+                    }),
+                }
+                Message::RunStart(run)
+            }
+            STEP_SPAN => {
+                let mut step = blank_step();
+                let mut close = StepClose::default();
+                attrs.record(&mut StepVisitor {
+                    start: Some(&mut step),
+                    close: &mut close,
+                });
+                if step.run_id.is_empty() || step.step_run_id.is_empty() {
+                    return;
+                }
+                if step.start_time.is_empty() {
+                    step.start_time = now_rfc3339();
+                }
+                let Some(span) = ctx.span(id) else { return };
+                let mut extensions = span.extensions_mut();
+                match extensions.get_mut::<StepSpan>() {
+                    Some(state) => state.layers += 1,
+                    None => extensions.insert(StepSpan { close, layers: 1 }),
+                }
+                Message::StepStart(step)
+            }
+            _ => return,
+        };
+        // the extensions guard and span are dropped: sending may wait for the writer
+        self.inner.send(message);
+    }
+
+    fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
+        let Some(span) = ctx.span(id) else { return };
+        if span.metadata().target() != TARGET {
+            return;
+        }
+        let mut extensions = span.extensions_mut();
+        if let Some(state) = extensions.get_mut::<RunSpan>() {
+            values.record(&mut RunVisitor {
+                start: None,
+                end: &mut state.end,
+            });
+        } else if let Some(state) = extensions.get_mut::<StepSpan>() {
+            values.record(&mut StepVisitor {
+                start: None,
+                close: &mut state.close,
+            });
+        }
+    }
+
+    fn on_close(&self, id: Id, ctx: Context<'_, S>) {
+        let Some(span) = ctx.span(&id) else { return };
+        if span.metadata().target() != TARGET {
+            return;
+        }
+        let message = {
+            let mut extensions = span.extensions_mut();
+            if let Some(state) = extensions.get_mut::<RunSpan>() {
+                let (run_id, end) = if state.layers > 1 {
+                    state.layers -= 1;
+                    (state.run_id.clone(), state.end.clone())
+                } else {
+                    let Some(state) = extensions.remove::<RunSpan>() else {
+                        return;
+                    };
+                    (state.run_id, state.end)
+                };
+                Message::RunEnd {
+                    run_id,
+                    end: finish_run(end),
+                }
+            } else if let Some(state) = extensions.get_mut::<StepSpan>() {
+                let close = if state.layers > 1 {
+                    state.layers -= 1;
+                    state.close.clone()
+                } else {
+                    let Some(state) = extensions.remove::<StepSpan>() else {
+                        return;
+                    };
+                    state.close
+                };
+                Message::StepEnd(finish_step(close))
+            } else {
+                return;
+            }
+        };
+        drop(span);
+        self.inner.send(message);
+    }
+}
+
+/// A span that closed without recording its status was dropped before it could: `cancelled`.
+fn finish_run(mut end: RunEnd) -> RunEnd {
+    if end.status.is_empty() {
+        end.status = "cancelled".to_owned();
+    }
+    if end.end_time.is_empty() {
+        end.end_time = now_rfc3339();
+    }
+    end
+}
+
+fn finish_step(mut close: StepClose) -> StepClose {
+    if close.status.is_empty() {
+        close.status = "cancelled".to_owned();
+    }
+    if close.end_time.is_empty() {
+        close.end_time = now_rfc3339();
+    }
+    close
+}
+
+fn blank_run() -> RunRecord {
+    RunRecord {
+        run_id: String::new(),
+        pipeline_name: String::new(),
+        pipeline_version: String::new(),
+        status: "running".to_owned(),
+        start_time: String::new(),
+        end_time: None,
+        duration_ms: None,
+        total_cost: None,
+        total_tokens: None,
+        n_steps: None,
+        input_blob: None,
+        final_context_blob: None,
+        error_blob: None,
+        writer: None,
+    }
+}
+
+fn blank_run_end() -> RunEnd {
+    RunEnd {
+        status: String::new(),
+        end_time: String::new(),
+        duration_ms: None,
+        total_cost: None,
+        total_tokens: None,
+        final_context_blob: None,
+        error_blob: None,
+    }
+}
+
+fn blank_step() -> StepRecord {
+    StepRecord {
+        step_run_id: String::new(),
+        run_id: String::new(),
+        parent_step_run_id: None,
+        step_name: String::new(),
+        step_index: 0,
+        step_kind: None,
+        status: "running".to_owned(),
+        attempts: None,
+        start_time: String::new(),
+        end_time: None,
+        duration_ms: None,
+        cost: None,
+        tokens: None,
+        input_blob: None,
+        output_blob: None,
+        error_blob: None,
+    }
+}
+
+/// Now, in the contract's fixed-width RFC 3339 form.
+fn now_rfc3339() -> String {
+    let format = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
+    );
+    time::OffsetDateTime::now_utc()
+        .format(format)
+        .unwrap_or_default()
+}
+
+fn to_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+/// Copies a run span's fields: open fields into `start` (when opening), close fields into `end`.
+struct RunVisitor<'a> {
+    start: Option<&'a mut RunRecord>,
+    end: &'a mut RunEnd,
+}
+
+impl Visit for RunVisitor<'_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        let owned = || value.to_owned();
+        match (field.name(), self.start.as_deref_mut()) {
+            ("run_id", Some(start)) => start.run_id = owned(),
+            ("pipeline_name", Some(start)) => start.pipeline_name = owned(),
+            ("pipeline_version", Some(start)) => start.pipeline_version = owned(),
+            ("start_time", Some(start)) => start.start_time = owned(),
+            ("input", Some(start)) => start.input_blob = Some(owned()),
+            ("status", _) => self.end.status = owned(),
+            ("end_time", _) => self.end.end_time = owned(),
+            ("error", _) => self.end.error_blob = Some(owned()),
+            ("final_context", _) => self.end.final_context_blob = Some(owned()),
+            _ => {}
+        }
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.record_i64(field, to_i64(value));
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        match field.name() {
+            "duration_ms" => self.end.duration_ms = Some(value),
+            "total_tokens" => self.end.total_tokens = Some(value),
+            "total_cost_usd" => self.end.total_cost = Some(value as f64),
+            _ => {}
+        }
+    }
+
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        if field.name() == "total_cost_usd" {
+            self.end.total_cost = Some(value);
+        }
+    }
+
+    fn record_bool(&mut self, _field: &Field, _value: bool) {}
+
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        self.record_str(field, &value.to_string());
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.record_str(field, &format!("{value:?}"));
+    }
+}
+
+/// Copies a step span's fields: open fields into `start` (when opening), close fields into
+/// `close`.
+struct StepVisitor<'a> {
+    start: Option<&'a mut StepRecord>,
+    close: &'a mut StepClose,
+}
+
+impl Visit for StepVisitor<'_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        let owned = || value.to_owned();
+        match (field.name(), self.start.as_deref_mut()) {
+            ("run_id", Some(start)) => start.run_id = owned(),
+            ("step_run_id", Some(start)) => {
+                start.step_run_id = owned();
+                self.close.step_run_id = owned();
+            }
+            ("parent_step_run_id", Some(start)) => start.parent_step_run_id = Some(owned()),
+            ("step_name", Some(start)) => start.step_name = owned(),
+            ("step_kind", Some(start)) => start.step_kind = Some(owned()),
+            ("start_time", Some(start)) => start.start_time = owned(),
+            ("input", Some(start)) => start.input_blob = Some(owned()),
+            ("status", _) => self.close.status = owned(),
+            ("end_time", _) => self.close.end_time = owned(),
+            ("output", _) => self.close.output_blob = Some(owned()),
+            ("error", _) => self.close.error_blob = Some(owned()),
+            _ => {}
+        }
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.record_i64(field, to_i64(value));
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        match (field.name(), self.start.as_deref_mut()) {
+            ("step_index", Some(start)) => start.step_index = value,
+            ("attempts", _) => self.close.attempts = Some(value),
+            ("duration_ms", _) => self.close.duration_ms = Some(value),
+            ("tokens", _) => self.close.tokens = Some(value),
+            ("cost_usd", _) => self.close.cost = Some(value as f64),
+            _ => {}
+        }
+    }
+
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        if field.name() == "cost_usd" {
+            self.close.cost = Some(value);
+        }
+    }
+
+    // `fallback_taken` has no column: a taken fallback shows as its own `fallback` step row
+    fn record_bool(&mut self, _field: &Field, _value: bool) {}
+
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        self.record_str(field, &value.to_string());
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.record_str(field, &format!("{value:?}"));
+    }
+}

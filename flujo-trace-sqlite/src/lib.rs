@@ -13,4 +13,10 @@ mod writer;
 pub use backend::{
     RunEnd, RunFilter, RunRecord, SqliteBackend, StateBackend, StepRecord, WriterProcess,
 };
+pub use config::{
+    find_flujo_toml, load_flujo_toml, resolve_state_path, resolve_state_path_in, FlujoToml,
+    StatePath, StateSource, CONFIG_FILE_NAME, DEFAULT_STATE_URI, STATE_URI_ENV,
+};
 pub use error::Error;
+pub use layer::{SqliteHandle, SqliteLayer, SqliteLayerBuilder};
+pub use read::{RunCount, RunPage, CRASHED};

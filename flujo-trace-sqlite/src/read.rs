@@ -1,1 +1,824 @@
-//! read (to be written)
+//! Read-only queries over `runs` and `steps`, and the read-only open the lens uses.
+//!
+//! Every query is served by an index of schema v2 (checked with `EXPLAIN QUERY PLAN` in the tests
+//! below): a page of runs walks `runs(start_time)` or one of `runs(status, start_time)` /
+//! `runs(pipeline_name, start_time)` newest first and stops after the page, several statuses are
+//! merged from one index range per status (`MERGE (UNION ALL)`), a run id prefix is a range of the
+//! primary key, and a run's steps come from `steps(run_id, step_run_id)` one row at a time.
+//!
+//! Schema v1 databases (the FSD's DDL) are read too: columns v1 lacks read as NULL.
+//!
+//! A run stored as `running` whose writer process is certainly gone reads as `crashed` (see
+//! `process.rs`); the database is never changed.
+
+use std::io::Read as _;
+use std::path::Path;
+
+use rusqlite::types::Value;
+use rusqlite::{Connection, OpenFlags, Row};
+
+use crate::backend::{RunFilter, RunRecord, SqliteBackend, StepRecord, WriterProcess};
+use crate::migrate::{classify, SCHEMA_VERSION};
+use crate::process::writer_is_gone;
+use crate::Error;
+
+/// The status readers give a `running` run whose writing process died.
+pub const CRASHED: &str = "crashed";
+
+/// How many runs match a filter: exact when counting was cheap, otherwise a lower bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunCount {
+    /// The number of matching runs, or when `exact` is false, a number that more runs match.
+    pub count: u64,
+    /// False when counting stopped at the bound: more than `count` runs match.
+    pub exact: bool,
+}
+
+/// One page of runs, newest first, and how many runs match in all.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunPage {
+    /// At most `filter.limit` runs, without their blobs (`input_blob`, `final_context_blob` and
+    /// `error_blob` are `None`).
+    pub runs: Vec<RunRecord>,
+    /// How many runs match the filter.
+    pub matching: RunCount,
+}
+
+impl SqliteBackend {
+    /// Opens an existing database for reading only. Never creates, migrates or writes the file:
+    /// a missing file is [`Error::NotFound`], a file that is not SQLite or has no flujo tables is
+    /// [`Error::NotAFlujoDatabase`], a damaged one [`Error::Corrupt`], one written by a newer
+    /// flujo [`Error::TooNew`]. Older schema versions are read as they are.
+    ///
+    /// A database in WAL mode is read through SQLite's `-wal` and `-shm` companion files, which
+    /// SQLite creates next to it when missing (empty); the database file itself is not written.
+    pub fn open_read_only(path: impl AsRef<Path>) -> Result<SqliteBackend, Error> {
+        let path = path.as_ref();
+        check_sqlite_header(path)?;
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(path, flags).map_err(|e| classify(path, e))?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(|e| classify(path, e))?;
+        let schema_version = stored_version(&conn).map_err(|e| classify(path, e))?;
+        if schema_version > SCHEMA_VERSION {
+            return Err(Error::TooNew {
+                path: path.to_path_buf(),
+                found: schema_version,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        if !has_flujo_tables(&conn).map_err(|e| classify(path, e))? {
+            return Err(Error::NotAFlujoDatabase {
+                path: path.to_path_buf(),
+            });
+        }
+        Ok(SqliteBackend {
+            conn,
+            path: path.to_path_buf(),
+            // the FSD's own backend never set user_version: its tables are version 1
+            schema_version: schema_version.max(1),
+        })
+    }
+
+    /// The schema version of the database as opened (`PRAGMA user_version`, at least 1).
+    pub fn stored_schema_version(&self) -> i64 {
+        self.schema_version
+    }
+
+    /// One run with its blobs, `None` when no run has this id.
+    pub fn find_run(&self, run_id: &str) -> Result<Option<RunRecord>, Error> {
+        run_by_id(&self.conn, self.schema_version, run_id).map_err(|e| self.read_error(e))
+    }
+
+    /// The run that started last, with its blobs.
+    pub fn latest_run(&self) -> Result<Option<RunRecord>, Error> {
+        let sql = format!(
+            "SELECT {} FROM runs ORDER BY start_time DESC LIMIT 1",
+            run_columns(self.schema_version, Columns::Detail)
+        );
+        query_one_run(&self.conn, &sql, &[]).map_err(|e| self.read_error(e))
+    }
+
+    /// Up to `max` runs whose id starts with `prefix`, in id order, without their blobs.
+    pub fn find_runs_by_prefix(&self, prefix: &str, max: usize) -> Result<Vec<RunRecord>, Error> {
+        runs_by_prefix(&self.conn, self.schema_version, prefix, max).map_err(|e| self.read_error(e))
+    }
+
+    /// A page of runs matching `filter`, newest first, without blobs, and how many match:
+    /// counted exactly up to `count_bound`, beyond that reported as "more than `count_bound`".
+    /// `filter.limit` of `None` returns every matching run.
+    pub fn list_runs_page(&self, filter: &RunFilter, count_bound: u64) -> Result<RunPage, Error> {
+        let version = self.schema_version;
+        let read = |e| self.read_error(e);
+        let Some(limit) = filter.limit else {
+            let runs =
+                query_runs(&self.conn, version, filter, None, Columns::Summary).map_err(read)?;
+            let count = runs.len() as u64;
+            return Ok(RunPage {
+                runs,
+                matching: RunCount { count, exact: true },
+            });
+        };
+        let mut runs = query_runs(
+            &self.conn,
+            version,
+            filter,
+            Some(limit.saturating_add(1)),
+            Columns::Summary,
+        )
+        .map_err(read)?;
+        if runs.len() <= limit {
+            let count = runs.len() as u64;
+            return Ok(RunPage {
+                runs,
+                matching: RunCount { count, exact: true },
+            });
+        }
+        runs.truncate(limit);
+        let bound = count_bound.max(limit as u64 + 1);
+        let counted = count_runs(&self.conn, version, filter, bound).map_err(read)?;
+        let matching = if counted > bound {
+            RunCount {
+                count: bound,
+                exact: false,
+            }
+        } else {
+            RunCount {
+                count: counted.max(limit as u64 + 1),
+                exact: true,
+            }
+        };
+        Ok(RunPage { runs, matching })
+    }
+
+    /// Calls `each` with every step of a run in execution order (`step_run_id`, a UUID v7), one
+    /// row at a time, so a run with thousands of large steps is never held in memory at once.
+    /// Stops at the first error `each` returns.
+    pub fn for_each_run_step<E: From<Error>>(
+        &self,
+        run_id: &str,
+        mut each: impl FnMut(StepRecord) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let sql = format!(
+            "SELECT {} FROM steps WHERE run_id = ?1 ORDER BY step_run_id",
+            step_columns(self.schema_version)
+        );
+        let mut stmt = self.conn.prepare(&sql).map_err(|e| self.read_error(e))?;
+        let mut rows = stmt.query([run_id]).map_err(|e| self.read_error(e))?;
+        while let Some(row) = rows.next().map_err(|e| self.read_error(e))? {
+            let step = step_from_row(row).map_err(|e| self.read_error(e))?;
+            each(step)?;
+        }
+        Ok(())
+    }
+
+    /// The steps of a run still stored as `running`, in execution order: for a crashed run, the
+    /// steps that were running when its process died.
+    pub fn running_steps(&self, run_id: &str) -> Result<Vec<StepRecord>, Error> {
+        let sql = format!(
+            "SELECT {} FROM steps WHERE run_id = ?1 AND status = 'running' ORDER BY step_run_id",
+            step_columns(self.schema_version)
+        );
+        let read = || -> rusqlite::Result<Vec<StepRecord>> {
+            let mut stmt = self.conn.prepare(&sql)?;
+            let steps = stmt.query_map([run_id], step_from_row)?;
+            steps.collect()
+        };
+        read().map_err(|e| self.read_error(e))
+    }
+
+    fn read_error(&self, source: rusqlite::Error) -> Error {
+        classify(&self.path, source)
+    }
+}
+
+/// One run with its blobs (the `StateBackend` implementation calls this).
+pub(crate) fn get_run_details(
+    conn: &Connection,
+    run_id: &str,
+) -> rusqlite::Result<Option<RunRecord>> {
+    run_by_id(conn, stored_version(conn)?.max(1), run_id)
+}
+
+/// A run's steps in execution order (the `StateBackend` implementation calls this).
+pub(crate) fn list_run_steps(conn: &Connection, run_id: &str) -> rusqlite::Result<Vec<StepRecord>> {
+    let sql = format!(
+        "SELECT {} FROM steps WHERE run_id = ?1 ORDER BY step_run_id",
+        step_columns(stored_version(conn)?.max(1))
+    );
+    let mut stmt = conn.prepare(&sql)?;
+    let steps = stmt.query_map([run_id], step_from_row)?;
+    steps.collect()
+}
+
+/// Runs matching `filter`, newest first, with their blobs (the `StateBackend` implementation
+/// calls this).
+pub(crate) fn list_runs(conn: &Connection, filter: &RunFilter) -> rusqlite::Result<Vec<RunRecord>> {
+    query_runs(
+        conn,
+        stored_version(conn)?.max(1),
+        filter,
+        filter.limit,
+        Columns::Detail,
+    )
+}
+
+fn stored_version(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.pragma_query_value(None, "user_version", |row| row.get(0))
+}
+
+fn has_flujo_tables(conn: &Connection) -> rusqlite::Result<bool> {
+    let n_tables: i64 = conn.query_row(
+        "SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name IN ('runs', 'steps')",
+        [],
+        |row| row.get(0),
+    )?;
+    Ok(n_tables == 2)
+}
+
+/// Refuses, before SQLite sees it, a path that is missing, not a file, or does not start with the
+/// SQLite header (an empty file included: SQLite would take it for an empty database).
+fn check_sqlite_header(path: &Path) -> Result<(), Error> {
+    let io_error = |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let metadata = match std::fs::metadata(path) {
+        Ok(metadata) => metadata,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(Error::NotFound {
+                path: path.to_path_buf(),
+            })
+        }
+        Err(e) => return Err(io_error(e)),
+    };
+    if !metadata.is_file() {
+        return Err(Error::NotAFlujoDatabase {
+            path: path.to_path_buf(),
+        });
+    }
+    let mut header = Vec::with_capacity(16);
+    std::fs::File::open(path)
+        .and_then(|file| file.take(16).read_to_end(&mut header))
+        .map_err(io_error)?;
+    if header != b"SQLite format 3\0" {
+        return Err(Error::NotAFlujoDatabase {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(())
+}
+
+/// Which run columns a query reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Columns {
+    /// Everything but the blobs (listing).
+    Summary,
+    /// Everything.
+    Detail,
+}
+
+/// The select list of a run, in the order `run_from_row` reads it. Columns schema v1 lacks read
+/// as NULL. The step count is the stored `n_steps` (written when a run ends) or, for a run still
+/// running or a v1 database, counted on `steps(run_id)`.
+fn run_columns(version: i64, columns: Columns) -> &'static str {
+    match (version >= 2, columns) {
+        (true, Columns::Summary) => {
+            "run_id, pipeline_name, pipeline_version, status, start_time, end_time, duration_ms, \
+             total_cost, total_tokens, \
+             COALESCE(n_steps, (SELECT count(*) FROM steps WHERE steps.run_id = runs.run_id)), \
+             NULL, NULL, NULL, writer_host, writer_pid, writer_pid_start"
+        }
+        (true, Columns::Detail) => {
+            "run_id, pipeline_name, pipeline_version, status, start_time, end_time, duration_ms, \
+             total_cost, total_tokens, \
+             COALESCE(n_steps, (SELECT count(*) FROM steps WHERE steps.run_id = runs.run_id)), \
+             input_blob, final_context_blob, error_blob, writer_host, writer_pid, writer_pid_start"
+        }
+        (false, Columns::Summary) => {
+            "run_id, pipeline_name, pipeline_version, status, start_time, end_time, NULL, \
+             total_cost, NULL, (SELECT count(*) FROM steps WHERE steps.run_id = runs.run_id), \
+             NULL, NULL, NULL, NULL, NULL, NULL"
+        }
+        (false, Columns::Detail) => {
+            "run_id, pipeline_name, pipeline_version, status, start_time, end_time, NULL, \
+             total_cost, NULL, (SELECT count(*) FROM steps WHERE steps.run_id = runs.run_id), \
+             NULL, final_context_blob, NULL, NULL, NULL, NULL"
+        }
+    }
+}
+
+/// The select list of a step, in the order `step_from_row` reads it.
+fn step_columns(version: i64) -> &'static str {
+    if version >= 2 {
+        "step_run_id, run_id, parent_step_run_id, step_name, step_index, step_kind, status, \
+         attempts, start_time, end_time, duration_ms, cost, tokens, input_blob, output_blob, \
+         error_blob"
+    } else {
+        "step_run_id, run_id, NULL, step_name, step_index, NULL, status, NULL, start_time, \
+         end_time, duration_ms, cost, tokens, input_blob, output_blob, error_blob"
+    }
+}
+
+fn run_from_row(row: &Row<'_>) -> rusqlite::Result<RunRecord> {
+    let writer_host: Option<String> = row.get(13)?;
+    let writer_pid: Option<i64> = row.get(14)?;
+    let writer_pid_start: Option<i64> = row.get(15)?;
+    let writer = match (writer_host, writer_pid) {
+        (Some(host), Some(pid)) => Some(WriterProcess {
+            host,
+            pid,
+            pid_start: writer_pid_start.unwrap_or(0),
+        }),
+        _ => None,
+    };
+    let mut run = RunRecord {
+        run_id: row.get(0)?,
+        pipeline_name: row.get(1)?,
+        pipeline_version: row.get(2)?,
+        status: row.get(3)?,
+        start_time: row.get(4)?,
+        end_time: row.get(5)?,
+        duration_ms: row.get(6)?,
+        total_cost: row.get(7)?,
+        total_tokens: row.get(8)?,
+        n_steps: row.get(9)?,
+        input_blob: row.get(10)?,
+        final_context_blob: row.get(11)?,
+        error_blob: row.get(12)?,
+        writer,
+    };
+    if run.duration_ms.is_none() {
+        run.duration_ms = run
+            .end_time
+            .as_deref()
+            .and_then(|end| duration_between(&run.start_time, end));
+    }
+    if run.status == "running" && run.writer.as_ref().is_some_and(writer_is_gone) {
+        run.status = CRASHED.to_owned();
+    }
+    Ok(run)
+}
+
+fn step_from_row(row: &Row<'_>) -> rusqlite::Result<StepRecord> {
+    Ok(StepRecord {
+        step_run_id: row.get(0)?,
+        run_id: row.get(1)?,
+        parent_step_run_id: row.get(2)?,
+        step_name: row.get(3)?,
+        step_index: row.get(4)?,
+        step_kind: row.get(5)?,
+        status: row.get(6)?,
+        attempts: row.get(7)?,
+        start_time: row.get(8)?,
+        end_time: row.get(9)?,
+        duration_ms: row.get(10)?,
+        cost: row.get(11)?,
+        tokens: row.get(12)?,
+        input_blob: row.get(13)?,
+        output_blob: row.get(14)?,
+        error_blob: row.get(15)?,
+    })
+}
+
+/// Milliseconds from `start` to `end` (RFC 3339), for rows that did not store a duration.
+fn duration_between(start: &str, end: &str) -> Option<i64> {
+    use time::format_description::well_known::Rfc3339;
+    let start = time::OffsetDateTime::parse(start, &Rfc3339).ok()?;
+    let end = time::OffsetDateTime::parse(end, &Rfc3339).ok()?;
+    i64::try_from((end - start).whole_milliseconds()).ok()
+}
+
+fn run_by_id(conn: &Connection, version: i64, run_id: &str) -> rusqlite::Result<Option<RunRecord>> {
+    let sql = format!(
+        "SELECT {} FROM runs WHERE run_id = ?1",
+        run_columns(version, Columns::Detail)
+    );
+    query_one_run(conn, &sql, &[Value::Text(run_id.to_owned())])
+}
+
+fn query_one_run(
+    conn: &Connection,
+    sql: &str,
+    params: &[Value],
+) -> rusqlite::Result<Option<RunRecord>> {
+    let mut stmt = conn.prepare(sql)?;
+    let mut rows = stmt.query(rusqlite::params_from_iter(params))?;
+    rows.next()?.map(run_from_row).transpose()
+}
+
+/// The SQL of a prefix lookup: a range of the primary key, `[prefix, next(prefix))`.
+fn prefix_query(version: i64, prefix: &str, max: usize) -> (String, Vec<Value>) {
+    let columns = run_columns(version, Columns::Summary);
+    let mut params = vec![Value::Text(prefix.to_owned())];
+    let range = match prefix_upper_bound(prefix) {
+        Some(upper) => {
+            params.push(Value::Text(upper));
+            "run_id >= ?1 AND run_id < ?2"
+        }
+        None => "run_id >= ?1",
+    };
+    params.push(Value::Integer(i64::try_from(max).unwrap_or(i64::MAX)));
+    let limit = params.len();
+    (
+        format!("SELECT {columns} FROM runs WHERE {range} ORDER BY run_id LIMIT ?{limit}"),
+        params,
+    )
+}
+
+/// The smallest string greater than every string starting with `prefix`, when there is one.
+fn prefix_upper_bound(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        let next = (u32::from(last) + 1..=u32::from(char::MAX)).find_map(char::from_u32);
+        if let Some(next) = next {
+            chars.push(next);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
+}
+
+fn runs_by_prefix(
+    conn: &Connection,
+    version: i64,
+    prefix: &str,
+    max: usize,
+) -> rusqlite::Result<Vec<RunRecord>> {
+    let (sql, params) = prefix_query(version, prefix, max);
+    let mut stmt = conn.prepare(&sql)?;
+    let runs = stmt.query_map(rusqlite::params_from_iter(&params), run_from_row)?;
+    runs.filter(|run| !matches!(run, Ok(run) if !run.run_id.starts_with(prefix)))
+        .collect()
+}
+
+/// How a filter's statuses map to SQL: the stored statuses to select (`crashed` is stored as
+/// `running`), and whether rows must be checked again after reading because exactly one of
+/// `running` and `crashed` was asked for.
+struct StatusPlan {
+    stored: Vec<String>,
+    recheck: bool,
+}
+
+fn status_plan(statuses: &[String]) -> StatusPlan {
+    let mut stored: Vec<String> = statuses
+        .iter()
+        .map(|status| {
+            if status == CRASHED {
+                "running".to_owned()
+            } else {
+                status.clone()
+            }
+        })
+        .collect();
+    stored.sort();
+    stored.dedup();
+    let wants = |s: &str| statuses.iter().any(|status| status == s);
+    StatusPlan {
+        stored,
+        recheck: wants("running") != wants(CRASHED),
+    }
+}
+
+/// The runs query for `filter`: newest first, one `runs` index range per stored status merged
+/// in start-time order, or a single indexed walk when at most one status is asked for.
+fn runs_query(
+    filter: &RunFilter,
+    plan: &StatusPlan,
+    select: &str,
+    limit: Option<usize>,
+) -> (String, Vec<Value>) {
+    let mut params = Vec::new();
+    let arms: Vec<String> = if plan.stored.is_empty() {
+        vec![runs_arm(select, None, filter, &mut params)]
+    } else {
+        plan.stored
+            .iter()
+            .map(|status| runs_arm(select, Some(status), filter, &mut params))
+            .collect()
+    };
+    let mut sql = arms.join(" UNION ALL ");
+    sql.push_str(" ORDER BY start_time DESC");
+    if let Some(limit) = limit {
+        params.push(Value::Integer(i64::try_from(limit).unwrap_or(i64::MAX)));
+        sql.push_str(&format!(" LIMIT ?{}", params.len()));
+    }
+    (sql, params)
+}
+
+/// One `SELECT ... FROM runs WHERE ...` with bound parameters (never user text in the SQL).
+fn runs_arm(
+    select: &str,
+    status: Option<&str>,
+    filter: &RunFilter,
+    params: &mut Vec<Value>,
+) -> String {
+    let mut conditions = Vec::new();
+    let mut bind = |condition: &str, value: &str, params: &mut Vec<Value>| {
+        params.push(Value::Text(value.to_owned()));
+        conditions.push(format!("{condition} ?{}", params.len()));
+    };
+    if let Some(status) = status {
+        bind("status =", status, params);
+    }
+    if let Some(pipeline_name) = &filter.pipeline_name {
+        bind("pipeline_name =", pipeline_name, params);
+    }
+    if let Some(since) = &filter.since {
+        bind("start_time >=", since, params);
+    }
+    if let Some(until) = &filter.until {
+        bind("start_time <", until, params);
+    }
+    if conditions.is_empty() {
+        format!("SELECT {select} FROM runs")
+    } else {
+        format!(
+            "SELECT {select} FROM runs WHERE {}",
+            conditions.join(" AND ")
+        )
+    }
+}
+
+/// Up to `max` runs matching `filter`, newest first. When the derived status must be checked
+/// (`running` vs `crashed`), rows are read one at a time until `max` of them match.
+fn query_runs(
+    conn: &Connection,
+    version: i64,
+    filter: &RunFilter,
+    max: Option<usize>,
+    columns: Columns,
+) -> rusqlite::Result<Vec<RunRecord>> {
+    let plan = status_plan(&filter.statuses);
+    let select = run_columns(version, columns);
+    let sql_limit = if plan.recheck { None } else { max };
+    let (sql, params) = runs_query(filter, &plan, select, sql_limit);
+    let mut stmt = conn.prepare(&sql)?;
+    let mut rows = stmt.query(rusqlite::params_from_iter(&params))?;
+    let mut runs = Vec::new();
+    while max.is_none_or(|max| runs.len() < max) {
+        let Some(row) = rows.next()? else { break };
+        let run = run_from_row(row)?;
+        if !plan.recheck || filter.statuses.contains(&run.status) {
+            runs.push(run);
+        }
+    }
+    Ok(runs)
+}
+
+/// The bounded count query: `count(*)` over at most `bound + 1` matching index entries.
+fn count_query(filter: &RunFilter, plan: &StatusPlan, bound: u64) -> (String, Vec<Value>) {
+    let limit = usize::try_from(bound.saturating_add(1)).unwrap_or(usize::MAX);
+    let (inner, params) = runs_query_unordered(filter, plan, limit);
+    (format!("SELECT count(*) FROM ({inner})"), params)
+}
+
+fn runs_query_unordered(
+    filter: &RunFilter,
+    plan: &StatusPlan,
+    limit: usize,
+) -> (String, Vec<Value>) {
+    let mut params = Vec::new();
+    let arms: Vec<String> = if plan.stored.is_empty() {
+        vec![runs_arm("1", None, filter, &mut params)]
+    } else {
+        plan.stored
+            .iter()
+            .map(|status| runs_arm("1", Some(status), filter, &mut params))
+            .collect()
+    };
+    params.push(Value::Integer(i64::try_from(limit).unwrap_or(i64::MAX)));
+    let sql = format!("{} LIMIT ?{}", arms.join(" UNION ALL "), params.len());
+    (sql, params)
+}
+
+/// How many runs match `filter`, counting at most `bound + 1`.
+fn count_runs(
+    conn: &Connection,
+    version: i64,
+    filter: &RunFilter,
+    bound: u64,
+) -> rusqlite::Result<u64> {
+    let plan = status_plan(&filter.statuses);
+    let max = usize::try_from(bound.saturating_add(1)).unwrap_or(usize::MAX);
+    if plan.recheck {
+        let runs = query_runs(conn, version, filter, Some(max), Columns::Summary)?;
+        return Ok(runs.len() as u64);
+    }
+    let (sql, params) = count_query(filter, &plan, bound);
+    let count: i64 = conn.query_row(&sql, rusqlite::params_from_iter(&params), |row| row.get(0))?;
+    Ok(u64::try_from(count).unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    //! Query plans: every lens query is served by an index of schema v2.
+
+    use super::*;
+
+    fn v2_database() -> Connection {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(include_str!("schema/v1.sql")).unwrap();
+        conn.execute_batch(include_str!("schema/v1_to_v2.sql"))
+            .unwrap();
+        conn.pragma_update(None, "user_version", 2).unwrap();
+        // a few rows, no ANALYZE: real databases have no statistics either
+        for i in 0..50 {
+            conn.execute(
+                "INSERT INTO runs (run_id, pipeline_name, pipeline_version, status, start_time) \
+                 VALUES (?1, ?2, 'v1', ?3, ?4)",
+                rusqlite::params![
+                    format!("0190{i:04}-0000-7000-8000-000000000000"),
+                    ["etl", "chat"][i % 2],
+                    ["completed", "failed", "running"][i % 3],
+                    format!("2026-01-01T00:00:{i:02}.000000Z"),
+                ],
+            )
+            .unwrap();
+        }
+        conn
+    }
+
+    fn plan(conn: &Connection, sql: &str, params: &[Value]) -> String {
+        let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        let rows = stmt
+            .query_map(rusqlite::params_from_iter(params), |row| {
+                row.get::<_, String>(3)
+            })
+            .unwrap();
+        rows.map(Result::unwrap).collect::<Vec<_>>().join("\n")
+    }
+
+    /// Asserts the plan never sorts, never scans a table without an index, and (unless
+    /// `ordered_walk_ok`) never scans `runs` at all, only searches index ranges.
+    fn assert_indexed(name: &str, plan: &str, ordered_walk_ok: bool) {
+        assert!(!plan.contains("TEMP B-TREE"), "{name} sorts:\n{plan}");
+        for line in plan.lines() {
+            let line = line.trim();
+            if line.starts_with("SCAN runs") || line.starts_with("SCAN steps") {
+                assert!(line.contains("USING"), "{name} scans a table:\n{plan}");
+                assert!(
+                    ordered_walk_ok,
+                    "{name} scans instead of searching:\n{plan}"
+                );
+            }
+        }
+        assert!(
+            plan.contains("runs") || plan.contains("steps"),
+            "{name}:\n{plan}"
+        );
+    }
+
+    fn filters() -> Vec<(&'static str, RunFilter, bool)> {
+        let statuses = |s: &[&str]| s.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        vec![
+            ("plain", RunFilter::default(), true),
+            (
+                "one status",
+                RunFilter {
+                    statuses: statuses(&["failed"]),
+                    ..RunFilter::default()
+                },
+                false,
+            ),
+            (
+                "two statuses",
+                RunFilter {
+                    statuses: statuses(&["failed", "cancelled"]),
+                    ..RunFilter::default()
+                },
+                false,
+            ),
+            (
+                "crashed",
+                RunFilter {
+                    statuses: statuses(&["crashed"]),
+                    ..RunFilter::default()
+                },
+                false,
+            ),
+            (
+                "pipeline",
+                RunFilter {
+                    pipeline_name: Some("etl".into()),
+                    ..RunFilter::default()
+                },
+                false,
+            ),
+            (
+                "since and until",
+                RunFilter {
+                    since: Some("2026-01-01T00:00:10.000000Z".into()),
+                    until: Some("2026-01-01T00:00:20.000000Z".into()),
+                    ..RunFilter::default()
+                },
+                false,
+            ),
+            (
+                "status, pipeline and since",
+                RunFilter {
+                    statuses: statuses(&["failed", "completed"]),
+                    pipeline_name: Some("etl".into()),
+                    since: Some("2026-01-01T00:00:10.000000Z".into()),
+                    ..RunFilter::default()
+                },
+                false,
+            ),
+        ]
+    }
+
+    #[test]
+    fn list_and_count_queries_use_indexes() {
+        let conn = v2_database();
+        for (name, filter, walk_ok) in filters() {
+            let status = status_plan(&filter.statuses);
+            let select = run_columns(2, Columns::Summary);
+            let (sql, params) = runs_query(&filter, &status, select, Some(51));
+            assert_indexed(
+                &format!("list {name}"),
+                &plan(&conn, &sql, &params),
+                walk_ok,
+            );
+            let (sql, params) = count_query(&filter, &status, 10_000);
+            assert_indexed(
+                &format!("count {name}"),
+                &plan(&conn, &sql, &params),
+                walk_ok,
+            );
+        }
+    }
+
+    #[test]
+    fn several_statuses_merge_index_ranges() {
+        let conn = v2_database();
+        let filter = RunFilter {
+            statuses: vec!["failed".into(), "completed".into()],
+            ..RunFilter::default()
+        };
+        let status = status_plan(&filter.statuses);
+        let (sql, params) =
+            runs_query(&filter, &status, run_columns(2, Columns::Summary), Some(51));
+        let plan = plan(&conn, &sql, &params);
+        assert!(plan.contains("MERGE (UNION ALL)"), "{plan}");
+        assert_eq!(
+            plan.matches("SEARCH runs USING INDEX idx_runs_status_start_time")
+                .count(),
+            2,
+            "{plan}"
+        );
+    }
+
+    #[test]
+    fn run_lookups_use_indexes() {
+        let conn = v2_database();
+        let detail = run_columns(2, Columns::Detail);
+        let cases = [
+            (
+                "by id",
+                format!("SELECT {detail} FROM runs WHERE run_id = ?1"),
+                vec![Value::Text("x".into())],
+            ),
+            (
+                "latest",
+                format!("SELECT {detail} FROM runs ORDER BY start_time DESC LIMIT 1"),
+                vec![],
+            ),
+            (
+                "steps",
+                format!("SELECT {} FROM steps WHERE run_id = ?1 ORDER BY step_run_id", step_columns(2)),
+                vec![Value::Text("x".into())],
+            ),
+            (
+                "running steps",
+                format!(
+                    "SELECT {} FROM steps WHERE run_id = ?1 AND status = 'running' ORDER BY step_run_id",
+                    step_columns(2)
+                ),
+                vec![Value::Text("x".into())],
+            ),
+        ];
+        for (name, sql, params) in cases {
+            let plan = plan(&conn, &sql, &params);
+            assert_indexed(name, &plan, name == "latest");
+            if name == "latest" {
+                assert!(plan.contains("idx_runs_start_time"), "{plan}");
+            }
+        }
+        let (sql, params) = prefix_query(2, "0190", 11);
+        let plan = plan(&conn, &sql, &params);
+        assert_indexed("prefix", &plan, false);
+        assert!(plan.contains("(run_id>? AND run_id<?)"), "{plan}");
+    }
+
+    #[test]
+    fn prefix_upper_bounds() {
+        assert_eq!(prefix_upper_bound("0190").as_deref(), Some("0191"));
+        assert_eq!(prefix_upper_bound("abc-f").as_deref(), Some("abc-g"));
+        assert_eq!(
+            prefix_upper_bound("a\u{d7ff}").as_deref(),
+            Some("a\u{e000}")
+        );
+        assert_eq!(prefix_upper_bound("a\u{10ffff}").as_deref(), Some("b"));
+        assert_eq!(prefix_upper_bound(""), None);
+    }
+}

@@ -1,2 +1,144 @@
-//! xtask placeholder
-fn main() {}
+//! `cargo xtask`: the project's own tasks (ci, demo, seed, bench), run with `cargo xtask --help`.
+
+mod bench_lens;
+mod bench_overhead;
+mod seed;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+/// The project's own tasks.
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "flujo's project tasks", after_help = EXAMPLES)]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+const EXAMPLES: &str = "\
+Examples:
+  cargo xtask ci                              fmt check, clippy with warnings denied, tests
+  cargo xtask demo                            run the quickstart pipeline, then `flujo lens` over it
+  cargo xtask seed --runs 10000 --db /tmp/f.db
+  cargo xtask bench overhead                  persistence on vs off, side by side
+  cargo xtask bench lens --runs 1000000       whole `flujo lens` processes on a big database";
+
+#[derive(Subcommand)]
+enum Task {
+    /// Check formatting, run clippy with warnings denied, run the tests.
+    Ci,
+    /// Run the quickstart example here, then show what it recorded with `flujo lens`.
+    Demo,
+    /// Fill a database through the real runner and SqliteLayer with a realistic mix of runs.
+    Seed(seed::SeedArgs),
+    /// Benchmarks that print medians and ratios measured side by side in one invocation.
+    Bench {
+        #[command(subcommand)]
+        bench: Bench,
+    },
+    /// (internal) one measured child process of `bench overhead`.
+    #[command(hide = true)]
+    OverheadChild(bench_overhead::ChildArgs),
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// Pipelines with persistence on and off, alternating: overhead, writer throughput, memory.
+    Overhead(bench_overhead::OverheadArgs),
+    /// Time whole `flujo lens` processes on a seeded database.
+    Lens(bench_lens::LensArgs),
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().task {
+        Task::Ci => ci(),
+        Task::Demo => demo(),
+        Task::Seed(args) => seed::run(&args).map(|_| ()),
+        Task::Bench { bench } => match bench {
+            Bench::Overhead(args) => bench_overhead::run(&args),
+            Bench::Lens(args) => bench_lens::run(&args),
+        },
+        Task::OverheadChild(args) => bench_overhead::child(&args),
+    }
+}
+
+/// The workspace root (xtask lives one level below it).
+pub(crate) fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask has a parent directory")
+        .to_path_buf()
+}
+
+/// Run a command, inheriting stdio; fail with the command line when it fails.
+pub(crate) fn run_cmd(cmd: &mut Command) -> Result<()> {
+    let shown = format!("{cmd:?}");
+    eprintln!("$ {shown}");
+    let status = cmd
+        .status()
+        .with_context(|| format!("could not start {shown}"))?;
+    if !status.success() {
+        bail!("{shown} failed with {status}");
+    }
+    Ok(())
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+}
+
+fn ci() -> Result<()> {
+    let root = workspace_root();
+    run_cmd(
+        cargo()
+            .current_dir(&root)
+            .args(["fmt", "--all", "--", "--check"]),
+    )?;
+    run_cmd(cargo().current_dir(&root).args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    run_cmd(cargo().current_dir(&root).args(["test", "--workspace"]))
+}
+
+fn demo() -> Result<()> {
+    let root = workspace_root();
+    let manifest = root.join("Cargo.toml");
+    // cargo run keeps the current directory, so flujo_ops.db lands where the user stands.
+    run_cmd(
+        cargo()
+            .args(["run", "--release", "--quiet", "--manifest-path"])
+            .arg(&manifest)
+            .args(["--example", "quickstart"]),
+    )?;
+    let flujo = build_flujo_binary()?;
+    println!("\n$ flujo lens list");
+    run_cmd(Command::new(&flujo).args(["lens", "list"]))?;
+    println!("\n$ flujo lens show latest");
+    run_cmd(Command::new(&flujo).args(["lens", "show", "latest"]))
+}
+
+/// Build the release `flujo` binary and return its path.
+pub(crate) fn build_flujo_binary() -> Result<PathBuf> {
+    let root = workspace_root();
+    run_cmd(
+        cargo()
+            .current_dir(&root)
+            .args(["build", "--release", "--quiet", "--bin", "flujo"]),
+    )?;
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    let bin = target.join("release").join("flujo");
+    if !bin.exists() {
+        bail!("built flujo but found no binary at {}", bin.display());
+    }
+    Ok(bin)
+}

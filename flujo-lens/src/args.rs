@@ -1,0 +1,165 @@
+//! The raw command line, as clap parses it; `config.rs` validates it into a `Config`.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  success
+  1  nothing found: no run matches, or RUN names no run or several
+  2  bad arguments, unusable configuration, or a database that is missing, not a flujo
+     database, corrupt, or from a newer flujo";
+
+const DATABASE: &str = "\
+Database: --state-uri, else FLUJO_STATE_URI, else state_uri in the nearest flujo.toml (this
+directory, then its parents), else ./flujo_ops.db. Accepted: a path, sqlite:///relative.db,
+sqlite:////absolute.db. The database is opened read-only and never changed.";
+
+const TOP_AFTER_HELP: &str = "\
+Examples:
+  flujo lens list                     the 50 newest runs
+  flujo lens show latest              the last run, step by step";
+
+const LENS_AFTER_HELP: &str = concat!(
+    "\
+Examples:
+  flujo lens list
+  flujo lens list --status failed --since 2h
+  flujo lens show latest
+  flujo lens show 0190a1b2-3c4d --full
+  flujo lens --state-uri sqlite:////var/lib/app/flujo_ops.db list -o json
+
+"
+);
+
+const LIST_AFTER_HELP: &str = "\
+Examples:
+  flujo lens list                               the 50 newest runs
+  flujo lens list --status failed,crashed       failed or crashed runs
+  flujo lens list --pipeline etl --since 7d     runs of `etl` in the last 7 days
+  flujo lens list --since 2026-01-05 --until '2026-01-06 12:00'
+  flujo lens list --limit 500 -o jsonl          for scripts: one run object per line
+
+Statuses: running, completed, failed, cancelled, crashed (a run left running by a process on
+this host that no longer exists).
+
+Times are UTC. --since includes its instant, --until excludes it; WHEN is a duration back from
+now (45s, 30m, 2h, 7d, 2w), a date (2026-01-05), a date and time (2026-01-05 14:30[:00]), or
+RFC 3339 (2026-01-05T14:30:00+01:00).
+
+JSON (-o json): {\"runs\": [RUN...], \"matching\": {\"count\": N, \"exact\": BOOL}, \"limit\": N}
+where exact=false means more than count runs match. RUN: run_id, pipeline_name,
+pipeline_version, status, start_time, end_time, duration_ms, total_cost, total_tokens, n_steps,
+writer. -o jsonl: one RUN per line. Values are never cut; missing values are null.";
+
+const SHOW_AFTER_HELP: &str = "\
+Examples:
+  flujo lens show latest                        the run that started last
+  flujo lens show 0190a1b2-3c4d-7e5f            a unique prefix of a run id is enough
+  flujo lens show latest --full                 every value whole, however long
+  flujo lens show latest -o json | jq '.steps[] | select(.status == \"failed\")'
+
+Steps are listed in execution order, nested steps indented under the step that ran them.
+Long values are cut to fit the terminal with a marker giving their full size; --full (or
+-o json) prints them whole.
+
+JSON (-o json): {\"run\": RUN, \"steps\": [STEP...]}. RUN as in `flujo lens list --help` plus
+input, final_context, error. STEP: step_run_id, parent_step_run_id, step_name, step_index,
+step_kind, status, attempts, start_time, end_time, duration_ms, cost, tokens, input, output,
+error. Payloads stored as JSON are embedded as JSON. -o jsonl: the RUN, then one STEP per
+line, each with \"record\": \"run\" or \"step\".";
+
+/// `flujo`: pipelines of async steps, every run recorded.
+#[derive(Debug, Parser)]
+#[command(
+    name = "flujo",
+    version,
+    about = "Inspect the runs flujo pipelines record",
+    after_help = TOP_AFTER_HELP,
+    propagate_version = true
+)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    pub(crate) command: CliCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum CliCommand {
+    /// List and inspect recorded runs
+    Lens(LensArgs),
+}
+
+/// `flujo lens`.
+#[derive(Debug, Args)]
+#[command(
+    about = "List and inspect recorded runs",
+    after_help = format!("{LENS_AFTER_HELP}{DATABASE}\n\n{EXIT_CODES}"),
+    subcommand_required = true,
+    arg_required_else_help = true
+)]
+pub(crate) struct LensArgs {
+    /// The database to read: a path or sqlite:/// URI [default: FLUJO_STATE_URI, flujo.toml,
+    /// ./flujo_ops.db]
+    #[arg(long, global = true, value_name = "URI")]
+    pub(crate) state_uri: Option<String>,
+
+    /// Output format
+    #[arg(short = 'o', long, global = true, value_enum, default_value_t = FormatArg::Table)]
+    pub(crate) format: FormatArg,
+
+    #[command(subcommand)]
+    pub(crate) command: LensCommand,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum FormatArg {
+    /// A table sized to the terminal
+    Table,
+    /// One JSON document
+    Json,
+    /// One JSON object per line
+    Jsonl,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum LensCommand {
+    /// List runs, newest first
+    #[command(after_help = format!("{LIST_AFTER_HELP}\n\n{EXIT_CODES}"))]
+    List(ListArgs),
+    /// Show one run: summary, final context and every step
+    #[command(after_help = format!("{SHOW_AFTER_HELP}\n\n{EXIT_CODES}"))]
+    Show(ShowArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ListArgs {
+    /// Only runs with this status; repeat or separate with commas for several
+    #[arg(short, long, value_name = "STATUS", value_delimiter = ',')]
+    pub(crate) status: Vec<String>,
+
+    /// Only runs of this pipeline (exact name)
+    #[arg(short, long, value_name = "NAME")]
+    pub(crate) pipeline: Option<String>,
+
+    /// Only runs started at or after WHEN (30m, 2h, 7d, 2026-01-05, '2026-01-05 14:30', RFC 3339)
+    #[arg(long, value_name = "WHEN")]
+    pub(crate) since: Option<String>,
+
+    /// Only runs started before WHEN (same forms as --since)
+    #[arg(long, value_name = "WHEN")]
+    pub(crate) until: Option<String>,
+
+    /// Show at most N runs
+    #[arg(short = 'n', long, value_name = "N", default_value_t = 50)]
+    pub(crate) limit: usize,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ShowArgs {
+    /// A run id, a unique prefix of one, or `latest`
+    #[arg(value_name = "RUN")]
+    pub(crate) run: String,
+
+    /// Print every value whole instead of cutting long ones to fit
+    #[arg(long)]
+    pub(crate) full: bool,
+}

@@ -1,0 +1,186 @@
+//! The validated configuration of one lens command: raw arguments plus environment, checked once.
+
+use flujo_trace_sqlite::{resolve_state_path_in, RunFilter, StatePath, CRASHED};
+
+use crate::args::{Cli, CliCommand, FormatArg, LensCommand, ListArgs, ShowArgs};
+use crate::error::LensError;
+use crate::timespec::parse_when;
+use crate::Environment;
+
+/// Width used when output is not a terminal and `COLUMNS` is unset.
+const DEFAULT_WIDTH: usize = 120;
+/// Narrower than this, tables cannot hold their columns: render at this width anyway.
+const MIN_WIDTH: usize = 40;
+
+/// The statuses `--status` accepts.
+pub(crate) const STATUSES: [&str; 5] = ["running", "completed", "failed", "cancelled", CRASHED];
+
+/// Everything a command needs, validated.
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    /// The database and where its path came from.
+    pub(crate) state: StatePath,
+    pub(crate) format: Format,
+    /// Width of table output, in terminal columns.
+    pub(crate) width: usize,
+    /// Whether table output may use colour.
+    pub(crate) color: bool,
+    pub(crate) now: time::OffsetDateTime,
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Format {
+    Table,
+    Json,
+    Jsonl,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) enum Command {
+    List(ListConfig),
+    Show(ShowConfig),
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct ListConfig {
+    /// The filter, `limit` always set.
+    pub(crate) filter: RunFilter,
+    pub(crate) limit: usize,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct ShowConfig {
+    pub(crate) run: RunSelector,
+    pub(crate) values: ValueLength,
+}
+
+/// Which run `show` shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum RunSelector {
+    /// The run that started last.
+    Latest,
+    /// A full run id or a prefix of one.
+    Id(String),
+}
+
+/// Whether long values are cut to fit the terminal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ValueLength {
+    Cut,
+    Full,
+}
+
+impl Config {
+    pub(crate) fn from_args(args: Cli, env: &Environment) -> Result<Config, LensError> {
+        let CliCommand::Lens(lens) = args.command;
+        let state = resolve_state_path_in(
+            lens.state_uri.as_deref(),
+            env.state_uri.as_deref(),
+            &env.cwd,
+        )?;
+        let format = match lens.format {
+            FormatArg::Table => Format::Table,
+            FormatArg::Json => Format::Json,
+            FormatArg::Jsonl => Format::Jsonl,
+        };
+        let command = match lens.command {
+            LensCommand::List(list) => Command::List(list_config(list, env)?),
+            LensCommand::Show(show) => Command::Show(show_config(show)?),
+        };
+        Ok(Config {
+            state,
+            format,
+            width: output_width(env),
+            color: env.stdout_is_terminal && !env.no_color,
+            now: env.now,
+            command,
+        })
+    }
+}
+
+/// `COLUMNS` when it is a number, else the terminal's width, else [`DEFAULT_WIDTH`].
+fn output_width(env: &Environment) -> usize {
+    let columns = env
+        .columns
+        .as_deref()
+        .and_then(|columns| columns.trim().parse::<usize>().ok())
+        .filter(|&columns| columns > 0);
+    columns
+        .or(env.terminal_width)
+        .unwrap_or(DEFAULT_WIDTH)
+        .max(MIN_WIDTH)
+}
+
+fn list_config(args: ListArgs, env: &Environment) -> Result<ListConfig, LensError> {
+    let mut statuses = Vec::new();
+    for status in &args.status {
+        let status = status.trim().to_ascii_lowercase();
+        if status.is_empty() {
+            continue;
+        }
+        if !STATUSES.contains(&status.as_str()) {
+            return Err(LensError::Usage(format!(
+                "unknown status {status:?} for --status: use one or more of {}",
+                STATUSES.join(", ")
+            )));
+        }
+        if !statuses.contains(&status) {
+            statuses.push(status);
+        }
+    }
+    if args.limit == 0 {
+        return Err(LensError::Usage(
+            "--limit must be at least 1: give the number of runs to show".to_owned(),
+        ));
+    }
+    let since = args
+        .since
+        .as_deref()
+        .map(|when| parse_when("--since", when, env.now))
+        .transpose()?;
+    let until = args
+        .until
+        .as_deref()
+        .map(|when| parse_when("--until", when, env.now))
+        .transpose()?;
+    if let (Some(since), Some(until)) = (&since, &until) {
+        if since >= until {
+            return Err(LensError::Usage(format!(
+                "--since ({since}) is not before --until ({until}): swap them or widen the window"
+            )));
+        }
+    }
+    Ok(ListConfig {
+        filter: RunFilter {
+            statuses,
+            pipeline_name: args.pipeline,
+            since,
+            until,
+            limit: Some(args.limit),
+        },
+        limit: args.limit,
+    })
+}
+
+fn show_config(args: ShowArgs) -> Result<ShowConfig, LensError> {
+    let run = args.run.trim();
+    if run.is_empty() {
+        return Err(LensError::Usage(
+            "RUN is empty: give a run id, a prefix of one, or `latest`".to_owned(),
+        ));
+    }
+    let run = if run == "latest" {
+        RunSelector::Latest
+    } else {
+        RunSelector::Id(run.to_owned())
+    };
+    Ok(ShowConfig {
+        run,
+        values: if args.full {
+            ValueLength::Full
+        } else {
+            ValueLength::Cut
+        },
+    })
+}

@@ -1,0 +1,60 @@
+//! The lens's failures and the documented exit code each maps to.
+
+use std::io::Write;
+
+/// Exit code: the command did what was asked.
+pub const EXIT_SUCCESS: u8 = 0;
+/// Exit code: nothing found (no run matches, or RUN names no run or several).
+pub const EXIT_NOTHING_FOUND: u8 = 1;
+/// Exit code: bad arguments, unusable configuration, or an unusable database.
+pub const EXIT_USAGE: u8 = 2;
+
+/// Why a lens command stopped.
+#[derive(Debug)]
+pub(crate) enum LensError {
+    /// Nothing matched; the message (one or more lines) says what was looked for.
+    NothingFound(String),
+    /// Bad arguments or configuration detected by the lens itself.
+    Usage(String),
+    /// Opening or reading the database failed.
+    Database(flujo_trace_sqlite::Error),
+    /// Writing the output failed (a closed pipe is not an error: the reader had enough).
+    Output(std::io::Error),
+}
+
+impl From<flujo_trace_sqlite::Error> for LensError {
+    fn from(error: flujo_trace_sqlite::Error) -> LensError {
+        match error {
+            flujo_trace_sqlite::Error::Config { message } => LensError::Usage(message),
+            error => LensError::Database(error),
+        }
+    }
+}
+
+impl From<std::io::Error> for LensError {
+    fn from(error: std::io::Error) -> LensError {
+        LensError::Output(error)
+    }
+}
+
+impl LensError {
+    /// Writes the message to `stderr` and returns the exit code.
+    pub(crate) fn report(self, stderr: &mut dyn Write) -> u8 {
+        let (code, message) = match self {
+            LensError::NothingFound(message) => (EXIT_NOTHING_FOUND, message),
+            LensError::Usage(message) => (EXIT_USAGE, format!("error: {message}")),
+            LensError::Database(error) => (EXIT_USAGE, format!("error: {error}")),
+            LensError::Output(error) if error.kind() == std::io::ErrorKind::BrokenPipe => {
+                return EXIT_SUCCESS;
+            }
+            LensError::Output(error) => (
+                EXIT_USAGE,
+                format!("error: cannot write the output: {error}"),
+            ),
+        };
+        // if stderr is gone too there is no one left to tell
+        let _ = writeln!(stderr, "{message}");
+        let _ = stderr.flush();
+        code
+    }
+}

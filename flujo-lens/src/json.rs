@@ -1,0 +1,267 @@
+//! JSON output: the run and step objects documented in the crate root, written one per line.
+//!
+//! Stored payloads that are JSON are embedded byte for byte (never re-encoded, so no number loses
+//! precision); anything else becomes a JSON string. The written text escapes the C1 controls and
+//! the invisible bidi and zero-width characters serde_json passes through, so JSON printed to a
+//! terminal cannot drive it either.
+
+use std::io::Write;
+
+use flujo_trace_sqlite::{RunCount, RunRecord, StepRecord, WriterProcess};
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+/// A stored payload: its JSON text when it is JSON, else the text as a string.
+#[derive(Debug)]
+pub(crate) enum Payload<'a> {
+    Json(&'a RawValue),
+    /// JSON stored with line breaks, re-written on one line (whitespace between tokens dropped).
+    Minified(Box<RawValue>),
+    Text(&'a str),
+}
+
+impl Serialize for Payload<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Payload::Json(raw) => raw.serialize(serializer),
+            Payload::Minified(raw) => raw.serialize(serializer),
+            Payload::Text(text) => text.serialize(serializer),
+        }
+    }
+}
+
+fn payload(blob: Option<&str>) -> Option<Payload<'_>> {
+    let blob = blob?;
+    Some(match serde_json::from_str::<&RawValue>(blob) {
+        Ok(raw) if raw.get().contains(['\n', '\r']) => {
+            match RawValue::from_string(minify(raw.get())) {
+                Ok(minified) => Payload::Minified(minified),
+                Err(_) => Payload::Text(blob),
+            }
+        }
+        Ok(raw) => Payload::Json(raw),
+        Err(_) => Payload::Text(blob),
+    })
+}
+
+/// Valid JSON text without the whitespace between its tokens (strings untouched).
+fn minify(json: &str) -> String {
+    let mut minified = String::with_capacity(json.len());
+    let mut in_string = false;
+    let mut escaped = false;
+    for c in json.chars() {
+        if in_string {
+            minified.push(c);
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_string = false;
+            }
+        } else if c == '"' {
+            in_string = true;
+            minified.push(c);
+        } else if !c.is_ascii_whitespace() {
+            minified.push(c);
+        }
+    }
+    minified
+}
+
+/// A run as `list` and `show` print it.
+#[derive(Debug, Serialize)]
+pub(crate) struct RunJson<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    record: Option<&'static str>,
+    run_id: &'a str,
+    pipeline_name: &'a str,
+    pipeline_version: &'a str,
+    status: &'a str,
+    start_time: &'a str,
+    end_time: Option<&'a str>,
+    duration_ms: Option<i64>,
+    total_cost: Option<f64>,
+    total_tokens: Option<i64>,
+    n_steps: Option<i64>,
+    writer: Option<&'a WriterProcess>,
+    #[serde(flatten)]
+    detail: Option<RunDetailJson<'a>>,
+}
+
+#[derive(Debug, Serialize)]
+struct RunDetailJson<'a> {
+    input: Option<Payload<'a>>,
+    final_context: Option<Payload<'a>>,
+    error: Option<&'a str>,
+}
+
+/// Whether a run object carries the payloads (`show`) or not (`list`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RunShape {
+    Summary,
+    Detail,
+}
+
+impl<'a> RunJson<'a> {
+    pub(crate) fn new(run: &'a RunRecord, shape: RunShape, record: Option<&'static str>) -> Self {
+        RunJson {
+            record,
+            run_id: &run.run_id,
+            pipeline_name: &run.pipeline_name,
+            pipeline_version: &run.pipeline_version,
+            status: &run.status,
+            start_time: &run.start_time,
+            end_time: run.end_time.as_deref(),
+            duration_ms: run.duration_ms,
+            total_cost: run.total_cost,
+            total_tokens: run.total_tokens,
+            n_steps: run.n_steps,
+            writer: run.writer.as_ref(),
+            detail: (shape == RunShape::Detail).then(|| RunDetailJson {
+                input: payload(run.input_blob.as_deref()),
+                final_context: payload(run.final_context_blob.as_deref()),
+                error: run.error_blob.as_deref(),
+            }),
+        }
+    }
+}
+
+/// A step as `show` prints it.
+#[derive(Debug, Serialize)]
+pub(crate) struct StepJson<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    record: Option<&'static str>,
+    step_run_id: &'a str,
+    parent_step_run_id: Option<&'a str>,
+    step_name: &'a str,
+    step_index: i64,
+    step_kind: Option<&'a str>,
+    status: &'a str,
+    attempts: Option<i64>,
+    start_time: &'a str,
+    end_time: Option<&'a str>,
+    duration_ms: Option<i64>,
+    cost: Option<f64>,
+    tokens: Option<i64>,
+    input: Option<Payload<'a>>,
+    output: Option<Payload<'a>>,
+    error: Option<&'a str>,
+}
+
+impl<'a> StepJson<'a> {
+    /// `status` is the step's status as shown (a step left running by a crashed run is `crashed`).
+    pub(crate) fn new(step: &'a StepRecord, status: &'a str, record: Option<&'static str>) -> Self {
+        StepJson {
+            record,
+            step_run_id: &step.step_run_id,
+            parent_step_run_id: step.parent_step_run_id.as_deref(),
+            step_name: &step.step_name,
+            step_index: step.step_index,
+            step_kind: step.step_kind.as_deref(),
+            status,
+            attempts: step.attempts,
+            start_time: &step.start_time,
+            end_time: step.end_time.as_deref(),
+            duration_ms: step.duration_ms,
+            cost: step.cost,
+            tokens: step.tokens,
+            input: payload(step.input_blob.as_deref()),
+            output: payload(step.output_blob.as_deref()),
+            error: step.error_blob.as_deref(),
+        }
+    }
+}
+
+/// `list -o json`.
+#[derive(Debug, Serialize)]
+pub(crate) struct ListJson<'a> {
+    pub(crate) runs: Vec<RunJson<'a>>,
+    pub(crate) matching: MatchingJson,
+    pub(crate) limit: usize,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct MatchingJson {
+    count: u64,
+    exact: bool,
+}
+
+impl From<RunCount> for MatchingJson {
+    fn from(count: RunCount) -> MatchingJson {
+        MatchingJson {
+            count: count.count,
+            exact: count.exact,
+        }
+    }
+}
+
+/// Writes `value` as compact JSON, made terminal-safe, without a line break.
+pub(crate) fn write(out: &mut dyn Write, value: &impl Serialize) -> std::io::Result<()> {
+    let text = serde_json::to_string(value).map_err(std::io::Error::other)?;
+    out.write_all(terminal_safe(&text).as_bytes())
+}
+
+/// Writes `value` as one line of JSON.
+pub(crate) fn write_line(out: &mut dyn Write, value: &impl Serialize) -> std::io::Result<()> {
+    write(out, value)?;
+    out.write_all(b"\n")
+}
+
+/// Escapes, as `\uXXXX`, the characters serde_json leaves raw that a terminal may act on. In
+/// JSON text these can only occur inside strings, where the escape means the same character.
+fn terminal_safe(json: &str) -> std::borrow::Cow<'_, str> {
+    let unsafe_char = |c: char| {
+        matches!(c, '\u{7f}'..='\u{9f}')
+            || matches!(
+                c,
+                '\u{061c}'
+                    | '\u{200b}'..='\u{200f}'
+                    | '\u{2028}'..='\u{202e}'
+                    | '\u{2060}'..='\u{2069}'
+                    | '\u{feff}'
+                    | '\u{fff9}'..='\u{fffb}'
+            )
+    };
+    // raw JSON payloads are embedded as stored: C0 controls may appear in them too
+    let needs = |c: char| unsafe_char(c) || (c.is_control() && c != '\n' && c != '\t' && c != '\r');
+    if !json.chars().any(needs) {
+        return std::borrow::Cow::Borrowed(json);
+    }
+    let mut safe = String::with_capacity(json.len() + 16);
+    for c in json.chars() {
+        if needs(c) {
+            safe.push_str(&format!("\\u{:04x}", u32::from(c)));
+        } else {
+            safe.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(safe)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn terminal_safe_json_means_the_same() {
+        let value = serde_json::json!({"s": "a\u{9b}2J\u{202e}b\u{1b}c"});
+        let text = serde_json::to_string(&value).unwrap();
+        let safe = terminal_safe(&text);
+        assert!(!safe.contains('\u{9b}') && !safe.contains('\u{202e}') && !safe.contains('\u{1b}'));
+        let back: serde_json::Value = serde_json::from_str(&safe).unwrap();
+        assert_eq!(back, value);
+    }
+
+    #[test]
+    fn payloads_embed_json_and_quote_text() {
+        let json = serde_json::to_string(&payload(Some("{\"n\": 12345678901234567890}"))).unwrap();
+        assert_eq!(json, "{\"n\": 12345678901234567890}");
+        let text = serde_json::to_string(&payload(Some("not json {"))).unwrap();
+        assert_eq!(text, "\"not json {\"");
+        assert_eq!(serde_json::to_string(&payload(None)).unwrap(), "null");
+        let pretty = "{\n  \"a b\": [1,\n 2],\n  \"q\": \"x \\\" y\"\n}";
+        let json = serde_json::to_string(&payload(Some(pretty))).unwrap();
+        assert_eq!(json, "{\"a b\":[1,2],\"q\":\"x \\\" y\"}");
+    }
+}

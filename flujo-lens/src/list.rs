@@ -1,0 +1,175 @@
+//! `flujo lens list`: one page of runs, newest first, with a footer when more match.
+
+use std::io::Write;
+
+use flujo_trace_sqlite::{RunPage, RunRecord, SqliteBackend};
+
+use crate::config::{Config, Format, ListConfig};
+use crate::error::LensError;
+use crate::json::{self, ListJson, MatchingJson, RunJson, RunShape};
+use crate::render::{self, Align, Cell, Column, Tone};
+use crate::text::{self, TimePrecision};
+
+/// Counting matching runs stops here: beyond it the footer says "more than 10,000".
+pub(crate) const COUNT_BOUND: u64 = 10_000;
+
+const COLUMNS: [Column; 8] = [
+    Column {
+        header: "run id",
+        align: Align::Left,
+        shrink: false,
+        drop_order: None,
+    },
+    Column {
+        header: "pipeline",
+        align: Align::Left,
+        shrink: true,
+        drop_order: None,
+    },
+    Column {
+        header: "version",
+        align: Align::Left,
+        shrink: true,
+        drop_order: Some(1),
+    },
+    Column {
+        header: "status",
+        align: Align::Left,
+        shrink: false,
+        drop_order: None,
+    },
+    Column {
+        header: "started (UTC)",
+        align: Align::Left,
+        shrink: false,
+        drop_order: None,
+    },
+    Column {
+        header: "duration",
+        align: Align::Right,
+        shrink: false,
+        drop_order: Some(3),
+    },
+    Column {
+        header: "steps",
+        align: Align::Right,
+        shrink: false,
+        drop_order: Some(2),
+    },
+    Column {
+        header: "cost",
+        align: Align::Right,
+        shrink: false,
+        drop_order: Some(4),
+    },
+];
+
+pub(crate) fn run(
+    config: &Config,
+    list: &ListConfig,
+    out: &mut dyn Write,
+) -> Result<(), LensError> {
+    let backend = SqliteBackend::open_read_only(&config.state.path)?;
+    let page = backend.list_runs_page(&list.filter, COUNT_BOUND)?;
+    match config.format {
+        Format::Table => {
+            if page.runs.is_empty() {
+                return Err(nothing_found(config, list));
+            }
+            out.write_all(render_table(&page, list.limit, config.width, config.color).as_bytes())?;
+        }
+        Format::Json => {
+            let document = ListJson {
+                runs: page
+                    .runs
+                    .iter()
+                    .map(|run| RunJson::new(run, RunShape::Summary, None))
+                    .collect(),
+                matching: MatchingJson::from(page.matching),
+                limit: list.limit,
+            };
+            json::write_line(out, &document)?;
+            if page.runs.is_empty() {
+                return Err(nothing_found(config, list));
+            }
+        }
+        Format::Jsonl => {
+            for run in &page.runs {
+                json::write_line(out, &RunJson::new(run, RunShape::Summary, None))?;
+            }
+            if page.runs.is_empty() {
+                return Err(nothing_found(config, list));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The table and its footer: the text `flujo lens list` prints.
+pub(crate) fn render_table(page: &RunPage, limit: usize, width: usize, color: bool) -> String {
+    let rows: Vec<Vec<Cell>> = page.runs.iter().map(row).collect();
+    let mut rendered = render::grid(&COLUMNS, &rows, width, color);
+    rendered.push('\n');
+    let shown = page.runs.len() as u64;
+    if shown < page.matching.count || !page.matching.exact {
+        let total = if page.matching.exact {
+            text::thousands(page.matching.count)
+        } else {
+            format!("more than {}", text::thousands(page.matching.count))
+        };
+        rendered.push_str(&format!(
+            "showing the {} newest of {total} matching runs: raise --limit (now {}) or narrow with \
+             --status, --pipeline, --since or --until\n",
+            text::thousands(shown),
+            text::thousands(limit as u64),
+        ));
+    }
+    rendered
+}
+
+fn row(run: &RunRecord) -> Vec<Cell> {
+    vec![
+        Cell::plain(text::escape(&run.run_id)),
+        Cell::plain(text::escape(&run.pipeline_name)),
+        Cell::plain(text::escape(&run.pipeline_version)),
+        Cell::toned(text::escape(&run.status), Tone::of_status(&run.status)),
+        Cell::plain(text::time(Some(&run.start_time), TimePrecision::Seconds)),
+        Cell::plain(text::duration(run.duration_ms)),
+        Cell::plain(text::count(run.n_steps)),
+        Cell::plain(text::cost(run.total_cost)),
+    ]
+}
+
+fn nothing_found(config: &Config, list: &ListConfig) -> LensError {
+    let filter = &list.filter;
+    let mut conditions = Vec::new();
+    if !filter.statuses.is_empty() {
+        conditions.push(format!("status {}", filter.statuses.join(" or ")));
+    }
+    if let Some(pipeline) = &filter.pipeline_name {
+        conditions.push(format!("pipeline {}", text::escape(pipeline)));
+    }
+    if let Some(since) = &filter.since {
+        conditions.push(format!(
+            "started since {}",
+            text::time(Some(since), TimePrecision::Seconds)
+        ));
+    }
+    if let Some(until) = &filter.until {
+        conditions.push(format!(
+            "started before {}",
+            text::time(Some(until), TimePrecision::Seconds)
+        ));
+    }
+    let path = config.state.path.display();
+    if conditions.is_empty() {
+        LensError::NothingFound(format!(
+            "no runs recorded in {path} yet: run a pipeline, then try again"
+        ))
+    } else {
+        LensError::NothingFound(format!(
+            "no runs match {} in {path}: widen or drop a filter",
+            conditions.join(", ")
+        ))
+    }
+}

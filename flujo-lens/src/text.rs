@@ -1,0 +1,366 @@
+//! Text for terminals: escaping control characters, cutting long values with a marker giving
+//! their full size, wrapping to a width, and formatting numbers, times, durations and costs.
+
+use crate::render::char_width;
+
+/// How a value is laid out in a cell or block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Fit {
+    /// Columns per line (at least 8).
+    pub(crate) width: usize,
+    /// At most this many lines, the last ending with the cut marker; `None`: whole.
+    pub(crate) max_lines: Option<usize>,
+    /// Keep line breaks (errors, pretty JSON) instead of escaping them as `\n`.
+    pub(crate) keep_newlines: bool,
+}
+
+/// The terminal-safe form of `c`: `None` when it prints as itself, else an escape. Control
+/// characters (C0, DEL, C1), and the invisible characters that reorder or hide text (bidi
+/// overrides and isolates, zero-width characters, line and paragraph separators) never reach the
+/// terminal raw.
+pub(crate) fn escape_char(c: char) -> Option<String> {
+    match c {
+        '\n' => Some("\\n".to_owned()),
+        '\t' => Some("\\t".to_owned()),
+        '\r' => Some("\\r".to_owned()),
+        c if c.is_control() || is_invisible_format(c) => Some(format!("\\u{{{:x}}}", u32::from(c))),
+        _ => None,
+    }
+}
+
+fn is_invisible_format(c: char) -> bool {
+    matches!(
+        c,
+        '\u{061c}'
+            | '\u{200b}'..='\u{200f}'
+            | '\u{2028}'..='\u{202e}'
+            | '\u{2060}'..='\u{2069}'
+            | '\u{feff}'
+            | '\u{fff9}'..='\u{fffb}'
+    )
+}
+
+/// `text` with every control or invisible character escaped; line breaks too.
+pub(crate) fn escape(text: &str) -> String {
+    if !text.chars().any(|c| escape_char(c).is_some()) {
+        return text.to_owned();
+    }
+    let mut escaped = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match escape_char(c) {
+            Some(escape) => escaped.push_str(&escape),
+            None => escaped.push(c),
+        }
+    }
+    escaped
+}
+
+/// One displayed piece of a value: a character or its escape, with the bytes of the original
+/// text it stands for.
+struct Piece {
+    text: String,
+    width: usize,
+    bytes: usize,
+}
+
+/// Lays `text` out in lines of at most `fit.width` columns, escaped; when `fit.max_lines` would be
+/// exceeded, the last line ends with a marker such as `… (+3.2 KiB, 4,310 bytes total; --full)`.
+pub(crate) fn fit(text: &str, fit: Fit) -> String {
+    let width = fit.width.max(8);
+    let total_bytes = text.len();
+    let mut lines: Vec<Vec<Piece>> = vec![Vec::new()];
+    let mut line_width = 0;
+    let mut shown_bytes = 0;
+    let mut cut = false;
+    for c in text.chars() {
+        let bytes = c.len_utf8();
+        if fit.keep_newlines && c == '\n' {
+            if fit.max_lines.is_some_and(|max| lines.len() >= max) {
+                cut = true;
+                break;
+            }
+            lines.push(Vec::new());
+            line_width = 0;
+            shown_bytes += bytes;
+            continue;
+        }
+        let piece = match escape_char(c) {
+            Some(escape) => Piece {
+                width: escape.len(),
+                text: escape,
+                bytes,
+            },
+            None => Piece {
+                width: char_width(c),
+                text: c.to_string(),
+                bytes,
+            },
+        };
+        if line_width + piece.width > width && line_width > 0 {
+            if fit.max_lines.is_some_and(|max| lines.len() >= max) {
+                cut = true;
+                break;
+            }
+            lines.push(Vec::new());
+            line_width = 0;
+        }
+        line_width += piece.width;
+        shown_bytes += piece.bytes;
+        lines.last_mut().expect("one line at least").push(piece);
+    }
+    if cut {
+        let last = lines.last_mut().expect("one line at least");
+        let mut last_width: usize = last.iter().map(|piece| piece.width).sum();
+        loop {
+            let marker = cut_marker(total_bytes - shown_bytes, total_bytes);
+            let marker_width = marker.chars().count();
+            if last_width + 1 + marker_width <= width || last.is_empty() {
+                let mut rendered = render_lines(&lines);
+                if !rendered.is_empty() && !rendered.ends_with('\n') {
+                    rendered.push(' ');
+                }
+                rendered.push_str(&marker);
+                return rendered;
+            }
+            let piece = last.pop().expect("not empty");
+            last_width -= piece.width;
+            shown_bytes -= piece.bytes;
+        }
+    }
+    render_lines(&lines)
+}
+
+fn render_lines(lines: &[Vec<Piece>]) -> String {
+    let mut rendered = String::new();
+    for (index, line) in lines.iter().enumerate() {
+        if index > 0 {
+            rendered.push('\n');
+        }
+        for piece in line {
+            rendered.push_str(&piece.text);
+        }
+    }
+    rendered
+}
+
+/// `… (+3.2 KiB, 4,310 bytes total; --full)`.
+pub(crate) fn cut_marker(hidden_bytes: usize, total_bytes: usize) -> String {
+    format!(
+        "… (+{}, {} bytes total; --full)",
+        human_bytes(hidden_bytes),
+        thousands(total_bytes as u64)
+    )
+}
+
+/// `512 B`, `3.2 KiB`, `1.5 MiB`.
+pub(crate) fn human_bytes(bytes: usize) -> String {
+    const KIB: f64 = 1024.0;
+    let value = bytes as f64;
+    if value < KIB {
+        format!("{bytes} B")
+    } else if value < KIB * KIB {
+        format!("{:.1} KiB", value / KIB)
+    } else if value < KIB * KIB * KIB {
+        format!("{:.1} MiB", value / (KIB * KIB))
+    } else {
+        format!("{:.1} GiB", value / (KIB * KIB * KIB))
+    }
+}
+
+/// `1,234,567`.
+pub(crate) fn thousands(value: u64) -> String {
+    let digits = value.to_string();
+    let mut grouped = String::with_capacity(digits.len() + digits.len() / 3);
+    for (index, digit) in digits.chars().enumerate() {
+        if index > 0 && (digits.len() - index) % 3 == 0 {
+            grouped.push(',');
+        }
+        grouped.push(digit);
+    }
+    grouped
+}
+
+/// `1,234` for a count that may be missing or negative.
+pub(crate) fn count(value: Option<i64>) -> String {
+    match value {
+        Some(value) if value < 0 => value.to_string(),
+        Some(value) => thousands(value.unsigned_abs()),
+        None => "-".to_owned(),
+    }
+}
+
+/// `850 ms`, `12.3 s`, `4m 05s`, `2h 03m`.
+pub(crate) fn duration(ms: Option<i64>) -> String {
+    let Some(ms) = ms else {
+        return "-".to_owned();
+    };
+    if ms < 0 {
+        return format!("{ms} ms");
+    }
+    if ms < 1_000 {
+        format!("{ms} ms")
+    } else if ms < 60_000 {
+        format!("{:.1} s", ms as f64 / 1_000.0)
+    } else if ms < 3_600_000 {
+        format!("{}m {:02}s", ms / 60_000, (ms % 60_000) / 1_000)
+    } else {
+        format!("{}h {:02}m", ms / 3_600_000, (ms % 3_600_000) / 60_000)
+    }
+}
+
+/// `$0.0123`; small non-zero costs keep two significant digits (`$0.000042`).
+pub(crate) fn cost(usd: Option<f64>) -> String {
+    match usd {
+        None => "-".to_owned(),
+        Some(usd) if usd == 0.0 => "$0".to_owned(),
+        Some(usd) if usd.abs() >= 0.0001 => format!("${usd:.4}"),
+        Some(usd) => {
+            let digits = (-usd.abs().log10().floor()) as usize + 1;
+            format!("${usd:.digits$}", digits = digits.min(12))
+        }
+    }
+}
+
+/// The stored RFC 3339 time as `2026-01-05 14:30:00` (UTC), or with microseconds; a value that
+/// does not parse is shown escaped as it is.
+pub(crate) fn time(stored: Option<&str>, precision: TimePrecision) -> String {
+    let Some(stored) = stored else {
+        return "-".to_owned();
+    };
+    use time::format_description::well_known::Rfc3339;
+    match time::OffsetDateTime::parse(stored, &Rfc3339) {
+        Ok(instant) => {
+            let utc = instant.to_offset(time::UtcOffset::UTC);
+            let seconds = format!(
+                "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
+                utc.year(),
+                u8::from(utc.month()),
+                utc.day(),
+                utc.hour(),
+                utc.minute(),
+                utc.second()
+            );
+            match precision {
+                TimePrecision::Seconds => seconds,
+                TimePrecision::Micros => format!("{seconds}.{:06} UTC", utc.microsecond()),
+            }
+        }
+        Err(_) => escape(stored),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TimePrecision {
+    Seconds,
+    Micros,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check_fit(text: &str, width: usize, max_lines: Option<usize>, expected: &str) {
+        let actual = fit(
+            text,
+            Fit {
+                width,
+                max_lines,
+                keep_newlines: false,
+            },
+        );
+        assert_eq!(actual, expected, "{text:?} at {width}x{max_lines:?}");
+        for line in actual.lines() {
+            assert!(
+                line.chars().map(char_width).sum::<usize>() <= width.max(8),
+                "{line:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn fits() {
+        check_fit("short", 20, Some(2), "short");
+        check_fit("0123456789abcdef", 10, None, "0123456789\nabcdef");
+        check_fit(
+            &"x".repeat(100),
+            40,
+            Some(1),
+            "xxxxx … (+95 B, 100 bytes total; --full)",
+        );
+        check_fit(
+            &"y".repeat(5000),
+            40,
+            Some(2),
+            &format!(
+                "{}\n… (+4.8 KiB, 5,000 bytes total; --full)",
+                "y".repeat(40)
+            ),
+        );
+        // escapes are never split, and count as the bytes they stand for
+        check_fit("a\u{1b}[2Jb", 40, Some(1), "a\\u{1b}[2Jb");
+        check_fit("tab\there\r\nend", 40, None, "tab\\there\\r\\nend");
+        // wide characters take two columns
+        check_fit("日本語テキスト", 8, None, "日本語テ\nキスト");
+    }
+
+    #[test]
+    fn keeps_newlines_when_asked_and_cuts_by_lines() {
+        let text = "line 1\nline 2\nline 3\nline 4";
+        let fitted = fit(
+            text,
+            Fit {
+                width: 60,
+                max_lines: Some(2),
+                keep_newlines: true,
+            },
+        );
+        assert_eq!(fitted, "line 1\nline 2 … (+14 B, 27 bytes total; --full)");
+    }
+
+    #[test]
+    fn escapes_terminal_controls() {
+        assert_eq!(escape("ok"), "ok");
+        assert_eq!(escape("\u{1b}]0;pwned\u{7}"), "\\u{1b}]0;pwned\\u{7}");
+        assert_eq!(escape("\u{9b}2J"), "\\u{9b}2J");
+        assert_eq!(
+            escape("a\u{202e}b\u{200b}c\0"),
+            "a\\u{202e}b\\u{200b}c\\u{0}"
+        );
+        assert_eq!(escape("café ✓"), "café ✓");
+    }
+
+    #[test]
+    fn numbers() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1_000), "1,000");
+        assert_eq!(thousands(1_234_567), "1,234,567");
+        assert_eq!(human_bytes(512), "512 B");
+        assert_eq!(human_bytes(3_277), "3.2 KiB");
+        assert_eq!(human_bytes(1_572_864), "1.5 MiB");
+        assert_eq!(duration(Some(850)), "850 ms");
+        assert_eq!(duration(Some(12_345)), "12.3 s");
+        assert_eq!(duration(Some(245_000)), "4m 05s");
+        assert_eq!(duration(Some(7_380_000)), "2h 03m");
+        assert_eq!(duration(None), "-");
+        assert_eq!(cost(Some(0.0123)), "$0.0123");
+        assert_eq!(cost(Some(0.0)), "$0");
+        assert_eq!(cost(Some(0.000042)), "$0.000042");
+        assert_eq!(cost(Some(12.5)), "$12.5000");
+        assert_eq!(cost(None), "-");
+    }
+
+    #[test]
+    fn times() {
+        let stored = Some("2026-01-05T14:30:00.123456Z");
+        assert_eq!(time(stored, TimePrecision::Seconds), "2026-01-05 14:30:00");
+        assert_eq!(
+            time(stored, TimePrecision::Micros),
+            "2026-01-05 14:30:00.123456 UTC"
+        );
+        assert_eq!(
+            time(Some("garbage\u{1b}"), TimePrecision::Seconds),
+            "garbage\\u{1b}"
+        );
+    }
+}

@@ -1,0 +1,339 @@
+//! `flujo lens show RUN`: run lookup (id, prefix, latest), the summary, steps in execution order
+//! with nesting, cut and whole values, hostile text, crashed runs, and JSON output.
+
+mod common;
+
+use common::*;
+
+fn check(name: &str, args: &[&str]) -> Outcome {
+    let (dir, _path) = fixture_dir();
+    let outcome = lens(dir.path(), args);
+    snapshot!(name, dir.path(), outcome.transcript(args));
+    outcome
+}
+
+#[test]
+fn completed_run() {
+    let id = run_id(1);
+    let outcome = check("lens_show_completed", &["lens", "show", &id]);
+    assert_eq!(outcome.code, 0);
+    let extract = outcome.stdout.find("#0 extract").unwrap();
+    let transform = outcome.stdout.find("#1 transform").unwrap();
+    let load = outcome.stdout.find("#2 load").unwrap();
+    assert!(
+        extract < transform && transform < load,
+        "{}",
+        outcome.stdout
+    );
+    assert!(
+        outcome.stdout.contains("\"rows_loaded\": 42"),
+        "pretty final context"
+    );
+}
+
+#[test]
+fn failed_run_shows_its_error_and_the_failed_step() {
+    let id = run_id(2);
+    let outcome = check("lens_show_failed", &["lens", "show", &id]);
+    assert_eq!(outcome.code, 0);
+    assert!(outcome
+        .stdout
+        .contains("step `load` failed: connection reset by peer"));
+    assert!(
+        outcome.stdout.contains("#1 load · failed · 3 attempts"),
+        "{}",
+        outcome.stdout
+    );
+    assert!(
+        outcome.stdout.contains("while writing batch 3 of 7"),
+        "{}",
+        outcome.stdout
+    );
+}
+
+#[test]
+fn nested_steps_are_indented_under_their_parent() {
+    let id = run_id(3);
+    let outcome = check("lens_show_nested", &["lens", "show", &id]);
+    assert_eq!(outcome.code, 0);
+    let stdout = &outcome.stdout;
+    assert!(
+        stdout.contains("\n#0 route [branch] · completed"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("\n  #0.0 classify · completed"), "{stdout}");
+    assert!(
+        stdout.contains("\n  #0.1 search [parallel] · completed"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("\n    #0.1.0 search_docs · completed"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("\n    #0.1.1 search_tickets · completed"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("\n#1 answer · completed"), "{stdout}");
+}
+
+#[test]
+fn long_values_are_cut_with_their_full_size() {
+    let (dir, _path) = fixture_dir();
+    let outcome = lens(dir.path(), &["lens", "show", &run_id(3)]);
+    let marker = outcome
+        .stdout
+        .lines()
+        .find(|line| line.contains("bytes total; --full)"))
+        .expect("a cut marker");
+    assert!(marker.contains("… (+"), "{marker}");
+    assert!(marker.contains(" KiB, 3,"), "{marker}");
+    for line in outcome.stdout.lines() {
+        assert!(line.chars().count() <= 120, "{line}");
+    }
+}
+
+#[test]
+fn full_prints_every_value_whole() {
+    let id = run_id(3);
+    let outcome = check("lens_show_full", &["lens", "show", &id, "--full"]);
+    assert_eq!(outcome.code, 0);
+    assert!(!outcome.stdout.contains("--full)"), "{}", outcome.stdout);
+    let cells: String = outcome
+        .stdout
+        .lines()
+        .filter_map(|line| line.trim().strip_prefix("│"))
+        .filter_map(|line| {
+            line.split_once('│')
+                .map(|(_, value)| value.trim().trim_end_matches('│').trim_end())
+        })
+        .collect();
+    assert!(
+        cells.contains(r#"{"id":59,"title":"release note 59","score":0.59}]}"#),
+        "{cells}"
+    );
+}
+
+#[test]
+fn narrow_terminal() {
+    let (dir, _path) = fixture_dir();
+    let mut env = environment(dir.path());
+    env.columns = Some("60".into());
+    let args = ["lens", "show", &run_id(3)];
+    let outcome = lens_in(&env, &args);
+    snapshot!("lens_show_narrow", dir.path(), outcome.transcript(&args));
+    for line in outcome.stdout.lines() {
+        assert!(line.chars().count() <= 60, "{line}");
+    }
+}
+
+#[test]
+fn terminal_escapes_in_values_are_shown_escaped() {
+    let (dir, _path) = fixture_dir();
+    for args in [
+        vec!["lens", "show", &run_id(3)],
+        vec!["lens", "show", &run_id(3), "--full"],
+        vec!["lens", "show", &run_id(3), "-o", "json"],
+        vec!["lens", "show", &run_id(3), "-o", "jsonl"],
+    ] {
+        let outcome = lens(dir.path(), &args);
+        assert_eq!(outcome.code, 0);
+        for raw in ['\u{1b}', '\u{7}', '\u{9b}', '\u{202e}'] {
+            assert!(
+                !outcome.stdout.contains(raw),
+                "{args:?} let {raw:?} through"
+            );
+        }
+    }
+    let outcome = lens(dir.path(), &["lens", "show", &run_id(3)]);
+    assert!(
+        outcome
+            .stdout
+            .contains(r"\u{1b}]0;pwned\u{7}\u{1b}[2J\u{9b}31mred\u{202e}evil"),
+        "{}",
+        outcome.stdout
+    );
+    let json = lens(dir.path(), &["lens", "show", &run_id(3), "-o", "json"]);
+    let value: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(
+        value["steps"][4]["output"], "\u{1b}]0;pwned\u{7}\u{1b}[2J\u{9b}31mred\u{202e}evil",
+        "JSON keeps the value whole and exact"
+    );
+}
+
+#[test]
+fn unique_prefix_finds_the_run() {
+    let (dir, _path) = fixture_dir();
+    let full = lens(dir.path(), &["lens", "show", &run_id(2)]);
+    let prefix = lens(dir.path(), &["lens", "show", "01900002"]);
+    assert_eq!(prefix.code, 0);
+    assert_eq!(prefix.stdout, full.stdout);
+    let upper = lens(
+        dir.path(),
+        &["lens", "show", "01900002-0000-7000-8000-00000000000"],
+    );
+    assert_eq!(upper.stdout, full.stdout);
+}
+
+#[test]
+fn uppercase_prefix_is_accepted() {
+    let (dir, _path) = fixture_dir();
+    let conn = rusqlite::Connection::open(dir.path().join("flujo_ops.db")).unwrap();
+    insert_run(
+        &conn,
+        &Run {
+            run_id: "0190000f-abcd-7000-8000-0000000000ff".into(),
+            pipeline_name: "p".into(),
+            pipeline_version: "v".into(),
+            status: "completed".into(),
+            start_time: time(9, 0, 0, 0),
+            ..Run::default()
+        },
+    );
+    drop(conn);
+    let outcome = lens(dir.path(), &["lens", "show", "0190000F-ABCD"]);
+    assert_eq!(outcome.code, 0, "{}", outcome.stderr);
+    assert!(outcome
+        .stdout
+        .contains("0190000f-abcd-7000-8000-0000000000ff"));
+}
+
+#[test]
+fn ambiguous_prefix_lists_the_candidates() {
+    let outcome = check("lens_show_ambiguous", &["lens", "show", "0190"]);
+    assert_eq!(outcome.code, 1);
+    assert_eq!(outcome.stdout, "");
+    for n in 1..=6 {
+        assert!(outcome.stderr.contains(&run_id(n)), "{}", outcome.stderr);
+    }
+}
+
+#[test]
+fn unknown_run() {
+    let outcome = check("lens_show_unknown", &["lens", "show", "ffff"]);
+    assert_eq!(outcome.code, 1);
+    assert_eq!(outcome.stdout, "");
+    assert_eq!(outcome.stderr.lines().count(), 1);
+}
+
+#[test]
+fn latest_is_the_last_started_run() {
+    let (dir, _path) = fixture_dir();
+    let latest = lens(dir.path(), &["lens", "show", "latest"]);
+    let by_id = lens(dir.path(), &["lens", "show", &run_id(6)]);
+    assert_eq!(latest.code, 0);
+    assert_eq!(latest.stdout, by_id.stdout);
+}
+
+#[test]
+fn latest_of_an_empty_database() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(create_v2(&dir.path().join("flujo_ops.db")));
+    let args = ["lens", "show", "latest"];
+    let outcome = lens(dir.path(), &args);
+    snapshot!(
+        "lens_show_latest_empty",
+        dir.path(),
+        outcome.transcript(&args)
+    );
+    assert_eq!(outcome.code, 1);
+}
+
+#[test]
+fn crashed_run_names_the_step_that_was_running() {
+    let id = run_id(6);
+    let outcome = check("lens_show_crashed", &["lens", "show", &id]);
+    assert_eq!(outcome.code, 0);
+    assert!(
+        outcome.stdout.contains("│ status     │ crashed"),
+        "{}",
+        outcome.stdout
+    );
+    assert!(
+        outcome.stdout.contains("│ crashed in │ load"),
+        "{}",
+        outcome.stdout
+    );
+    assert!(
+        outcome.stdout.contains("#1 load · crashed"),
+        "{}",
+        outcome.stdout
+    );
+}
+
+#[test]
+fn running_run_shows_how_long_so_far() {
+    let id = run_id(5);
+    let outcome = check("lens_show_running", &["lens", "show", &id]);
+    assert_eq!(outcome.code, 0);
+    // started 14:00, the test clock says 15:00
+    assert!(
+        outcome.stdout.contains("1h 00m so far"),
+        "{}",
+        outcome.stdout
+    );
+}
+
+#[test]
+fn json_output() {
+    let id = run_id(2);
+    let outcome = check("lens_show_json", &["lens", "show", &id, "-o", "json"]);
+    assert_eq!(outcome.code, 0);
+    let value: serde_json::Value = serde_json::from_str(&outcome.stdout).unwrap();
+    assert_eq!(value["run"]["run_id"], id);
+    assert_eq!(
+        value["run"]["final_context"],
+        serde_json::json!({"rows_loaded": 0})
+    );
+    assert_eq!(
+        value["run"]["error"],
+        "step `load` failed: connection reset by peer"
+    );
+    let steps = value["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 2);
+    assert_eq!(steps[1]["attempts"], 3);
+    assert_eq!(steps[1]["input"], serde_json::json!({"rows": 42}));
+}
+
+#[test]
+fn json_values_are_whole() {
+    let (dir, _path) = fixture_dir();
+    let outcome = lens(dir.path(), &["lens", "show", &run_id(3), "-o", "json"]);
+    let value: serde_json::Value = serde_json::from_str(&outcome.stdout).unwrap();
+    assert_eq!(
+        value["steps"][3]["output"]["documents"]
+            .as_array()
+            .unwrap()
+            .len(),
+        60
+    );
+}
+
+#[test]
+fn jsonl_output() {
+    let id = run_id(6);
+    let outcome = check("lens_show_jsonl", &["lens", "show", &id, "-o", "jsonl"]);
+    assert_eq!(outcome.code, 0);
+    let lines: Vec<serde_json::Value> = outcome
+        .stdout
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3);
+    assert_eq!(lines[0]["record"], "run");
+    assert_eq!(lines[0]["status"], "crashed");
+    assert_eq!(lines[1]["record"], "step");
+    assert_eq!(lines[2]["status"], "crashed");
+}
+
+#[test]
+fn run_without_steps() {
+    let id = run_id(4);
+    let outcome = check("lens_show_no_steps", &["lens", "show", &id]);
+    assert_eq!(outcome.code, 0);
+    assert!(
+        outcome.stdout.ends_with("steps: none recorded\n"),
+        "{}",
+        outcome.stdout
+    );
+}

@@ -1,0 +1,102 @@
+//! `flujo::Flujo`: the runner with persistence wired in (see `recording`).
+
+use std::sync::Arc;
+
+use flujo_runner::{Pipeline, PipelineResult};
+use serde::Serialize;
+
+use crate::recording::{Persistence, Recorder};
+
+/// The runner: a named, versioned pipeline whose every run is recorded (see [`Persistence`]).
+///
+/// Each [`run`](Flujo::run) is one `flujo.run` span with its steps' spans nested in it, and
+/// returns a [`PipelineResult`] once the run's rows are committed. A step failure (an error
+/// after its retries, a panic, a timeout) is a `failed` result, never an error of the caller.
+pub struct Flujo<In, Out, C = ()> {
+    inner: flujo_runner::Flujo<In, Out, C>,
+}
+
+impl<In, Out, C> Clone for Flujo<In, Out, C> {
+    fn clone(&self) -> Self {
+        Flujo {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<In, Out, C> std::fmt::Debug for Flujo<In, Out, C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.inner.fmt(f)
+    }
+}
+
+impl<In, Out, C> Flujo<In, Out, C> {
+    /// A runner for `pipeline`, recorded under `pipeline_name`, version `latest`.
+    pub fn new(pipeline_name: impl Into<String>, pipeline: Pipeline<In, Out, C>) -> Self {
+        let inner =
+            flujo_runner::Flujo::new(pipeline_name, pipeline).with_observer(Arc::new(Recorder));
+        Flujo { inner }
+    }
+
+    /// Sets the version recorded with every run (default `latest`).
+    pub fn pipeline_version(self, pipeline_version: impl Into<String>) -> Self {
+        Flujo {
+            inner: self.inner.pipeline_version(pipeline_version),
+        }
+    }
+
+    /// Whether runs are recorded; [`Persistence::Default`] unless changed.
+    pub fn persistence(self, persistence: Persistence) -> Self {
+        let bare =
+            flujo_runner::Flujo::new(self.inner.name().to_owned(), self.inner.pipeline().clone())
+                .pipeline_version(self.inner.version().to_owned());
+        let inner = match persistence {
+            Persistence::Default => bare.with_observer(Arc::new(Recorder)),
+            Persistence::Disabled => bare,
+        };
+        Flujo { inner }
+    }
+
+    /// The pipeline's name.
+    pub fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    /// The pipeline's version.
+    pub fn version(&self) -> &str {
+        self.inner.version()
+    }
+}
+
+impl<In, Out, C> Flujo<In, Out, C>
+where
+    In: Serialize + Send + 'static,
+    Out: Serialize + Send + 'static,
+    C: Serialize + Send + 'static,
+{
+    /// Runs the pipeline on `input` with `C::default()` as the context.
+    pub async fn run(&self, input: In) -> PipelineResult<Out, C>
+    where
+        C: Default,
+    {
+        self.inner.run(input).await
+    }
+
+    /// Runs the pipeline on `input` with `context` as the context.
+    pub async fn run_with_context(&self, input: In, context: C) -> PipelineResult<Out, C> {
+        self.inner.run_with_context(input, context).await
+    }
+
+    /// [`run`](Flujo::run) for callers that are not async (blocks until the run is recorded).
+    pub fn run_blocking(&self, input: In) -> PipelineResult<Out, C>
+    where
+        C: Default,
+    {
+        self.inner.run_blocking(input)
+    }
+
+    /// [`run_with_context`](Flujo::run_with_context) for callers that are not async.
+    pub fn run_blocking_with_context(&self, input: In, context: C) -> PipelineResult<Out, C> {
+        self.inner.run_blocking_with_context(input, context)
+    }
+}

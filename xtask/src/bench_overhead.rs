@@ -1,0 +1,376 @@
+//! `cargo xtask bench overhead`: what recording costs a pipeline (NFR-9), measured side by side.
+//!
+//! Persistence on means the facade's default: the run's spans go to a `Registry` with a
+//! `SqliteLayer`, and `run()` returns once the run's rows are committed. Off means no subscriber
+//! and no backend at all. The two alternate round by round in one process, so drift in the
+//! machine's load hits both alike; the figures are medians of per-run wall times.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use flujo::{step, BareFlujo, Flujo, Persistence, Pipeline, SqliteLayer, StepContext, StepError};
+use serde::Serialize;
+use tracing::instrument::WithSubscriber;
+use tracing::Dispatch;
+use tracing_subscriber::layer::SubscriberExt;
+
+#[derive(clap::Args)]
+pub(crate) struct OverheadArgs {
+    /// Rounds; each runs every case with persistence on and off.
+    #[arg(long, default_value_t = 15)]
+    rounds: usize,
+    /// Runs of the typical pipeline per round and mode.
+    #[arg(long, default_value_t = 20)]
+    typical_runs: usize,
+    /// Runs of the no-work pipeline per round and mode.
+    #[arg(long, default_value_t = 400)]
+    noop_runs: usize,
+    /// Runs of 10 no-work steps in the writer-throughput burst.
+    #[arg(long, default_value_t = 30_000)]
+    burst_runs: usize,
+    /// Runs per child process in the peak-memory check (also measured at a tenth of it).
+    #[arg(long, default_value_t = 100_000)]
+    memory_runs: u64,
+}
+
+#[derive(clap::Args)]
+pub(crate) struct ChildArgs {
+    /// `on` or `off`.
+    #[arg(long)]
+    mode: String,
+    #[arg(long)]
+    runs: u64,
+    #[arg(long)]
+    db: std::path::PathBuf,
+}
+
+/// About 1 KB of JSON, passed from step to step.
+#[derive(Debug, Clone, Serialize)]
+struct Payload {
+    step: u64,
+    customer: String,
+    notes: String,
+}
+
+fn payload() -> Payload {
+    Payload {
+        step: 0,
+        customer: "ana@example.com".into(),
+        notes: "the quick brown fox jumps over the lazy dog; ".repeat(22),
+    }
+}
+
+const STEPS: usize = 10;
+
+/// Ten steps, each awaiting about 1 ms (a stand-in for a model or tool call).
+fn typical() -> Pipeline<Payload, Payload> {
+    let mut pipeline = Pipeline::new(sleep_step(0));
+    for i in 1..STEPS {
+        pipeline = pipeline.then(sleep_step(i));
+    }
+    pipeline
+}
+
+fn sleep_step(i: usize) -> flujo::Step<Payload, Payload> {
+    step(
+        format!("call_{i}"),
+        |p: Payload, _: StepContext<()>| async move {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            Ok::<_, StepError>(Payload {
+                step: p.step + 1,
+                ..p
+            })
+        },
+    )
+}
+
+/// Ten steps that do no work.
+fn noop<T: Serialize + Send + 'static>() -> Pipeline<T, T> {
+    let mut pipeline = Pipeline::new(noop_step(0));
+    for i in 1..STEPS {
+        pipeline = pipeline.then(noop_step(i));
+    }
+    pipeline
+}
+
+fn noop_step<T: Serialize + Send + 'static>(i: usize) -> flujo::Step<T, T> {
+    step(format!("noop_{i}"), |x: T, _: StepContext<()>| async move {
+        Ok::<_, StepError>(x)
+    })
+}
+
+fn median(mut xs: Vec<Duration>) -> Duration {
+    xs.sort();
+    xs[xs.len() / 2]
+}
+
+fn us(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+fn recording_dispatch(db: &Path) -> Result<(Dispatch, flujo::SqliteHandle)> {
+    let layer = SqliteLayer::builder()
+        .with_queue_capacity(65_536)
+        .open(db)
+        .with_context(|| format!("opening {}", db.display()))?;
+    let handle = layer.handle();
+    Ok((
+        Dispatch::new(tracing_subscriber::registry().with(layer)),
+        handle,
+    ))
+}
+
+/// Per-run wall times of `runs` runs of `flujo` under `dispatch`.
+async fn time_runs<I, O>(
+    flujo: &Flujo<I, O>,
+    dispatch: &Dispatch,
+    runs: usize,
+    input: &I,
+) -> Vec<Duration>
+where
+    I: Serialize + Clone + Send + 'static,
+    O: Serialize + Send + 'static,
+{
+    let mut times = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let input = input.clone();
+        let started = Instant::now();
+        let result = flujo.run(input).with_subscriber(dispatch.clone()).await;
+        times.push(started.elapsed());
+        assert!(
+            result.is_completed(),
+            "benchmark pipeline failed: {:?}",
+            result.error
+        );
+    }
+    times
+}
+
+pub(crate) fn run(args: &OverheadArgs) -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let off = Dispatch::none();
+
+    // --- typical and no-work pipelines, on vs off, alternating
+    let typical_db = dir.path().join("typical.db");
+    let noop_db = dir.path().join("noop.db");
+    let (typical_on, typical_handle) = recording_dispatch(&typical_db)?;
+    let (noop_on, noop_handle) = recording_dispatch(&noop_db)?;
+    let typical_flujo = Flujo::new("bench-typical", typical());
+    let typical_off_flujo =
+        Flujo::new("bench-typical", typical()).persistence(Persistence::Disabled);
+    let noop_flujo = Flujo::new("bench-noop", noop::<u64>());
+    let noop_off_flujo = Flujo::new("bench-noop", noop::<u64>()).persistence(Persistence::Disabled);
+    let (mut t_on, mut t_off, mut n_on, mut n_off) = (vec![], vec![], vec![], vec![]);
+    let input = payload();
+    runtime.block_on(async {
+        // warm-up, not counted
+        time_runs(&typical_flujo, &typical_on, 3, &input).await;
+        time_runs(&noop_flujo, &noop_on, 50, &0).await;
+        for round in 0..args.rounds {
+            if round % 2 == 0 {
+                t_on.extend(
+                    time_runs(&typical_flujo, &typical_on, args.typical_runs, &input).await,
+                );
+                t_off.extend(time_runs(&typical_off_flujo, &off, args.typical_runs, &input).await);
+                n_on.extend(time_runs(&noop_flujo, &noop_on, args.noop_runs, &0).await);
+                n_off.extend(time_runs(&noop_off_flujo, &off, args.noop_runs, &0).await);
+            } else {
+                t_off.extend(time_runs(&typical_off_flujo, &off, args.typical_runs, &input).await);
+                t_on.extend(
+                    time_runs(&typical_flujo, &typical_on, args.typical_runs, &input).await,
+                );
+                n_off.extend(time_runs(&noop_off_flujo, &off, args.noop_runs, &0).await);
+                n_on.extend(time_runs(&noop_flujo, &noop_on, args.noop_runs, &0).await);
+            }
+        }
+    });
+
+    // --- the instrumented thread alone: the layer without the per-run barrier
+    let bare_db = dir.path().join("bare.db");
+    let (bare_on, bare_handle) = recording_dispatch(&bare_db)?;
+    let bare = BareFlujo::new("bench-noop", noop::<u64>());
+    let (mut b_on, mut b_off) = (vec![], vec![]);
+    runtime.block_on(async {
+        for _ in 0..args.rounds {
+            for (dispatch, times) in [(&bare_on, &mut b_on), (&off, &mut b_off)] {
+                for _ in 0..args.noop_runs {
+                    let started = Instant::now();
+                    let result = bare.run(0u64).with_subscriber(dispatch.clone()).await;
+                    times.push(started.elapsed());
+                    assert!(result.is_completed());
+                }
+            }
+            bare_handle.flush().await;
+        }
+    });
+
+    // --- writer throughput: a burst of runs, timed until all is committed
+    let burst_db = dir.path().join("burst.db");
+    let (burst_on, burst_handle) = recording_dispatch(&burst_db)?;
+    let multi = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let burst_started = Instant::now();
+    let burst_runs = args.burst_runs;
+    multi.block_on(async {
+        let bare = std::sync::Arc::new(BareFlujo::new("bench-burst", noop::<u64>()));
+        let workers: Vec<_> = (0..2)
+            .map(|w| {
+                let bare = bare.clone();
+                let dispatch = burst_on.clone();
+                tokio::spawn(
+                    async move {
+                        for i in 0..burst_runs / 2 {
+                            bare.run((w * burst_runs + i) as u64).await;
+                        }
+                    }
+                    .with_subscriber(dispatch),
+                )
+            })
+            .collect();
+        for worker in workers {
+            worker.await.expect("burst worker panicked");
+        }
+        burst_handle.flush().await;
+    });
+    let burst_elapsed = burst_started.elapsed();
+    let burst_steps = (burst_runs / 2 * 2 * STEPS) as f64;
+
+    for handle in [&typical_handle, &noop_handle, &bare_handle, &burst_handle] {
+        if handle.rows_not_recorded() > 0 {
+            bail!("{} rows were not recorded", handle.rows_not_recorded());
+        }
+    }
+    let typical_steps = (args.rounds * args.typical_runs + 3) * STEPS;
+    drop((typical_on, noop_on, bare_on, burst_on));
+    drop((typical_handle, noop_handle, bare_handle, burst_handle));
+    let typical_bytes = std::fs::metadata(&typical_db)?.len() as f64;
+    let burst_bytes = std::fs::metadata(&burst_db)?.len() as f64;
+
+    let (tm_on, tm_off) = (median(t_on), median(t_off));
+    let (nm_on, nm_off) = (median(n_on), median(n_off));
+    let (bm_on, bm_off) = (median(b_on), median(b_off));
+    println!("flujo bench overhead: persistence on vs off, {} alternating rounds, medians of per-run wall time", args.rounds);
+    println!();
+    println!(
+        "typical: {STEPS} steps, each awaiting ~1 ms and passing ~1 KB of JSON ({} runs per mode)",
+        args.rounds * args.typical_runs
+    );
+    println!("  off {:>10.1} us/run   on {:>10.1} us/run   ratio on/off {:.4}   overhead {:+.2}% (FSD limit 5%, goal 1%)",
+        us(tm_off), us(tm_on), us(tm_on) / us(tm_off), (us(tm_on) / us(tm_off) - 1.0) * 100.0);
+    println!();
+    println!(
+        "worst case: {STEPS} steps that do no work ({} runs per mode)",
+        args.rounds * args.noop_runs
+    );
+    println!("  with the per-run durability barrier (the default):");
+    println!(
+        "  off {:>10.1} us/run   on {:>10.1} us/run   ratio on/off {:.2}   added {:.2} us per step",
+        us(nm_off),
+        us(nm_on),
+        us(nm_on) / us(nm_off),
+        (us(nm_on) - us(nm_off)) / STEPS as f64
+    );
+    println!("  on the instrumented thread alone (layer, no barrier):");
+    println!(
+        "  off {:>10.1} us/run   on {:>10.1} us/run   ratio on/off {:.2}   added {:.2} us per step",
+        us(bm_off),
+        us(bm_on),
+        us(bm_on) / us(bm_off),
+        (us(bm_on) - us(bm_off)) / STEPS as f64
+    );
+    println!();
+    println!("writer: {} steps in {} runs from 2 threads, committed in {:.2} s: {:.0} steps/s sustained to disk (goal 100,000)",
+        burst_steps, burst_runs / 2 * 2, burst_elapsed.as_secs_f64(), burst_steps / burst_elapsed.as_secs_f64());
+    println!("database size: {:.0} bytes per step with ~1 KB payloads, {:.0} bytes per step with tiny payloads",
+        typical_bytes / typical_steps as f64, burst_bytes / burst_steps);
+
+    // --- peak memory: separate processes, so each starts clean
+    println!();
+    println!("peak memory (VmHWM) of a process running N runs of {STEPS} no-work steps with ~1 KB payloads:");
+    let exe = std::env::current_exe()?;
+    for runs in [args.memory_runs / 10, args.memory_runs] {
+        let mut line = format!("  {runs:>8} runs:");
+        for mode in ["off", "on"] {
+            let db = dir.path().join(format!("memory-{mode}-{runs}.db"));
+            let out = Command::new(&exe)
+                .args([
+                    "overhead-child",
+                    "--mode",
+                    mode,
+                    "--runs",
+                    &runs.to_string(),
+                    "--db",
+                ])
+                .arg(&db)
+                .output()
+                .context("running the memory child")?;
+            if !out.status.success() {
+                bail!(
+                    "memory child failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            let kib: u64 = String::from_utf8_lossy(&out.stdout)
+                .trim()
+                .parse()
+                .context("memory child output")?;
+            line.push_str(&format!(
+                "   persistence {mode}: {:>6.1} MiB",
+                kib as f64 / 1024.0
+            ));
+        }
+        println!("{line}");
+    }
+    Ok(())
+}
+
+/// One memory-measuring child: runs, then prints its peak resident set in KiB.
+pub(crate) fn child(args: &ChildArgs) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (flujo, dispatch, handle) = match args.mode.as_str() {
+        "on" => {
+            let (dispatch, handle) = recording_dispatch(&args.db)?;
+            (
+                Flujo::new("bench-memory", noop::<Payload>()),
+                dispatch,
+                Some(handle),
+            )
+        }
+        "off" => (
+            Flujo::new("bench-memory", noop::<Payload>()).persistence(Persistence::Disabled),
+            Dispatch::none(),
+            None,
+        ),
+        other => bail!("--mode is on or off, not {other}"),
+    };
+    let input = payload();
+    runtime.block_on(async {
+        for _ in 0..args.runs {
+            let result = flujo
+                .run(input.clone())
+                .with_subscriber(dispatch.clone())
+                .await;
+            assert!(result.is_completed());
+        }
+    });
+    if let Some(handle) = handle {
+        if handle.rows_not_recorded() > 0 {
+            bail!("{} rows not recorded", handle.rows_not_recorded());
+        }
+    }
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    let hwm = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .context("no VmHWM in /proc/self/status")?;
+    println!("{}", hwm.trim().trim_end_matches("kB").trim());
+    Ok(())
+}

@@ -1,0 +1,317 @@
+//! `cargo xtask seed`: fills a database through the real runner and `SqliteLayer`.
+//!
+//! The mix: four pipelines of about five steps each (plain steps, a parallel fan-out, a map over
+//! chunks, a retrying step, a review loop), about one run in twelve failing, and payloads from a
+//! few hundred bytes to a few KB.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use flujo::{
+    loop_until, map_over, parallel, step, BareFlujo, Pipeline, SqliteLayer, StepContext, StepError,
+    Usage,
+};
+use serde::Serialize;
+use tracing::instrument::WithSubscriber;
+use tracing_subscriber::layer::SubscriberExt;
+
+#[derive(clap::Args, Clone)]
+pub(crate) struct SeedArgs {
+    /// Number of runs to add.
+    #[arg(long, default_value_t = 10_000)]
+    pub(crate) runs: u64,
+    /// Database to fill (created when missing; runs are added to an existing one).
+    #[arg(long)]
+    pub(crate) db: PathBuf,
+    /// Runs in flight at once.
+    #[arg(long, default_value_t = 64)]
+    pub(crate) concurrency: usize,
+}
+
+impl SeedArgs {
+    pub(crate) fn new(runs: u64, db: PathBuf) -> SeedArgs {
+        SeedArgs {
+            runs,
+            db,
+            concurrency: 64,
+        }
+    }
+}
+
+#[derive(Debug, Default, Serialize)]
+struct Ctx {
+    seed: u64,
+    notes: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct Doc {
+    seed: u64,
+    title: String,
+    body: String,
+}
+
+/// A deterministic pseudo-random number from a seed (splitmix64).
+fn mix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+const WORDS: [&str; 16] = [
+    "invoice", "refund", "latency", "customer", "summary", "report", "pipeline", "model", "ticket",
+    "priority", "review", "draft", "account", "export", "sync", "quota",
+];
+
+/// Text of a realistic size: mostly a few hundred bytes, one in twenty a few KB.
+fn text(seed: u64) -> String {
+    let r = mix(seed);
+    let len = if r % 20 == 0 {
+        2_000 + r % 3_000
+    } else {
+        150 + r % 450
+    } as usize;
+    let mut out = String::with_capacity(len + 16);
+    let mut x = r;
+    while out.len() < len {
+        x = mix(x);
+        out.push_str(WORDS[(x % 16) as usize]);
+        out.push(' ');
+    }
+    out
+}
+
+fn usage(cx: &StepContext<Ctx>, tokens: u64) {
+    cx.add_usage(Usage {
+        tokens,
+        cost_usd: tokens as f64 * 1.5e-6,
+    });
+}
+
+fn fails(seed: u64, salt: u64, one_in: u64) -> bool {
+    mix(seed ^ salt) % one_in == 0
+}
+
+fn support_triage() -> Pipeline<Doc, Doc, Ctx> {
+    let classify = step("classify", |d: Doc, cx: StepContext<Ctx>| async move {
+        usage(&cx, 120 + d.body.len() as u64 / 4);
+        if cx.attempt() == 1 && fails(d.seed, 1, 10) {
+            return Err(StepError::new("model endpoint answered 503 (overloaded)"));
+        }
+        Ok(Doc {
+            title: format!("[billing] {}", d.title),
+            ..d
+        })
+    })
+    .max_retries(2);
+    let kb = step("search_kb", |d: Doc, _: StepContext<Ctx>| async move {
+        Ok::<_, StepError>(text(d.seed ^ 7))
+    });
+    let crm = step(
+        "customer_history",
+        |d: Doc, _: StepContext<Ctx>| async move {
+            if fails(d.seed, 2, 25) {
+                return Err(StepError::new(format!(
+                    "no customer record for cust-{} in the CRM",
+                    d.seed % 1000
+                )));
+            }
+            Ok(text(d.seed ^ 9))
+        },
+    );
+    let retrieve = parallel("retrieve")
+        .branch(kb)
+        .branch(crm)
+        .combine(|found: Vec<String>| found.join("\n"));
+    let draft = step(
+        "draft",
+        |evidence: String, cx: StepContext<Ctx>| async move {
+            usage(&cx, 300 + evidence.len() as u64 / 4);
+            let seed = cx.read(|c| c.seed);
+            Ok::<_, StepError>(Doc {
+                seed,
+                title: "reply".into(),
+                body: text(seed ^ 11),
+            })
+        },
+    );
+    let review = step("review", |d: Doc, cx: StepContext<Ctx>| async move {
+        usage(&cx, 80);
+        cx.update(|c| c.notes.push("approved".into()));
+        Ok::<_, StepError>(d)
+    });
+    Pipeline::new(classify)
+        .then(retrieve)
+        .then(draft)
+        .then(review)
+}
+
+fn doc_summarise() -> Pipeline<Doc, String, Ctx> {
+    let split = step("split", |d: Doc, _: StepContext<Ctx>| async move {
+        Ok::<_, StepError>(
+            (0..3)
+                .map(|i| text(d.seed.wrapping_add(i)))
+                .collect::<Vec<_>>(),
+        )
+    });
+    let summarise_chunk = step(
+        "summarise_chunk",
+        |chunk: String, cx: StepContext<Ctx>| async move {
+            usage(&cx, chunk.len() as u64 / 3);
+            Ok::<_, StepError>(chunk.chars().take(120).collect::<String>())
+        },
+    );
+    let join = step(
+        "join",
+        |parts: Vec<String>, cx: StepContext<Ctx>| async move {
+            let seed = cx.read(|c| c.seed);
+            if fails(seed, 3, 30) {
+                return Err(StepError::new(
+                    "summary exceeds the 4,096-token context window",
+                ));
+            }
+            Ok(parts.join(" "))
+        },
+    );
+    Pipeline::new(split)
+        .then(map_over("summarise", summarise_chunk, 3))
+        .then(join)
+}
+
+fn lead_scoring() -> Pipeline<Doc, u64, Ctx> {
+    let enrich = step("enrich", |d: Doc, _: StepContext<Ctx>| async move {
+        Ok::<_, StepError>(Doc {
+            body: format!("{} {}", d.body, text(d.seed ^ 5)),
+            ..d
+        })
+    })
+    .timeout(Duration::from_secs(5));
+    let score = step("score", |d: Doc, cx: StepContext<Ctx>| async move {
+        usage(&cx, 60);
+        Ok::<_, StepError>(mix(d.seed) % 100)
+    });
+    let refine = step("refine", |s: u64, cx: StepContext<Ctx>| async move {
+        usage(&cx, 20);
+        cx.update(|c| c.notes.push(format!("score {s}")));
+        Ok::<_, StepError>(s + 7)
+    });
+    let route = step("route", |s: u64, cx: StepContext<Ctx>| async move {
+        let seed = cx.read(|c| c.seed);
+        if fails(seed, 4, 12) {
+            return Err(StepError::new(
+                "CRM API rejected the update: 422 missing owner",
+            ));
+        }
+        Ok(s)
+    });
+    Pipeline::new(enrich)
+        .then(score)
+        .then(
+            loop_until("refine_loop", refine, |s: &u64, _: &Ctx| *s >= 100, 5).fallback(step(
+                "cap_score",
+                |_: u64, _: StepContext<Ctx>| async move { Ok::<_, StepError>(100) },
+            )),
+        )
+        .then(route)
+}
+
+/// Runs `args.runs` runs into `args.db`; returns how many were recorded.
+pub(crate) fn run(args: &SeedArgs) -> Result<u64> {
+    let layer = SqliteLayer::builder()
+        .with_queue_capacity(65_536)
+        .open(&args.db)
+        .with_context(|| format!("opening {}", args.db.display()))?;
+    let handle = layer.handle();
+    let dispatch = tracing::Dispatch::new(tracing_subscriber::registry().with(layer));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting tokio")?;
+    let triage =
+        Arc::new(BareFlujo::new("support-triage", support_triage()).pipeline_version("3.2"));
+    let summarise =
+        Arc::new(BareFlujo::new("doc-summarise", doc_summarise()).pipeline_version("1.0"));
+    let scoring = Arc::new(BareFlujo::new("lead-scoring", lead_scoring()).pipeline_version("0.9"));
+    let started = Instant::now();
+    let total = args.runs;
+    let concurrency = args.concurrency.max(1) as u64;
+    let base = mix(started.elapsed().as_nanos() as u64 ^ std::process::id() as u64);
+    runtime.block_on(async {
+        let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let mut workers = Vec::new();
+        for _ in 0..concurrency {
+            let (next, triage, summarise, scoring) = (
+                next.clone(),
+                triage.clone(),
+                summarise.clone(),
+                scoring.clone(),
+            );
+            let work = async move {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if i >= total {
+                        break;
+                    }
+                    let seed = base.wrapping_add(i);
+                    let doc = Doc {
+                        seed,
+                        title: format!("item {i}"),
+                        body: text(seed),
+                    };
+                    let ctx = Ctx {
+                        seed,
+                        notes: Vec::new(),
+                    };
+                    match i % 4 {
+                        0 | 1 => drop(triage.run_with_context(doc, ctx).await),
+                        2 => drop(summarise.run_with_context(doc, ctx).await),
+                        _ => drop(scoring.run_with_context(doc, ctx).await),
+                    }
+                    if i > 0 && i % 50_000 == 0 {
+                        eprintln!(
+                            "seed: {i} / {total} runs ({:.0} s)",
+                            started.elapsed().as_secs_f64()
+                        );
+                    }
+                }
+            }
+            .with_subscriber(dispatch.clone());
+            workers.push(tokio::spawn(work));
+        }
+        for worker in workers {
+            worker.await.expect("seed worker panicked");
+        }
+    });
+    handle.flush_blocking();
+    let not_recorded = handle.rows_not_recorded();
+    drop(dispatch);
+    anyhow::ensure!(not_recorded == 0, "{not_recorded} rows were not recorded");
+    eprintln!(
+        "seed: {total} runs into {} in {:.1} s",
+        args.db.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(total)
+}
+
+/// Runs in a database, read without writing.
+pub(crate) fn count_runs(db: &Path) -> Result<u64> {
+    let conn =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    Ok(conn.query_row("SELECT count(*) FROM runs", [], |row| row.get::<_, i64>(0))? as u64)
+}
+
+/// The run id and pipeline of a run in the middle of the database.
+pub(crate) fn sample_run(db: &Path) -> Result<(String, String)> {
+    let conn =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    let n: i64 = conn.query_row("SELECT count(*) FROM runs", [], |row| row.get(0))?;
+    Ok(conn.query_row(
+        "SELECT run_id, pipeline_name FROM runs ORDER BY run_id LIMIT 1 OFFSET ?1",
+        [n / 2],
+        |row| Ok((row.get(0)?, row.get(1)?)),
+    )?)
+}

@@ -312,6 +312,35 @@ impl StepTree {
     }
 }
 
+/// The step's title (escaped, wrapped) followed by its facts separated by ` · `, wrapped
+/// between facts; continuation lines are indented by two spaces.
+fn header_lines(title: &str, facts: &[(String, Tone)], width: usize, color: bool) -> Vec<String> {
+    let fitted = text::fit(
+        title,
+        Fit {
+            width,
+            max_lines: None,
+            keep_newlines: false,
+        },
+    );
+    let mut lines: Vec<String> = fitted.lines().map(str::to_owned).collect();
+    let mut line_width = lines.last().map_or(0, |line| render::text_width(line));
+    for (fact, tone) in facts {
+        let fact_width = render::text_width(fact);
+        let last = lines.last_mut().expect("a title line");
+        if line_width + 3 + fact_width <= width {
+            last.push_str(" · ");
+            line_width += 3 + fact_width;
+        } else {
+            lines.push("  ".to_owned());
+            line_width = 2 + fact_width;
+        }
+        let last = lines.last_mut().expect("a line");
+        last.push_str(&render::paint(fact, *tone, color));
+    }
+    lines
+}
+
 /// One step's section: a header line (`#2.0 name [kind] · status · attempts · duration · cost ·
 /// tokens`) and a record of its input, output and error, indented by its depth.
 pub(crate) fn render_step(
@@ -324,29 +353,28 @@ pub(crate) fn render_step(
     let indent = " ".repeat(depth * INDENT);
     let width = layout.width.saturating_sub(depth * INDENT).max(30);
 
-    let mut header = format!("#{path} {}", text::escape(&step.step_name));
+    let mut title = format!("#{path} {}", step.step_name);
     if let Some(kind) = step.step_kind.as_deref().filter(|kind| *kind != "step") {
-        header.push_str(&format!(" [{}]", text::escape(kind)));
+        title.push_str(&format!(" [{kind}]"));
     }
-    let mut facts = vec![render::paint(
-        &text::escape(status),
-        Tone::of_status(status),
-        layout.color,
-    )];
+    let mut facts = vec![(text::escape(status), Tone::of_status(status))];
     if let Some(attempts) = step.attempts {
-        facts.push(format!(
-            "{attempts} attempt{}",
-            if attempts == 1 { "" } else { "s" }
-        ));
+        let plural = if attempts == 1 { "" } else { "s" };
+        facts.push((format!("{attempts} attempt{plural}"), Tone::Plain));
     }
-    facts.push(text::duration(step.duration_ms));
+    facts.push((text::duration(step.duration_ms), Tone::Plain));
     if step.cost.is_some() {
-        facts.push(text::cost(step.cost));
+        facts.push((text::cost(step.cost), Tone::Plain));
     }
     if let Some(tokens) = step.tokens {
-        facts.push(format!("{} tokens", text::count(Some(tokens))));
+        facts.push((format!("{} tokens", text::count(Some(tokens))), Tone::Plain));
     }
-    let mut section = format!("{indent}{header} · {}\n", facts.join(" · "));
+    let mut section = String::new();
+    for line in header_lines(&title, &facts, width, layout.color) {
+        section.push_str(&indent);
+        section.push_str(&line);
+        section.push('\n');
+    }
 
     let value_width = render::record_value_width(width, "output".len());
     let mut rows = Vec::new();

@@ -143,7 +143,7 @@ fn find(
             );
             for run in candidates.iter().take(MAX_CANDIDATES) {
                 message.push_str(&format!(
-                    "\n  {}  {}  {}  {}",
+                    "\n  {}  {}  {:<9}  {}",
                     text::escape(&run.run_id),
                     text::time(Some(&run.start_time), TimePrecision::Seconds),
                     text::escape(&run.status),
@@ -362,7 +362,9 @@ pub(crate) fn render_step(
         let plural = if attempts == 1 { "" } else { "s" };
         facts.push((format!("{attempts} attempt{plural}"), Tone::Plain));
     }
-    facts.push((text::duration(step.duration_ms), Tone::Plain));
+    if step.duration_ms.is_some() {
+        facts.push((text::duration(step.duration_ms), Tone::Plain));
+    }
     if step.cost.is_some() {
         facts.push((text::cost(step.cost), Tone::Plain));
     }

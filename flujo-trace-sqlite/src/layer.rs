@@ -4,6 +4,7 @@
 //! Span callbacks only copy field values into row structs and hand them to the writer thread
 //! (`writer.rs`) over a bounded channel; they never touch SQLite.
 
+use std::any::{Any, TypeId};
 use std::fmt;
 use std::future::Future;
 use std::path::Path;
@@ -13,9 +14,12 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use tracing::field::{Field, Visit};
+use tracing::level_filters::LevelFilter;
 use tracing::span::{Attributes, Id, Record};
-use tracing::Subscriber;
-use tracing_subscriber::layer::Context;
+use tracing::subscriber::Interest;
+use tracing::{Dispatch, Event, Metadata, Subscriber};
+use tracing_subscriber::filter::Filtered;
+use tracing_subscriber::layer::{Context, Filter};
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::Layer;
 
@@ -50,7 +54,21 @@ const STEP_SPAN: &str = "flujo.step";
 /// [`SqliteHandle::flush`]. A storage failure afterwards never reaches the instrumented code: it
 /// is counted ([`SqliteHandle::rows_not_recorded`]) and reported once on stderr. When the layer
 /// and all its handles are dropped, the writer commits what it holds and stops.
+///
+/// The layer carries its own per-layer filter (flujo's run and step spans, nothing else), so
+/// beside it every other callsite costs what it cost without it, and other layers' filters are
+/// left to decide for themselves. It needs a [`Registry`](tracing_subscriber::Registry) at the
+/// root of the stack, like every per-layer filtered layer.
 pub struct SqliteLayer {
+    recorder: Recorder,
+    /// `Filtered<Recorder, FlujoSpans, S>`, built in `on_layer` once the subscriber type `S` is
+    /// known; until then (or outside a registry stack) the recorder is called directly.
+    filtered: Option<Box<dyn Any + Send + Sync>>,
+}
+
+/// The recording half of the layer: turns span callbacks into rows for the writer.
+#[derive(Clone)]
+struct Recorder {
     inner: Arc<Inner>,
 }
 
@@ -114,11 +132,14 @@ impl SqliteLayerBuilder {
                 source,
             })?;
         Ok(SqliteLayer {
-            inner: Arc::new(Inner {
-                sender: Some(sender),
-                thread: Some(thread),
-                shared,
-            }),
+            recorder: Recorder {
+                inner: Arc::new(Inner {
+                    sender: Some(sender),
+                    thread: Some(thread),
+                    shared,
+                }),
+            },
+            filtered: None,
         })
     }
 }
@@ -137,13 +158,20 @@ impl SqliteLayer {
     /// A handle on this layer's writer, to wait for rows to be committed.
     pub fn handle(&self) -> SqliteHandle {
         SqliteHandle {
-            inner: Arc::clone(&self.inner),
+            inner: Arc::clone(&self.recorder.inner),
         }
     }
 
     /// The database file.
     pub fn path(&self) -> &Path {
-        &self.inner.shared.path
+        &self.recorder.inner.shared.path
+    }
+
+    fn filtered<S>(&self) -> Option<&Filtered<Recorder, FlujoSpans, S>>
+    where
+        S: Subscriber + for<'a> LookupSpan<'a> + 'static,
+    {
+        self.filtered.as_ref()?.downcast_ref()
     }
 }
 
@@ -181,7 +209,7 @@ impl SqliteHandle {
 impl fmt::Debug for SqliteLayer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SqliteLayer")
-            .field("path", &self.inner.shared.path)
+            .field("path", &self.recorder.inner.shared.path)
             .finish_non_exhaustive()
     }
 }
@@ -272,7 +300,143 @@ struct StepSpan {
     layers: usize,
 }
 
+/// Enables exactly the spans of the flujo contract, and only for this layer.
+struct FlujoSpans;
+
+impl FlujoSpans {
+    fn wants(metadata: &Metadata<'_>) -> bool {
+        metadata.is_span()
+            && metadata.target() == TARGET
+            && matches!(metadata.name(), RUN_SPAN | STEP_SPAN)
+    }
+}
+
+impl<S> Filter<S> for FlujoSpans {
+    fn enabled(&self, metadata: &Metadata<'_>, _: &Context<'_, S>) -> bool {
+        Self::wants(metadata)
+    }
+
+    fn callsite_enabled(&self, metadata: &'static Metadata<'static>) -> Interest {
+        if Self::wants(metadata) {
+            Interest::always()
+        } else {
+            Interest::never()
+        }
+    }
+
+    fn max_level_hint(&self) -> Option<LevelFilter> {
+        // the contract's spans are INFO
+        Some(LevelFilter::INFO)
+    }
+}
+
+/// Forwards every callback to the filtered recorder (the way `Filtered` itself forwards), so
+/// the registry sees a per-layer filtered layer and `Dispatch::downcast_ref::<SqliteLayer>`
+/// still finds this type.
 impl<S> Layer<S> for SqliteLayer
+where
+    S: Subscriber + for<'a> LookupSpan<'a> + 'static,
+{
+    fn on_register_dispatch(&self, subscriber: &Dispatch) {
+        if let Some(filtered) = self.filtered::<S>() {
+            filtered.on_register_dispatch(subscriber);
+        }
+    }
+
+    fn on_layer(&mut self, subscriber: &mut S) {
+        let mut filtered = self.recorder.clone().with_filter(FlujoSpans);
+        filtered.on_layer(subscriber);
+        self.filtered = Some(Box::new(filtered));
+    }
+
+    fn register_callsite(&self, metadata: &'static Metadata<'static>) -> Interest {
+        match self.filtered::<S>() {
+            Some(filtered) => filtered.register_callsite(metadata),
+            None => Interest::always(),
+        }
+    }
+
+    fn enabled(&self, metadata: &Metadata<'_>, ctx: Context<'_, S>) -> bool {
+        match self.filtered::<S>() {
+            Some(filtered) => filtered.enabled(metadata, ctx),
+            None => true,
+        }
+    }
+
+    fn max_level_hint(&self) -> Option<LevelFilter> {
+        self.filtered::<S>()?.max_level_hint()
+    }
+
+    fn event_enabled(&self, event: &Event<'_>, ctx: Context<'_, S>) -> bool {
+        match self.filtered::<S>() {
+            Some(filtered) => filtered.event_enabled(event, ctx),
+            None => true,
+        }
+    }
+
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        match self.filtered::<S>() {
+            Some(filtered) => filtered.on_new_span(attrs, id, ctx),
+            None => self.recorder.on_new_span(attrs, id, ctx),
+        }
+    }
+
+    fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
+        match self.filtered::<S>() {
+            Some(filtered) => filtered.on_record(id, values, ctx),
+            None => self.recorder.on_record(id, values, ctx),
+        }
+    }
+
+    fn on_follows_from(&self, id: &Id, follows: &Id, ctx: Context<'_, S>) {
+        if let Some(filtered) = self.filtered::<S>() {
+            filtered.on_follows_from(id, follows, ctx);
+        }
+    }
+
+    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+        if let Some(filtered) = self.filtered::<S>() {
+            filtered.on_event(event, ctx);
+        }
+    }
+
+    fn on_enter(&self, id: &Id, ctx: Context<'_, S>) {
+        if let Some(filtered) = self.filtered::<S>() {
+            filtered.on_enter(id, ctx);
+        }
+    }
+
+    fn on_exit(&self, id: &Id, ctx: Context<'_, S>) {
+        if let Some(filtered) = self.filtered::<S>() {
+            filtered.on_exit(id, ctx);
+        }
+    }
+
+    fn on_close(&self, id: Id, ctx: Context<'_, S>) {
+        match self.filtered::<S>() {
+            Some(filtered) => filtered.on_close(id, ctx),
+            None => self.recorder.on_close(id, ctx),
+        }
+    }
+
+    fn on_id_change(&self, old: &Id, new: &Id, ctx: Context<'_, S>) {
+        if let Some(filtered) = self.filtered::<S>() {
+            filtered.on_id_change(old, new, ctx);
+        }
+    }
+
+    #[doc(hidden)]
+    unsafe fn downcast_raw(&self, id: TypeId) -> Option<*const ()> {
+        if id == TypeId::of::<Self>() {
+            return Some(self as *const Self as *const ());
+        }
+        // SAFETY: forwarded to the wrapped layer, which answers for its own types (the filter
+        // marker the registry looks for included); the pointers stay valid as long as `self`
+        unsafe { self.filtered::<S>()?.downcast_raw(id) }
+    }
+}
+
+impl<S> Layer<S> for Recorder
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {

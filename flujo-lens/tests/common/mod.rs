@@ -358,7 +358,11 @@ pub fn fixture(conn: &Connection) {
             pipeline_version: "1.2.0".into(),
             status: "running".into(),
             start_time: time(14, 30, 0, 0),
-            input_blob: Some(r#"{"source":"s3://bucket/2026-01-08.csv"}"#.into()),
+            // longer than the process row, so the table's width does not depend on pid or host
+            input_blob: Some(
+                r#"{"source":"s3://bucket/2026-01-08.csv","options":{"dedupe":true,"batch_size":500,"retries":3,"owner":"data-platform"}}"#
+                    .into(),
+            ),
             writer: Some((host_name(), dead_pid(), 1)),
             ..Run::default()
         },
@@ -457,6 +461,11 @@ macro_rules! snapshot {
         let host = $crate::common::host_name();
         let filters: Vec<(String, String)> = vec![
             (regex_escape(&dir), "[TMP]".to_owned()),
+            // the process row of a crashed run: its padding depends on the pid and host lengths
+            (
+                format!(r"(│ process +│ )pid \d+ on {} \(gone\) *│", regex_escape(&host)),
+                "${1}pid [PID] on [HOST] (gone) │".to_owned(),
+            ),
             (format!(r"pid \d+ on {}", regex_escape(&host)), "pid [PID] on [HOST]".to_owned()),
             (
                 format!(r#""host":"{}","pid":\d+"#, regex_escape(&host)),

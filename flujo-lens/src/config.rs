@@ -100,7 +100,7 @@ impl Config {
 }
 
 /// `COLUMNS` when it is a number, else the terminal's width, else [`DEFAULT_WIDTH`].
-fn output_width(env: &Environment) -> usize {
+pub(crate) fn output_width(env: &Environment) -> usize {
     let columns = env
         .columns
         .as_deref()

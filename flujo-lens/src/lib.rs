@@ -56,8 +56,6 @@ use std::io::{IsTerminal as _, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser as _;
-
 pub use error::{EXIT_NOTHING_FOUND, EXIT_SUCCESS, EXIT_USAGE};
 
 use crate::config::{Command, Config};
@@ -110,7 +108,12 @@ where
     I: IntoIterator<Item = T>,
     T: Into<std::ffi::OsString> + Clone,
 {
-    let args = match args::Cli::try_parse_from(args) {
+    // help is wrapped to the same width as tables, so it does not depend on who runs the tests
+    let command = <args::Cli as clap::CommandFactory>::command().term_width(config::output_width(env));
+    let parsed = command
+        .try_get_matches_from(args)
+        .and_then(|matches| <args::Cli as clap::FromArgMatches>::from_arg_matches(&matches));
+    let args = match parsed {
         Ok(args) => args,
         Err(error) => {
             let rendered = if env.stdout_is_terminal && !env.no_color {

@@ -154,12 +154,23 @@ pub fn load_flujo_toml(path: &Path) -> Result<FlujoToml, Error> {
     }
     confy::load_path::<FlujoToml>(path).map_err(|error| {
         let problem = match &error {
-            confy::ConfyError::BadTomlData(cause) => cause.to_string(),
+            confy::ConfyError::BadTomlData(cause) => {
+                let text = std::fs::read_to_string(path).unwrap_or_default();
+                match cause.span() {
+                    Some(span) => {
+                        let before = &text[..span.start.min(text.len())];
+                        let line = before.matches('\n').count() + 1;
+                        let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
+                        format!("{} at line {line}, column {column}", cause.message())
+                    }
+                    None => cause.message().to_owned(),
+                }
+            }
             _ => error.to_string(),
         };
         Error::Config {
             message: format!(
-                "{} is not a valid flujo.toml: {}: fix the file (state_uri = \"sqlite:///flujo_ops.db\")",
+                "{} is not a valid flujo.toml: {}: fix the file, e.g. state_uri = \"sqlite:///flujo_ops.db\"",
                 path.display(),
                 problem.trim().replace('\n', " ")
             ),

@@ -28,8 +28,8 @@ mod runner;
 
 pub use flujo_runner::{
     branch_on, format_timestamp, loop_until, map_over, parallel, step, BoxError, BranchOn,
-    IntoStep, Parallel, Pipeline, PipelineResult, RunStatus, Step, StepContext, StepError,
-    StepKind, StepResult, Usage,
+    IntoStep, Parallel, Pipeline, PipelineResult, Redaction, RunStatus, Step, StepContext,
+    StepError, StepKind, StepResult, Usage,
 };
 pub use flujo_trace_sqlite::{SqliteHandle, SqliteLayer, SqliteLayerBuilder};
 pub use recording::Persistence;

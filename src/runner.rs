@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use flujo_runner::{Pipeline, PipelineResult};
+use flujo_runner::{Pipeline, PipelineResult, Redaction};
 use serde::Serialize;
 
 use crate::recording::{Persistence, Recorder};
@@ -42,6 +42,15 @@ impl<In, Out, C> Flujo<In, Out, C> {
     pub fn pipeline_version(self, pipeline_version: impl Into<String>) -> Self {
         Flujo {
             inner: self.inner.pipeline_version(pipeline_version),
+        }
+    }
+
+    /// Which keys' values are replaced by `"[REDACTED]"` in what every layer records (the values
+    /// returned to you are never redacted). Default: [`Redaction::default`], or the keys in
+    /// `flujo.toml`.
+    pub fn redaction(self, redaction: Redaction) -> Self {
+        Flujo {
+            inner: self.inner.with_redaction(redaction),
         }
     }
 

@@ -18,7 +18,9 @@ fn pipeline_process_entry() {
     };
     std::env::set_current_dir(dir).unwrap();
     std::env::remove_var("FLUJO_STATE_URI");
-    let double = step("double", |x: u32, _: StepContext<()>| async move { Ok::<_, StepError>(x * 2) });
+    let double = step("double", |x: u32, _: StepContext<()>| async move {
+        Ok::<_, StepError>(x * 2)
+    });
     let flujo = Flujo::new("bad-db", Pipeline::new(double));
     for input in [1, 2] {
         let result = flujo.run_blocking(input);
@@ -80,14 +82,38 @@ fn unusable_databases_are_reported_and_left_byte_for_byte() {
             .unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "{name}: the pipeline process failed:\n{stderr}");
-        assert!(stdout.contains("result: completed Some(2)"), "{name}: {stdout}");
-        assert!(stdout.contains("result: completed Some(4)"), "{name}: {stdout}");
-        let warnings: Vec<_> = stderr.lines().filter(|l| l.starts_with("flujo: warning")).collect();
-        assert_eq!(warnings.len(), 1, "{name}: one warning for two runs:\n{stderr}");
-        assert!(warnings[0].contains("flujo_ops.db"), "{name}: the warning names the file: {}", warnings[0]);
+        assert!(
+            out.status.success(),
+            "{name}: the pipeline process failed:\n{stderr}"
+        );
+        assert!(
+            stdout.contains("result: completed Some(2)"),
+            "{name}: {stdout}"
+        );
+        assert!(
+            stdout.contains("result: completed Some(4)"),
+            "{name}: {stdout}"
+        );
+        let warnings: Vec<_> = stderr
+            .lines()
+            .filter(|l| l.starts_with("flujo: warning"))
+            .collect();
+        assert_eq!(
+            warnings.len(),
+            1,
+            "{name}: one warning for two runs:\n{stderr}"
+        );
+        assert!(
+            warnings[0].contains("flujo_ops.db"),
+            "{name}: the warning names the file: {}",
+            warnings[0]
+        );
         assert!(warnings[0].contains(says), "{name}: {}", warnings[0]);
-        assert_eq!(std::fs::read(&db).unwrap(), bytes, "{name}: the runner left the file as it was");
+        assert_eq!(
+            std::fs::read(&db).unwrap(),
+            bytes,
+            "{name}: the runner left the file as it was"
+        );
 
         let out = Command::new(env!("CARGO_BIN_EXE_flujo"))
             .args(["lens", "list"])
@@ -96,18 +122,37 @@ fn unusable_databases_are_reported_and_left_byte_for_byte() {
             .output()
             .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{name}: lens exit code; stderr: {stderr}");
-        assert_eq!(stderr.trim_end().lines().count(), 1, "{name}: one line: {stderr}");
-        assert!(stderr.contains("flujo_ops.db") && stderr.contains(says), "{name}: {stderr}");
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{name}: lens exit code; stderr: {stderr}"
+        );
+        assert_eq!(
+            stderr.trim_end().lines().count(),
+            1,
+            "{name}: one line: {stderr}"
+        );
+        assert!(
+            stderr.contains("flujo_ops.db") && stderr.contains(says),
+            "{name}: {stderr}"
+        );
         assert!(out.stdout.is_empty());
-        assert_eq!(std::fs::read(&db).unwrap(), bytes, "{name}: the lens left the file as it was");
+        assert_eq!(
+            std::fs::read(&db).unwrap(),
+            bytes,
+            "{name}: the lens left the file as it was"
+        );
         // SQLite's own WAL index may appear beside a WAL-mode file; nothing else, and no data
         for entry in std::fs::read_dir(dir.path()).unwrap() {
             let entry = entry.unwrap();
             let file = entry.file_name().into_string().unwrap();
             match file.as_str() {
                 "flujo_ops.db" | "flujo_ops.db-shm" => {}
-                "flujo_ops.db-wal" => assert_eq!(entry.metadata().unwrap().len(), 0, "{name}: nothing written to the WAL"),
+                "flujo_ops.db-wal" => assert_eq!(
+                    entry.metadata().unwrap().len(),
+                    0,
+                    "{name}: nothing written to the WAL"
+                ),
                 other => panic!("{name}: {other} was created beside the database"),
             }
         }

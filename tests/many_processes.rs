@@ -24,20 +24,34 @@ fn worker_process_entry() {
     let layer = SqliteLayer::open(&db).expect("worker opens the database");
     let handle = layer.handle();
     let subscriber = tracing::Dispatch::new(tracing_subscriber::registry().with(layer));
-    let a = step("fetch", |x: usize, _: StepContext<()>| async move { Ok::<_, StepError>(x) });
+    let a = step("fetch", |x: usize, _: StepContext<()>| async move {
+        Ok::<_, StepError>(x)
+    });
     let b = step("think", |x: usize, _: StepContext<()>| async move {
         Ok::<_, StepError>(format!("item {x} {}", "x".repeat(x % 700)))
     });
-    let c = step("store", |s: String, _: StepContext<()>| async move { Ok::<_, StepError>(s.len()) });
+    let c = step("store", |s: String, _: StepContext<()>| async move {
+        Ok::<_, StepError>(s.len())
+    });
     let flujo = Flujo::new(format!("worker-{worker}"), Pipeline::new(a).then(b).then(c));
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     runtime.block_on(async {
         for i in 0..RUNS_PER_WORKER {
-            let result = flujo.run(worker * 10_000 + i).with_subscriber(subscriber.clone()).await;
+            let result = flujo
+                .run(worker * 10_000 + i)
+                .with_subscriber(subscriber.clone())
+                .await;
             assert!(result.is_completed(), "{:?}", result.error);
         }
     });
-    assert_eq!(handle.rows_not_recorded(), 0, "every row of worker {worker} recorded");
+    assert_eq!(
+        handle.rows_not_recorded(),
+        0,
+        "every row of worker {worker} recorded"
+    );
 }
 
 #[test]
@@ -86,16 +100,37 @@ fn four_processes_write_one_database_while_the_lens_reads_it() {
         let out = child.wait_with_output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "worker {worker} failed:\n{stderr}");
-        assert!(!stderr.contains("locked"), "worker {worker} surfaced a lock error:\n{stderr}");
-        assert!(!stderr.contains("not recorded"), "worker {worker} lost rows:\n{stderr}");
+        assert!(
+            !stderr.contains("locked"),
+            "worker {worker} surfaced a lock error:\n{stderr}"
+        );
+        assert!(
+            !stderr.contains("not recorded"),
+            "worker {worker} lost rows:\n{stderr}"
+        );
     }
-    assert!(lens_failures.is_empty(), "the lens failed while workers wrote: {lens_failures:?}");
+    assert!(
+        lens_failures.is_empty(),
+        "the lens failed while workers wrote: {lens_failures:?}"
+    );
 
     let total_runs = (WORKERS * RUNS_PER_WORKER) as i64;
     assert_eq!(count(&db, "SELECT count(*) FROM runs"), total_runs);
-    assert_eq!(count(&db, "SELECT count(*) FROM runs WHERE status = 'completed'"), total_runs);
-    assert_eq!(count(&db, "SELECT count(*) FROM steps"), total_runs * STEPS_PER_RUN as i64);
-    assert_eq!(count(&db, "SELECT count(*) FROM steps WHERE status = 'completed' AND output_blob IS NOT NULL"), total_runs * STEPS_PER_RUN as i64);
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM runs WHERE status = 'completed'"),
+        total_runs
+    );
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM steps"),
+        total_runs * STEPS_PER_RUN as i64
+    );
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM steps WHERE status = 'completed' AND output_blob IS NOT NULL"
+        ),
+        total_runs * STEPS_PER_RUN as i64
+    );
     for worker in 0..WORKERS {
         assert_eq!(
             count(&db, &format!("SELECT count(*) FROM runs WHERE pipeline_name = 'worker-{worker}' AND n_steps = 3")),
@@ -103,12 +138,17 @@ fn four_processes_write_one_database_while_the_lens_reads_it() {
         );
     }
     let conn = rusqlite::Connection::open(&db).unwrap();
-    let integrity: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
+    let integrity: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(integrity, "ok");
 }
 
 fn count(db: &std::path::Path, sql: &str) -> i64 {
-    let conn = rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
-    conn.busy_timeout(std::time::Duration::from_secs(5)).unwrap();
+    let conn =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap();
+    conn.busy_timeout(std::time::Duration::from_secs(5))
+        .unwrap();
     conn.query_row(sql, [], |r| r.get(0)).unwrap()
 }

@@ -20,7 +20,10 @@ struct Ctx {
 
 fn pipeline(fail_at: u32) -> Pipeline<u32, u32, Ctx> {
     let flaky = step("flaky", |x: u32, cx: StepContext<Ctx>| async move {
-        cx.add_usage(Usage { tokens: 7, cost_usd: 0.25 });
+        cx.add_usage(Usage {
+            tokens: 7,
+            cost_usd: 0.25,
+        });
         if cx.attempt() < 2 {
             return Err(StepError::new("transient"));
         }
@@ -31,7 +34,10 @@ fn pipeline(fail_at: u32) -> Pipeline<u32, u32, Ctx> {
         Ok::<_, StepError>(vec![x, x + 1, x + 2])
     });
     let square = step("square", move |x: u32, cx: StepContext<Ctx>| async move {
-        cx.add_usage(Usage { tokens: 3, cost_usd: 0.125 });
+        cx.add_usage(Usage {
+            tokens: 3,
+            cost_usd: 0.125,
+        });
         cx.update(|c| c.seen.push(x));
         if x == fail_at {
             return Err(StepError::new(format!("cannot square {x}")));
@@ -41,10 +47,16 @@ fn pipeline(fail_at: u32) -> Pipeline<u32, u32, Ctx> {
     let sum = step("sum", |xs: Vec<u32>, _: StepContext<Ctx>| async move {
         Ok::<_, StepError>(xs.iter().sum::<u32>())
     });
-    let halve = step("halve", |x: u32, _: StepContext<Ctx>| async move { Ok::<_, StepError>(x / 2) });
+    let halve = step("halve", |x: u32, _: StepContext<Ctx>| async move {
+        Ok::<_, StepError>(x / 2)
+    });
     let both = parallel("both")
-        .branch(step("left", |x: u32, _: StepContext<Ctx>| async move { Ok::<_, StepError>(x) }))
-        .branch(step("right", |x: u32, _: StepContext<Ctx>| async move { Ok::<_, StepError>(x + 1) }))
+        .branch(step("left", |x: u32, _: StepContext<Ctx>| async move {
+            Ok::<_, StepError>(x)
+        }))
+        .branch(step("right", |x: u32, _: StepContext<Ctx>| async move {
+            Ok::<_, StepError>(x + 1)
+        }))
         .combine(|xs: Vec<u32>| xs.iter().sum::<u32>());
     Pipeline::new(flaky)
         .then(spread)
@@ -122,7 +134,9 @@ fn normalise(rows: &mut [Row]) {
     for row in rows.iter_mut() {
         for blob in [&mut row.input, &mut row.output] {
             if let Some(text) = blob {
-                *text = serde_json::from_str::<serde_json::Value>(text).unwrap().to_string();
+                *text = serde_json::from_str::<serde_json::Value>(text)
+                    .unwrap()
+                    .to_string();
             }
         }
     }
@@ -132,17 +146,39 @@ fn normalise(rows: &mut [Row]) {
 fn check(db: &std::path::Path, result: &PipelineResult<u32, Ctx>) {
     let conn = Connection::open_with_flags(db, OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
     let (status, cost, tokens, error, context, n_steps, version, end): (
-        String, f64, i64, Option<String>, String, i64, String, Option<String>,
+        String,
+        f64,
+        i64,
+        Option<String>,
+        String,
+        i64,
+        String,
+        Option<String>,
     ) = conn
         .query_row(
             "SELECT status, total_cost, total_tokens, error_blob, final_context_blob, n_steps,
                     pipeline_version, end_time FROM runs WHERE run_id = ?1",
             [&result.run_id],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?)),
+            |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
+                    r.get(7)?,
+                ))
+            },
         )
         .unwrap();
     assert_eq!(status, result.status.as_str());
-    assert!((cost - result.total_cost_usd).abs() < 1e-12, "{cost} vs {}", result.total_cost_usd);
+    assert!(
+        (cost - result.total_cost_usd).abs() < 1e-12,
+        "{cost} vs {}",
+        result.total_cost_usd
+    );
     assert_eq!(tokens as u64, result.total_tokens);
     assert_eq!(error, result.error);
     assert_eq!(
@@ -150,7 +186,10 @@ fn check(db: &std::path::Path, result: &PipelineResult<u32, Ctx>) {
         serde_json::to_value(&result.final_context).unwrap()
     );
     assert_eq!(version, "7");
-    assert_eq!(end.as_deref(), Some(flujo::format_timestamp(result.end_time).as_str()));
+    assert_eq!(
+        end.as_deref(),
+        Some(flujo::format_timestamp(result.end_time).as_str())
+    );
 
     let mut expected = Vec::new();
     expected_rows(&result.step_history, None, &mut expected);
@@ -165,7 +204,9 @@ fn check(db: &std::path::Path, result: &PipelineResult<u32, Ctx>) {
 async fn completed_and_failed_runs_are_recorded_as_returned() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("flujo_ops.db");
-    let subscriber = tracing::Dispatch::new(tracing_subscriber::registry().with(SqliteLayer::open(&db).unwrap()));
+    let subscriber = tracing::Dispatch::new(
+        tracing_subscriber::registry().with(SqliteLayer::open(&db).unwrap()),
+    );
 
     let ok = Flujo::new("recorded", pipeline(u32::MAX)).pipeline_version("7");
     let result = ok.run(1).with_subscriber(subscriber.clone()).await;
@@ -177,7 +218,11 @@ async fn completed_and_failed_runs_are_recorded_as_returned() {
     let failing = Flujo::new("recorded", pipeline(3)).pipeline_version("7");
     let result = failing.run(1).with_subscriber(subscriber).await;
     assert!(!result.is_completed());
-    assert!(result.error.as_deref().unwrap().contains("cannot square 3"), "{:?}", result.error);
+    assert!(
+        result.error.as_deref().unwrap().contains("cannot square 3"),
+        "{:?}",
+        result.error
+    );
     check(&db, &result);
 }
 
@@ -192,18 +237,30 @@ async fn a_run_dropped_mid_way_is_recorded_cancelled() {
         tokio::time::sleep(Duration::from_secs(30)).await;
         Ok::<_, StepError>(x)
     });
-    let fast = step("fast", |x: u32, _: StepContext<()>| async move { Ok::<_, StepError>(x) });
+    let fast = step("fast", |x: u32, _: StepContext<()>| async move {
+        Ok::<_, StepError>(x)
+    });
     let flujo = Flujo::new("dropped", Pipeline::new(fast).then(slow));
-    let outcome = tokio::time::timeout(Duration::from_millis(200), flujo.run(5).with_subscriber(subscriber)).await;
+    let outcome = tokio::time::timeout(
+        Duration::from_millis(200),
+        flujo.run(5).with_subscriber(subscriber),
+    )
+    .await;
     assert!(outcome.is_err(), "the run was cut off");
     handle.flush().await;
 
     let conn = Connection::open_with_flags(&db, OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
     let status: String = conn
-        .query_row("SELECT status FROM runs WHERE pipeline_name = 'dropped'", [], |r| r.get(0))
+        .query_row(
+            "SELECT status FROM runs WHERE pipeline_name = 'dropped'",
+            [],
+            |r| r.get(0),
+        )
         .unwrap();
     assert_eq!(status, "cancelled");
-    let mut stmt = conn.prepare("SELECT step_name, status FROM steps ORDER BY step_run_id").unwrap();
+    let mut stmt = conn
+        .prepare("SELECT step_name, status FROM steps ORDER BY step_run_id")
+        .unwrap();
     let steps: Vec<(String, String)> = stmt
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
         .unwrap()
@@ -211,6 +268,9 @@ async fn a_run_dropped_mid_way_is_recorded_cancelled() {
         .collect();
     assert_eq!(
         steps,
-        [("fast".to_owned(), "completed".to_owned()), ("slow".to_owned(), "cancelled".to_owned())]
+        [
+            ("fast".to_owned(), "completed".to_owned()),
+            ("slow".to_owned(), "cancelled".to_owned())
+        ]
     );
 }

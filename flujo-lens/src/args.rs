@@ -19,8 +19,7 @@ Examples:
   flujo lens list                     the 50 newest runs
   flujo lens show latest              the last run, step by step";
 
-const LENS_AFTER_HELP: &str = concat!(
-    "\
+const LENS_AFTER_HELP: &str = "\
 Examples:
   flujo lens list
   flujo lens list --status failed --since 2h
@@ -28,8 +27,7 @@ Examples:
   flujo lens show 0190a1b2-3c4d --full
   flujo lens --state-uri sqlite:////var/lib/app/flujo_ops.db list -o json
 
-"
-);
+";
 
 const LIST_AFTER_HELP: &str = "\
 Examples:

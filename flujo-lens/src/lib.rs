@@ -23,7 +23,8 @@
 //! `-o json` prints one JSON document, `-o jsonl` one JSON object per line. Values are whole
 //! (never cut), times are RFC 3339 UTC strings, durations are milliseconds, costs US dollars;
 //! a missing value is `null`. Payloads stored as JSON (`input`, `output`, `final_context`) are
-//! embedded as JSON; anything else as a string.
+//! embedded as JSON; anything else as a string. A payload the layer stored cut (over its payload
+//! cap) is a string ending with `…[flujo: truncated, kept K of N bytes]`.
 //!
 //! A run object: `run_id`, `pipeline_name`, `pipeline_version`, `status` (`running`, `completed`,
 //! `failed`, `cancelled`, or `crashed`: a run stored as `running` whose process on this host is
@@ -109,7 +110,8 @@ where
     T: Into<std::ffi::OsString> + Clone,
 {
     // help is wrapped to the same width as tables, so it does not depend on who runs the tests
-    let command = <args::Cli as clap::CommandFactory>::command().term_width(config::output_width(env));
+    let command =
+        <args::Cli as clap::CommandFactory>::command().term_width(config::output_width(env));
     let parsed = command
         .try_get_matches_from(args)
         .and_then(|matches| <args::Cli as clap::FromArgMatches>::from_arg_matches(&matches));

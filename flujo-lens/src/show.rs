@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::io::Write;
 
-use flujo_trace_sqlite::{RunRecord, SqliteBackend, StepRecord, CRASHED};
+use flujo_trace_sqlite::{truncated, RunRecord, SqliteBackend, StepRecord, CRASHED};
 
 use crate::config::{Config, Format, RunSelector, ShowConfig, ValueLength};
 use crate::error::LensError;
@@ -247,11 +247,11 @@ pub(crate) fn render_summary(
         .max("input".len());
     let value_width = render::record_value_width(layout.width, key_width);
     if let Some(input) = &run.input_blob {
-        let fitted = text::fit(input, layout.fit(value_width, CUT_VALUE_LINES, false));
+        let fitted = payload(input, layout.fit(value_width, CUT_VALUE_LINES, false));
         rows.push(("input", Cell::plain(fitted)));
     }
     if let Some(error) = &run.error_blob {
-        let fitted = text::fit(error, layout.fit(value_width, CUT_VALUE_LINES, true));
+        let fitted = payload(error, layout.fit(value_width, CUT_VALUE_LINES, true));
         rows.push(("error", Cell::toned(fitted, Tone::Bad)));
     }
     let mut rendered = render::record(&rows, layout.width, layout.color);
@@ -259,11 +259,12 @@ pub(crate) fn render_summary(
     match &run.final_context_blob {
         Some(context) => {
             rendered.push_str("\nfinal context\n");
-            let pretty = pretty_json(context);
-            rendered.push_str(&text::fit(
-                &pretty,
-                layout.fit(layout.width, CUT_CONTEXT_LINES, true),
-            ));
+            let fit = layout.fit(layout.width, CUT_CONTEXT_LINES, true);
+            let shown = match truncated(context) {
+                Some(_) => payload(context, fit),
+                None => text::fit(&pretty_json(context), fit),
+            };
+            rendered.push_str(&shown);
             rendered.push('\n');
         }
         None => rendered.push_str("\nfinal context: none recorded\n"),
@@ -277,6 +278,26 @@ fn running_for(start: &str, now: time::OffsetDateTime) -> Option<i64> {
     i64::try_from((now - start).whole_milliseconds())
         .ok()
         .filter(|ms| *ms >= 0)
+}
+
+/// A stored payload laid out by `fit`. A payload the layer stored cut (over its payload cap) shows
+/// the part that was kept, then a line saying how much of it was recorded.
+fn payload(stored: &str, fit: Fit) -> String {
+    match truncated(stored) {
+        Some(cut) => {
+            let note = format!(
+                "[recorded cut: kept {} of {} bytes]",
+                text::thousands(cut.head.len() as u64),
+                text::thousands(cut.original_bytes),
+            );
+            let whole = Fit {
+                max_lines: None,
+                ..fit
+            };
+            format!("{}\n{}", text::fit(cut.head, fit), text::fit(&note, whole))
+        }
+        None => text::fit(stored, fit),
+    }
 }
 
 /// Stored JSON pretty-printed; anything else as it is.
@@ -381,25 +402,15 @@ pub(crate) fn render_step(
     let value_width = render::record_value_width(width, "output".len());
     let mut rows = Vec::new();
     if let Some(input) = &step.input_blob {
-        rows.push((
-            "input",
-            Cell::plain(text::fit(
-                input,
-                layout.fit(value_width, CUT_VALUE_LINES, false),
-            )),
-        ));
+        let fitted = payload(input, layout.fit(value_width, CUT_VALUE_LINES, false));
+        rows.push(("input", Cell::plain(fitted)));
     }
     if let Some(output) = &step.output_blob {
-        rows.push((
-            "output",
-            Cell::plain(text::fit(
-                output,
-                layout.fit(value_width, CUT_VALUE_LINES, false),
-            )),
-        ));
+        let fitted = payload(output, layout.fit(value_width, CUT_VALUE_LINES, false));
+        rows.push(("output", Cell::plain(fitted)));
     }
     if let Some(error) = &step.error_blob {
-        let fitted = text::fit(error, layout.fit(value_width, CUT_VALUE_LINES, true));
+        let fitted = payload(error, layout.fit(value_width, CUT_VALUE_LINES, true));
         rows.push(("error", Cell::toned(fitted, Tone::Bad)));
     }
     if !rows.is_empty() {

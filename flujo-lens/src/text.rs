@@ -172,7 +172,7 @@ pub(crate) fn thousands(value: u64) -> String {
     let digits = value.to_string();
     let mut grouped = String::with_capacity(digits.len() + digits.len() / 3);
     for (index, digit) in digits.chars().enumerate() {
-        if index > 0 && (digits.len() - index) % 3 == 0 {
+        if index > 0 && (digits.len() - index).is_multiple_of(3) {
             grouped.push(',');
         }
         grouped.push(digit);
@@ -212,7 +212,7 @@ pub(crate) fn duration(ms: Option<i64>) -> String {
 pub(crate) fn cost(usd: Option<f64>) -> String {
     match usd {
         None => "-".to_owned(),
-        Some(usd) if usd == 0.0 => "$0".to_owned(),
+        Some(0.0) => "$0".to_owned(),
         Some(usd) if usd.abs() >= 0.0001 => format!("${usd:.4}"),
         Some(usd) => {
             let digits = (-usd.abs().log10().floor()) as usize + 1;

@@ -42,7 +42,11 @@ fn resolution_order() {
     database_with_run(&root.path().join("arg.db"), 4);
 
     let mut env = environment(&cwd);
-    assert_eq!(listed_run(&env, &[]), "pipeline-1", "default: ./flujo_ops.db");
+    assert_eq!(
+        listed_run(&env, &[]),
+        "pipeline-1",
+        "default: ./flujo_ops.db"
+    );
 
     // flujo.toml in a parent directory, its relative path taken from the file's directory
     std::fs::write(
@@ -50,7 +54,11 @@ fn resolution_order() {
         "# other tools' keys are fine\n[tool]\nx = 1\n",
     )
     .unwrap();
-    assert_eq!(listed_run(&env, &[]), "pipeline-1", "a flujo.toml without state_uri");
+    assert_eq!(
+        listed_run(&env, &[]),
+        "pipeline-1",
+        "a flujo.toml without state_uri"
+    );
     std::fs::write(
         root.path().join("project/flujo.toml"),
         "state_uri = \"sqlite:///data/ops.db\"\nredact = [\"api_key\"]\n",
@@ -58,16 +66,30 @@ fn resolution_order() {
     .unwrap();
     assert_eq!(listed_run(&env, &[]), "pipeline-2");
 
-    env.state_uri = Some(format!("sqlite:///{}", root.path().join("env.db").display()));
-    assert_eq!(listed_run(&env, &[]), "pipeline-3", "FLUJO_STATE_URI beats flujo.toml");
+    env.state_uri = Some(format!(
+        "sqlite:///{}",
+        root.path().join("env.db").display()
+    ));
+    assert_eq!(
+        listed_run(&env, &[]),
+        "pipeline-3",
+        "FLUJO_STATE_URI beats flujo.toml"
+    );
 
     let arg = root.path().join("arg.db").display().to_string();
     assert_eq!(listed_run(&env, &["--state-uri", &arg]), "pipeline-4");
     let lens_level = lens_in(&env, &["lens", "--state-uri", &arg, "list", "-o", "jsonl"]);
-    assert!(lens_level.stdout.contains("pipeline-4"), "--state-uri before the command too");
+    assert!(
+        lens_level.stdout.contains("pipeline-4"),
+        "--state-uri before the command too"
+    );
 
     env.state_uri = Some(String::new());
-    assert_eq!(listed_run(&env, &[]), "pipeline-2", "an empty FLUJO_STATE_URI is unset");
+    assert_eq!(
+        listed_run(&env, &[]),
+        "pipeline-2",
+        "an empty FLUJO_STATE_URI is unset"
+    );
 }
 
 #[test]

@@ -43,7 +43,11 @@ fn check_refused(name: &str, dir: &Path, args: &[&str]) -> Outcome {
 fn missing_database_is_not_created() {
     let dir = tempfile::tempdir().unwrap();
     check_refused("lens_error_missing", dir.path(), &["lens", "list"]);
-    check_refused("lens_error_missing_show", dir.path(), &["lens", "show", "latest"]);
+    check_refused(
+        "lens_error_missing_show",
+        dir.path(),
+        &["lens", "show", "latest"],
+    );
     assert!(!dir.path().join("flujo_ops.db").exists());
 }
 
@@ -68,7 +72,11 @@ fn directory_instead_of_a_file() {
     std::fs::create_dir(dir.path().join("flujo_ops.db")).unwrap();
     let outcome = lens(dir.path(), &["lens", "list"]);
     assert_eq!(outcome.code, 2);
-    assert!(outcome.stderr.contains("is not a flujo database"), "{}", outcome.stderr);
+    assert!(
+        outcome.stderr.contains("is not a flujo database"),
+        "{}",
+        outcome.stderr
+    );
 }
 
 #[test]
@@ -108,7 +116,11 @@ fn corrupt_data_page_found_while_reading() {
         let before = files(dir.path());
         let outcome = lens(dir.path(), args);
         assert_eq!(outcome.code, 2, "{args:?}: {}", outcome.stderr);
-        assert!(outcome.stderr.contains("is corrupt"), "{args:?}: {}", outcome.stderr);
+        assert!(
+            outcome.stderr.contains("is corrupt"),
+            "{args:?}: {}",
+            outcome.stderr
+        );
         assert!(files(dir.path()) == before);
     }
 }
@@ -119,16 +131,38 @@ fn database_from_a_newer_flujo() {
     let conn = rusqlite::Connection::open(&path).unwrap();
     conn.pragma_update(None, "user_version", 3).unwrap();
     drop(conn);
-    let outcome = check_refused("lens_error_too_new", dir.path(), &["lens", "show", "latest"]);
-    assert!(outcome.stderr.contains("upgrade flujo"), "{}", outcome.stderr);
+    let outcome = check_refused(
+        "lens_error_too_new",
+        dir.path(),
+        &["lens", "show", "latest"],
+    );
+    assert!(
+        outcome.stderr.contains("upgrade flujo"),
+        "{}",
+        outcome.stderr
+    );
 }
 
 #[test]
 fn broken_flujo_toml_is_reported_not_rewritten() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("flujo.toml"), "state_uri = \"sqlite:///ops.db\n[broken").unwrap();
-    let outcome = check_refused("lens_error_broken_flujo_toml", dir.path(), &["lens", "list"]);
-    assert!(outcome.stderr.contains("flujo.toml is not a valid flujo.toml"), "{}", outcome.stderr);
+    std::fs::write(
+        dir.path().join("flujo.toml"),
+        "state_uri = \"sqlite:///ops.db\n[broken",
+    )
+    .unwrap();
+    let outcome = check_refused(
+        "lens_error_broken_flujo_toml",
+        dir.path(),
+        &["lens", "list"],
+    );
+    assert!(
+        outcome
+            .stderr
+            .contains("flujo.toml is not a valid flujo.toml"),
+        "{}",
+        outcome.stderr
+    );
 }
 
 #[test]
@@ -138,18 +172,33 @@ fn unsupported_state_uri() {
     env.state_uri = Some("postgres://db.internal/flujo".into());
     let args = ["lens", "list"];
     let outcome = lens_in(&env, &args);
-    snapshot!("lens_error_state_uri_scheme", dir.path(), outcome.transcript(&args));
+    snapshot!(
+        "lens_error_state_uri_scheme",
+        dir.path(),
+        outcome.transcript(&args)
+    );
     assert_eq!(outcome.code, 2);
-    assert!(outcome.stderr.contains("FLUJO_STATE_URI=\"postgres://db.internal/flujo\""));
+    assert!(outcome
+        .stderr
+        .contains("FLUJO_STATE_URI=\"postgres://db.internal/flujo\""));
 }
 
 #[test]
 fn usage_errors_exit_2() {
     let (dir, _path) = fixture_dir();
     let cases: [(&str, &[&str]); 7] = [
-        ("lens_usage_unknown_status", &["lens", "list", "--status", "done"]),
-        ("lens_usage_bad_since", &["lens", "list", "--since", "yesterday"]),
-        ("lens_usage_since_after_until", &["lens", "list", "--since", "1h", "--until", "2h"]),
+        (
+            "lens_usage_unknown_status",
+            &["lens", "list", "--status", "done"],
+        ),
+        (
+            "lens_usage_bad_since",
+            &["lens", "list", "--since", "yesterday"],
+        ),
+        (
+            "lens_usage_since_after_until",
+            &["lens", "list", "--since", "1h", "--until", "2h"],
+        ),
         ("lens_usage_limit_zero", &["lens", "list", "--limit", "0"]),
         ("lens_usage_missing_run", &["lens", "show"]),
         ("lens_usage_bad_format", &["lens", "list", "-o", "yaml"]),
@@ -160,7 +209,11 @@ fn usage_errors_exit_2() {
         snapshot!(name, dir.path(), outcome.transcript(args));
         assert_eq!(outcome.code, 2, "{args:?}");
         assert_eq!(outcome.stdout, "", "{args:?}");
-        assert!(outcome.stderr.starts_with("error: "), "{args:?}: {}", outcome.stderr);
+        assert!(
+            outcome.stderr.starts_with("error: "),
+            "{args:?}: {}",
+            outcome.stderr
+        );
     }
 }
 
@@ -183,7 +236,10 @@ fn help_documents_examples_and_exit_codes() {
     let show = lens(dir.path(), &["lens", "show", "--help"]);
     snapshot!("lens_help_show", dir.path(), show.stdout);
     let bare = lens(dir.path(), &["lens"]);
-    assert_eq!(bare.code, 2, "a lens without a command shows the help and fails");
+    assert_eq!(
+        bare.code, 2,
+        "a lens without a command shows the help and fails"
+    );
 }
 
 #[test]
@@ -205,8 +261,17 @@ fn closed_pipe_exits_quietly() {
         &["flujo", "lens", "--help"][..],
     ] {
         let mut stderr = Vec::new();
-        let code = flujo_lens::run(args.iter().copied(), &environment(dir.path()), &mut ClosedPipe, &mut stderr);
+        let code = flujo_lens::run(
+            args.iter().copied(),
+            &environment(dir.path()),
+            &mut ClosedPipe,
+            &mut stderr,
+        );
         assert_eq!(code, 0, "{args:?}");
-        assert!(stderr.is_empty(), "{args:?}: {}", String::from_utf8_lossy(&stderr));
+        assert!(
+            stderr.is_empty(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&stderr)
+        );
     }
 }

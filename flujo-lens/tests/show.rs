@@ -87,7 +87,10 @@ fn long_values_are_cut_with_their_full_size() {
         .find(|line| line.contains("bytes total; --full)"))
         .expect("a cut marker");
     assert!(marker.contains("… (+"), "{marker}");
-    assert!(marker.contains("(+2.5 KiB, 2,935 bytes total; --full)"), "{marker}");
+    assert!(
+        marker.contains("(+2.5 KiB, 2,935 bytes total; --full)"),
+        "{marker}"
+    );
     for line in outcome.stdout.lines() {
         assert!(line.chars().count() <= 120, "{line}");
     }
@@ -335,5 +338,53 @@ fn run_without_steps() {
         outcome.stdout.ends_with("steps: none recorded\n"),
         "{}",
         outcome.stdout
+    );
+}
+
+#[test]
+fn payload_recorded_cut_says_so() {
+    let (dir, path) = fixture_dir();
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let head = format!("{{\"text\":\"{}", "a".repeat(3_000));
+    let stored = format!(
+        "{head}{}{} of 52428800 bytes]",
+        flujo_trace_sqlite::TRUNCATION_MARKER_PREFIX,
+        head.len()
+    );
+    conn.execute(
+        "UPDATE steps SET output_blob = ?1 WHERE step_run_id = ?2",
+        rusqlite::params![stored, step_id(1, 3)],
+    )
+    .unwrap();
+    drop(conn);
+    let id = run_id(1);
+    let args = ["lens", "show", &id];
+    let outcome = lens(dir.path(), &args);
+    snapshot!(
+        "lens_show_recorded_cut",
+        dir.path(),
+        outcome.transcript(&args)
+    );
+    assert!(
+        outcome
+            .stdout
+            .contains("[recorded cut: kept 3,009 of 52,428,800 bytes]"),
+        "{}",
+        outcome.stdout
+    );
+    let full = lens(dir.path(), &["lens", "show", &id, "--full"]);
+    assert!(full
+        .stdout
+        .contains("[recorded cut: kept 3,009 of 52,428,800 bytes]"));
+    assert!(
+        !full.stdout.contains("[flujo: truncated"),
+        "the raw marker is replaced by the note"
+    );
+    let json = lens(dir.path(), &["lens", "show", &id, "-o", "json"]);
+    let value: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(
+        value["steps"][2]["output"],
+        stored.as_str(),
+        "JSON keeps the stored text"
     );
 }

@@ -21,14 +21,21 @@ fn database_closed_cleanly_by_its_writer() {
     let dir = tempfile::tempdir().unwrap();
     drop(wal_fixture(dir.path()));
     let db = dir.path().join("flujo_ops.db");
-    assert!(!dir.path().join("flujo_ops.db-wal").exists(), "a clean close checkpoints");
+    assert!(
+        !dir.path().join("flujo_ops.db-wal").exists(),
+        "a clean close checkpoints"
+    );
     let before = std::fs::read(&db).unwrap();
     let list = lens(dir.path(), &["lens", "list", "-o", "jsonl"]);
     assert_eq!(list.code, 0, "{}", list.stderr);
     assert_eq!(list.stdout.lines().count(), 6);
     let show = lens(dir.path(), &["lens", "show", "latest"]);
     assert_eq!(show.code, 0, "{}", show.stderr);
-    assert_eq!(std::fs::read(&db).unwrap(), before, "the database file is not written");
+    assert_eq!(
+        std::fs::read(&db).unwrap(),
+        before,
+        "the database file is not written"
+    );
 }
 
 #[test]
@@ -64,7 +71,10 @@ fn database_still_open_by_a_writer() {
     assert_eq!(list.code, 0, "{}", list.stderr);
     assert_eq!(list.stdout.lines().count(), 7, "{}", list.stdout);
     assert!(list.stdout.contains(&run_id(7)));
-    assert!(!list.stdout.contains(&run_id(8)), "uncommitted rows are not read");
+    assert!(
+        !list.stdout.contains(&run_id(8)),
+        "uncommitted rows are not read"
+    );
     let show = lens(dir.path(), &["lens", "show", "latest"]);
     assert_eq!(show.code, 0, "{}", show.stderr);
     assert!(show.stdout.contains(&run_id(7)));

@@ -1,17 +1,85 @@
-//! JSON for results and span fields: values never fail, text is made only when asked for.
+//! JSON for results and span fields: values never fail (a value serde cannot represent, or whose
+//! `Serialize` panics, becomes a placeholder and an error message), and span text is made only
+//! when asked for, with secrets redacted.
 
+use crate::error::panic_message;
+use crate::redaction::Redaction;
 use serde::Serialize;
 use serde_json::Value;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 
-/// The value as JSON; a value serde cannot represent becomes a string saying why.
-pub(crate) fn to_json_value<T: Serialize + ?Sized>(value: &T) -> Value {
-    serde_json::to_value(value)
-        .unwrap_or_else(|error| Value::String(format!("<not serialisable as JSON: {error}>")))
+/// Why a value could not be serialised: serde's error, or the message of a panic in `Serialize`.
+pub(crate) type NotSerialisable = String;
+
+/// Runs one serialisation, turning a panic of the value's `Serialize` into an error.
+fn guarded<R>(serialise: impl FnOnce() -> serde_json::Result<R>) -> Result<R, NotSerialisable> {
+    match catch_unwind(AssertUnwindSafe(serialise)) {
+        Ok(Ok(result)) => Ok(result),
+        Ok(Err(error)) => Err(error.to_string()),
+        Err(payload) => Err(format!(
+            "its Serialize implementation panicked: {}",
+            panic_message(&*payload)
+        )),
+    }
 }
 
-/// The value as JSON text; a value serde cannot represent becomes a JSON string saying why.
-pub(crate) fn to_json_string<T: Serialize + ?Sized>(value: &T) -> String {
-    serde_json::to_string(value).unwrap_or_else(|error| {
-        Value::String(format!("<not serialisable as JSON: {error}>")).to_string()
-    })
+/// What a value that could not be serialised is recorded as.
+pub(crate) fn placeholder(error: &str) -> Value {
+    Value::String(format!("<not serialisable as JSON: {error}>"))
+}
+
+/// The value as JSON; when it cannot be serialised, a placeholder and the reason.
+pub(crate) fn to_json_value<T: Serialize + ?Sized>(value: &T) -> (Value, Option<NotSerialisable>) {
+    match guarded(|| serde_json::to_value(value)) {
+        Ok(json) => (json, None),
+        Err(error) => (placeholder(&error), Some(error)),
+    }
+}
+
+/// The message recorded in a span's or a result's `error` when `what` (`output of step 'x'`)
+/// could not be serialised.
+pub(crate) fn not_serialisable_message(what: &str, error: &str) -> String {
+    format!(
+        "{what} could not be serialised as JSON and was recorded as a placeholder: {error} \
+         (make its Serialize implementation succeed to record it)"
+    )
+}
+
+/// Span text for a value already made into JSON, secrets redacted.
+pub(crate) fn span_text_of_value(value: &Value, redaction: &Redaction) -> String {
+    // A `Value` always serialises (its map keys are strings, its numbers finite).
+    let text = value.to_string();
+    if !redaction.may_hold_secrets(&text) {
+        return text;
+    }
+    let mut redacted = value.clone();
+    redaction.redact(&mut redacted);
+    redacted.to_string()
+}
+
+/// Span text for a value, secrets redacted; when it cannot be serialised, a placeholder and the
+/// reason. Serialises straight to text, and again to a `Value` only when the text holds a
+/// secret key.
+pub(crate) fn span_text<T: Serialize + ?Sized>(
+    value: &T,
+    redaction: &Redaction,
+) -> (String, Option<NotSerialisable>) {
+    let text = match guarded(|| serde_json::to_string(value)) {
+        Ok(text) => text,
+        Err(error) => return (placeholder(&error).to_string(), Some(error)),
+    };
+    if !redaction.may_hold_secrets(&text) {
+        return (text, None);
+    }
+    match guarded(|| serde_json::to_value(value)) {
+        Ok(mut json) => {
+            redaction.redact(&mut json);
+            (json.to_string(), None)
+        }
+        // It serialised once and not twice: record nothing of it rather than risk a secret.
+        Err(error) => (
+            Value::String(crate::redaction::REDACTED.to_owned()).to_string(),
+            Some(error),
+        ),
+    }
 }

@@ -10,7 +10,9 @@
 //! Every run is a `flujo.run` span and every step execution a `flujo.step` span nested in it,
 //! following the span contract documented in the workspace's `ARCHITECTURE.md`, so any
 //! `tracing` layer can record runs. Serialising inputs, outputs and context for the spans costs
-//! nothing when no subscriber is interested.
+//! nothing when no subscriber is interested; values under keys that name secrets (`api_key`,
+//! `password`, `token`, ...) are recorded as `"[REDACTED]"` (see [`Redaction`]), and a value
+//! that cannot be serialised is recorded as a placeholder with an `error`, never a panic.
 //!
 //! ```
 //! use flujo_runner::{loop_until, step, Flujo, Pipeline, RunStatus, StepContext, StepError, Usage};
@@ -43,6 +45,7 @@ mod control;
 mod error;
 mod json;
 mod pipeline;
+mod redaction;
 mod result;
 mod runner;
 mod step;
@@ -52,6 +55,7 @@ pub use context::{StepContext, Usage};
 pub use control::{branch_on, loop_until, map_over, parallel, BranchOn, Parallel};
 pub use error::{BoxError, StepError};
 pub use pipeline::Pipeline;
+pub use redaction::Redaction;
 pub use result::{PipelineResult, RunStatus, StepKind, StepResult};
 pub use runner::{Flujo, RunObserver};
 pub use step::{step, IntoStep, Step};

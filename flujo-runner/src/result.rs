@@ -99,11 +99,15 @@ pub struct StepResult {
     pub status: RunStatus,
     /// Attempts made: 1 + retries used.
     pub attempts: u32,
-    /// The step's input as JSON.
+    /// The step's input as JSON, not redacted (only the spans are); a placeholder string when
+    /// it could not be serialised.
     pub input: serde_json::Value,
-    /// The step's output as JSON, when it completed.
+    /// The step's output as JSON when it completed, not redacted; a placeholder string when it
+    /// could not be serialised.
     pub output: Option<serde_json::Value>,
-    /// The last error when it failed; when a fallback was taken, the primary's error.
+    /// The last error when it failed; when a fallback was taken, the primary's error. Then,
+    /// `; `-separated, a note for an input or output that could not be serialised (set even
+    /// when the step completed: the value itself flowed on).
     pub error: Option<String>,
     /// Wall time of all attempts.
     #[serde(rename = "duration_ms", serialize_with = "serialize_duration_ms")]
@@ -153,7 +157,8 @@ pub struct PipelineResult<Out, C> {
     pub status: RunStatus,
     /// The last step's output, when the run completed.
     pub output: Option<Out>,
-    /// The message of the failure that failed the run.
+    /// The message of the failure that failed the run (`None` when it completed; a value the
+    /// run span could not serialise is noted in the span's `error` only).
     pub error: Option<String>,
     /// One result per top-level step executed; a failed run ends with the step that failed.
     pub step_history: Vec<StepResult>,

@@ -1,9 +1,11 @@
 //! `Flujo`, the runner: one `flujo.run` span per run, the result, and the observer hook.
 
 use crate::context::{Children, Frame, RunShared, UsageNode};
-use crate::json::to_json_string;
+use crate::json::{not_serialisable_message, span_text};
 use crate::pipeline::Pipeline;
+use crate::redaction::Redaction;
 use crate::result::{PipelineResult, RunStatus};
+use crate::step::join_errors;
 use crate::timefmt::{duration_ms, format_timestamp, now_timestamp};
 use serde::Serialize;
 use std::future::Future;
@@ -31,6 +33,7 @@ pub struct Flujo<In, Out, C = ()> {
     pipeline_version: String,
     pipeline: Pipeline<In, Out, C>,
     observer: Option<Arc<dyn RunObserver>>,
+    redaction: Redaction,
 }
 
 impl<In, Out, C> Clone for Flujo<In, Out, C> {
@@ -40,6 +43,7 @@ impl<In, Out, C> Clone for Flujo<In, Out, C> {
             pipeline_version: self.pipeline_version.clone(),
             pipeline: self.pipeline.clone(),
             observer: self.observer.clone(),
+            redaction: self.redaction.clone(),
         }
     }
 }
@@ -51,6 +55,7 @@ impl<In, Out, C> std::fmt::Debug for Flujo<In, Out, C> {
             .field("pipeline_version", &self.pipeline_version)
             .field("pipeline", &self.pipeline)
             .field("observer", &self.observer.is_some())
+            .field("redaction", &self.redaction)
             .finish()
     }
 }
@@ -74,8 +79,12 @@ impl<C: Serialize> Drop for RunCancelGuard<C> {
         span.record("status", RunStatus::Cancelled.as_str());
         span.record("end_time", now_timestamp().as_str());
         span.record("duration_ms", duration_ms(self.started.elapsed()));
-        // A step that panicked while updating the context leaves it usable (see `lock`).
-        let context = self.shared.with_context(|context| to_json_string(context));
+        // A step that panicked while updating the context leaves it usable (see `lock`). A
+        // cancelled run records no `error`: a context that cannot be serialised is only a
+        // placeholder here.
+        let (context, _) = self
+            .shared
+            .with_context(|context| span_text(context, &self.shared.redaction));
         span.record("final_context", context.as_str());
         span.record("total_cost_usd", usage.cost_usd);
         span.record("total_tokens", usage.tokens);
@@ -139,6 +148,7 @@ impl<In, Out, C> Flujo<In, Out, C> {
             pipeline_version: "latest".to_owned(),
             pipeline,
             observer: None,
+            redaction: Redaction::default(),
         }
     }
 
@@ -152,6 +162,19 @@ impl<In, Out, C> Flujo<In, Out, C> {
     pub fn with_observer(mut self, observer: Arc<dyn RunObserver>) -> Self {
         self.observer = Some(observer);
         self
+    }
+
+    /// Sets which values the spans record as `"[REDACTED]"` (default:
+    /// [`Redaction::default`]; [`Redaction::disabled`] records every value as it is). The
+    /// [`PipelineResult`] a run returns is never redacted.
+    pub fn with_redaction(mut self, redaction: Redaction) -> Self {
+        self.redaction = redaction;
+        self
+    }
+
+    /// What the spans redact.
+    pub fn redaction(&self) -> &Redaction {
+        &self.redaction
     }
 
     /// The pipeline's name.
@@ -199,6 +222,10 @@ where
         let run_id = uuid::Uuid::now_v7().to_string();
         let start_time = OffsetDateTime::now_utc();
         let started = Instant::now();
+        let redaction = &self.redaction;
+        // Why a value the run span records could not be serialised (only looked at when the
+        // span is enabled).
+        let mut not_serialisable = Vec::new();
         let span = tracing::info_span!(
             target: "flujo",
             "flujo.run",
@@ -206,7 +233,9 @@ where
             pipeline_name = self.pipeline_name.as_str(),
             pipeline_version = self.pipeline_version.as_str(),
             start_time = format_timestamp(start_time).as_str(),
-            input = to_json_string(&input).as_str(),
+            input = self
+                .span_text("input", &input, &mut not_serialisable)
+                .as_str(),
             status = Empty,
             end_time = Empty,
             duration_ms = Empty,
@@ -216,7 +245,7 @@ where
             total_cost_usd = Empty,
             total_tokens = Empty,
         );
-        let shared = Arc::new(RunShared::new(run_id, context));
+        let shared = Arc::new(RunShared::new(run_id, redaction.clone(), context));
         let usage = UsageNode::root();
         let children = Arc::new(Children::default());
         let frame = Frame {
@@ -253,14 +282,17 @@ where
             span.record("status", status.as_str());
             span.record("end_time", format_timestamp(end_time).as_str());
             span.record("duration_ms", duration_ms(duration));
-            if let Some(error) = &error {
+            if let Some(output) = &output {
+                let output = self.span_text("output", output, &mut not_serialisable);
+                span.record("output", output.as_str());
+            }
+            let context = guard.shared.with_context(|context| {
+                self.span_text("final context", context, &mut not_serialisable)
+            });
+            span.record("final_context", context.as_str());
+            if let Some(error) = join_errors(error.clone(), not_serialisable) {
                 span.record("error", error.as_str());
             }
-            if let Some(output) = &output {
-                span.record("output", to_json_string(output).as_str());
-            }
-            let context = guard.shared.with_context(|context| to_json_string(context));
-            span.record("final_context", context.as_str());
             span.record("total_cost_usd", totals.cost_usd);
             span.record("total_tokens", totals.tokens);
         }
@@ -290,6 +322,22 @@ where
             end_time,
             duration,
         }
+    }
+
+    /// The span text of the run's `what` (`input`, `output`, `final context`), redacted; when
+    /// it cannot be serialised, a placeholder, and the reason pushed onto `not_serialisable`.
+    fn span_text<T: Serialize>(
+        &self,
+        what: &str,
+        value: &T,
+        not_serialisable: &mut Vec<String>,
+    ) -> String {
+        let (text, error) = span_text(value, &self.redaction);
+        if let Some(error) = error {
+            let what = format!("{what} of pipeline '{}'", self.pipeline_name);
+            not_serialisable.push(not_serialisable_message(&what, &error));
+        }
+        text
     }
 
     /// [`run`](Flujo::run) for callers that are not async: runs it to completion on a

@@ -3,7 +3,7 @@
 
 use crate::context::{Children, Frame, StepContext, UsageNode};
 use crate::error::{error_chain, panic_message, BoxError};
-use crate::json::{to_json_string, to_json_value};
+use crate::json::{not_serialisable_message, span_text_of_value, to_json_value};
 use crate::result::{RunStatus, StepKind, StepResult};
 use crate::timefmt::{duration_ms, now_timestamp};
 use futures::future::BoxFuture;
@@ -239,7 +239,8 @@ where
     ) -> Result<Out, String> {
         let seq = parent.children.next_seq();
         let started = Instant::now();
-        let input_value = to_json_value(&input);
+        let (input_value, input_error) = to_json_value(&input);
+        let redaction = &parent.run.redaction;
         let step_run_id: Arc<str> = uuid::Uuid::now_v7().to_string().into();
         let span = tracing::info_span!(
             target: "flujo",
@@ -252,7 +253,7 @@ where
             step_index = index,
             step_kind = kind.as_str(),
             start_time = now_timestamp().as_str(),
-            input = to_json_string(&input_value).as_str(),
+            input = span_text_of_value(&input_value, redaction).as_str(),
             status = Empty,
             attempts = Empty,
             end_time = Empty,
@@ -286,14 +287,30 @@ where
 
         let duration = started.elapsed();
         let usage = frame.usage.total();
-        let (status, output_value, error) = match &attempted.result {
-            Ok(output) => (
-                RunStatus::Completed,
-                Some(to_json_value(output)),
-                attempted.primary_error.clone(),
-            ),
-            Err(error) => (RunStatus::Failed, None, Some(error.clone())),
+        let (status, output_value, output_error, error) = match &attempted.result {
+            Ok(output) => {
+                let (output_value, output_error) = to_json_value(output);
+                (
+                    RunStatus::Completed,
+                    Some(output_value),
+                    output_error,
+                    attempted.primary_error.clone(),
+                )
+            }
+            Err(error) => (RunStatus::Failed, None, None, Some(error.clone())),
         };
+        // A value that could not be serialised is an error of the step, not a failure: the
+        // value itself is fine and flows on.
+        let error = join_errors(
+            error,
+            [("input", input_error), ("output", output_error)]
+                .into_iter()
+                .filter_map(|(what, error)| {
+                    let error = error?;
+                    let what = format!("{what} of step '{}'", self.name);
+                    Some(not_serialisable_message(&what, &error))
+                }),
+        );
         let fallback_taken = attempted.result.is_ok() && attempted.primary_error.is_some();
         if !span.is_disabled() {
             span.record("status", status.as_str());
@@ -301,7 +318,7 @@ where
             span.record("end_time", now_timestamp().as_str());
             span.record("duration_ms", duration_ms(duration));
             if let Some(output) = &output_value {
-                span.record("output", to_json_string(output).as_str());
+                span.record("output", span_text_of_value(output, redaction).as_str());
             }
             if let Some(error) = &error {
                 span.record("error", error.as_str());
@@ -420,4 +437,15 @@ where
             )),
         }
     }
+}
+
+/// `error` followed by `more`, `; `-separated.
+pub(crate) fn join_errors(
+    error: Option<String>,
+    more: impl IntoIterator<Item = String>,
+) -> Option<String> {
+    more.into_iter().fold(error, |joined, next| match joined {
+        Some(joined) => Some(format!("{joined}; {next}")),
+        None => Some(next),
+    })
 }

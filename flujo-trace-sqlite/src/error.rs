@@ -26,6 +26,14 @@ pub enum Error {
         /// What SQLite said.
         reason: String,
     },
+    /// A database cannot be created because its directory does not exist.
+    #[error("cannot create {}: directory {} does not exist: create it or point FLUJO_STATE_URI elsewhere", .path.display(), .directory.display())]
+    MissingDirectory {
+        /// The database file asked for.
+        path: PathBuf,
+        /// Its directory, which is missing.
+        directory: PathBuf,
+    },
     /// The database was written by a newer flujo.
     #[error("{} has schema version {found}, newer than the {supported} this flujo knows: upgrade flujo", .path.display())]
     TooNew {

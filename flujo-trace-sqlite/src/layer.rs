@@ -24,6 +24,7 @@ use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::Layer;
 
 use crate::backend::{RunEnd, RunRecord, SqliteBackend, StepClose, StepRecord};
+use crate::payload::{capped, DEFAULT_PAYLOAD_CAP};
 use crate::writer::{Message, Shared, Writer};
 use crate::{migrate, Error};
 
@@ -84,6 +85,8 @@ pub struct SqliteLayerBuilder {
     flush_interval: Duration,
     queue_capacity: usize,
     busy_timeout: Duration,
+    payload_cap: usize,
+    max_db_bytes: Option<u64>,
 }
 
 impl Default for SqliteLayerBuilder {
@@ -92,6 +95,8 @@ impl Default for SqliteLayerBuilder {
             flush_interval: Duration::from_millis(100),
             queue_capacity: 4096,
             busy_timeout: migrate::DEFAULT_BUSY_TIMEOUT,
+            payload_cap: DEFAULT_PAYLOAD_CAP,
+            max_db_bytes: None,
         }
     }
 }
@@ -117,11 +122,36 @@ impl SqliteLayerBuilder {
         self
     }
 
+    /// The most bytes of one payload (a run's or step's input, output, error or final context)
+    /// that are stored (default [`DEFAULT_PAYLOAD_CAP`], 1 MiB). A longer payload is stored cut
+    /// at a character boundary, followed by a marker with its original size (see
+    /// [`truncated`](crate::truncated)); the cut happens while the span's field is copied, so a
+    /// huge payload costs the instrumented thread a copy of `payload_cap` bytes. `usize::MAX`
+    /// stores every payload whole.
+    pub fn with_payload_cap(mut self, payload_cap: usize) -> Self {
+        self.payload_cap = payload_cap;
+        self
+    }
+
+    /// The largest size the database file may grow to (default: no limit but the disk's),
+    /// applied as `PRAGMA max_page_count` on the writer's connection and rounded down to whole
+    /// pages. A database already larger keeps its size but does not grow. Once the cap is
+    /// reached, rows count as not recorded (one warning says so) until space is freed inside the
+    /// file, for example by `flujo lens prune`, and recording resumes by itself. The `-wal` file
+    /// beside the database is not counted.
+    pub fn with_max_db_bytes(mut self, max_db_bytes: u64) -> Self {
+        self.max_db_bytes = Some(max_db_bytes);
+        self
+    }
+
     /// Opens (creating or upgrading) the database at `path` and starts the writer thread.
     pub fn open(self, path: impl AsRef<Path>) -> Result<SqliteLayer, Error> {
         let path = path.as_ref();
         let backend = SqliteBackend::open_with_busy_timeout(path, self.busy_timeout)?;
-        let shared = Arc::new(Shared::new(path.to_path_buf()));
+        if let Some(max_db_bytes) = self.max_db_bytes {
+            migrate::set_max_db_bytes(&backend.conn, path, max_db_bytes)?;
+        }
+        let shared = Arc::new(Shared::new(path.to_path_buf(), self.max_db_bytes));
         let (sender, receiver) = sync_channel(self.queue_capacity);
         let writer = Writer::new(backend, Arc::clone(&shared), self.flush_interval);
         let thread = std::thread::Builder::new()
@@ -137,6 +167,7 @@ impl SqliteLayerBuilder {
                     sender: Some(sender),
                     thread: Some(thread),
                     shared,
+                    payload_cap: self.payload_cap,
                 }),
             },
             filtered: None,
@@ -230,6 +261,8 @@ struct Inner {
     sender: Option<SyncSender<Message>>,
     thread: Option<JoinHandle<()>>,
     shared: Arc<Shared>,
+    /// Payloads longer than this are stored cut.
+    payload_cap: usize,
 }
 
 impl Inner {
@@ -452,6 +485,7 @@ where
                 attrs.record(&mut RunVisitor {
                     start: Some(&mut run),
                     end: &mut end,
+                    payload_cap: self.inner.payload_cap,
                 });
                 if run.run_id.is_empty() {
                     return;
@@ -477,6 +511,7 @@ where
                 attrs.record(&mut StepVisitor {
                     start: Some(&mut step),
                     close: &mut close,
+                    payload_cap: self.inner.payload_cap,
                 });
                 if step.run_id.is_empty() || step.step_run_id.is_empty() {
                     return;
@@ -508,11 +543,13 @@ where
             values.record(&mut RunVisitor {
                 start: None,
                 end: &mut state.end,
+                payload_cap: self.inner.payload_cap,
             });
         } else if let Some(state) = extensions.get_mut::<StepSpan>() {
             values.record(&mut StepVisitor {
                 start: None,
                 close: &mut state.close,
+                payload_cap: self.inner.payload_cap,
             });
         }
     }
@@ -645,25 +682,29 @@ fn to_i64(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 
-/// Copies a run span's fields: open fields into `start` (when opening), close fields into `end`.
+/// Copies a run span's fields: open fields into `start` (when opening), close fields into `end`;
+/// payloads are cut to `payload_cap`.
 struct RunVisitor<'a> {
     start: Option<&'a mut RunRecord>,
     end: &'a mut RunEnd,
+    payload_cap: usize,
 }
 
 impl Visit for RunVisitor<'_> {
     fn record_str(&mut self, field: &Field, value: &str) {
         let owned = || value.to_owned();
+        let payload_cap = self.payload_cap;
+        let payload = || capped(value, payload_cap);
         match (field.name(), self.start.as_deref_mut()) {
             ("run_id", Some(start)) => start.run_id = owned(),
             ("pipeline_name", Some(start)) => start.pipeline_name = owned(),
             ("pipeline_version", Some(start)) => start.pipeline_version = owned(),
             ("start_time", Some(start)) => start.start_time = owned(),
-            ("input", Some(start)) => start.input_blob = Some(owned()),
+            ("input", Some(start)) => start.input_blob = Some(payload()),
             ("status", _) => self.end.status = owned(),
             ("end_time", _) => self.end.end_time = owned(),
-            ("error", _) => self.end.error_blob = Some(owned()),
-            ("final_context", _) => self.end.final_context_blob = Some(owned()),
+            ("error", _) => self.end.error_blob = Some(payload()),
+            ("final_context", _) => self.end.final_context_blob = Some(payload()),
             _ => {}
         }
     }
@@ -699,15 +740,18 @@ impl Visit for RunVisitor<'_> {
 }
 
 /// Copies a step span's fields: open fields into `start` (when opening), close fields into
-/// `close`.
+/// `close`; payloads are cut to `payload_cap`.
 struct StepVisitor<'a> {
     start: Option<&'a mut StepRecord>,
     close: &'a mut StepClose,
+    payload_cap: usize,
 }
 
 impl Visit for StepVisitor<'_> {
     fn record_str(&mut self, field: &Field, value: &str) {
         let owned = || value.to_owned();
+        let payload_cap = self.payload_cap;
+        let payload = || capped(value, payload_cap);
         match (field.name(), self.start.as_deref_mut()) {
             ("run_id", Some(start)) => start.run_id = owned(),
             ("step_run_id", Some(start)) => {
@@ -718,11 +762,11 @@ impl Visit for StepVisitor<'_> {
             ("step_name", Some(start)) => start.step_name = owned(),
             ("step_kind", Some(start)) => start.step_kind = Some(owned()),
             ("start_time", Some(start)) => start.start_time = owned(),
-            ("input", Some(start)) => start.input_blob = Some(owned()),
+            ("input", Some(start)) => start.input_blob = Some(payload()),
             ("status", _) => self.close.status = owned(),
             ("end_time", _) => self.close.end_time = owned(),
-            ("output", _) => self.close.output_blob = Some(owned()),
-            ("error", _) => self.close.error_blob = Some(owned()),
+            ("output", _) => self.close.output_blob = Some(payload()),
+            ("error", _) => self.close.error_blob = Some(payload()),
             _ => {}
         }
     }

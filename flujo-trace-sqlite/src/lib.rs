@@ -6,6 +6,7 @@ mod config;
 mod error;
 mod layer;
 mod migrate;
+mod payload;
 mod process;
 mod read;
 mod writer;
@@ -19,4 +20,5 @@ pub use config::{
 };
 pub use error::Error;
 pub use layer::{SqliteHandle, SqliteLayer, SqliteLayerBuilder};
+pub use payload::{truncated, Truncated, DEFAULT_PAYLOAD_CAP, TRUNCATION_MARKER_PREFIX};
 pub use read::{RunCount, RunPage, CRASHED};

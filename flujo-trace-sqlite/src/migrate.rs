@@ -93,6 +93,15 @@ pub(crate) fn open_for_writing(path: &Path, busy_timeout: Duration) -> Result<Co
         });
     }
 
+    // A new database returns the pages its runs free to the file system only when asked
+    // (`PRAGMA incremental_vacuum`, by `prune`), without the exclusive lock of a full VACUUM.
+    // This only takes effect before the first table is created; on an existing database it
+    // changes nothing, and of two processes creating one database the first to commit wins.
+    if version == 0 {
+        conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")
+            .map_err(sqlite)?;
+    }
+
     // `journal_mode` returns a row and cannot change inside a transaction.
     conn.pragma_update_and_check(None, "journal_mode", "wal", |row| row.get::<_, String>(0))
         .map_err(|e| classify(path, e))?;
@@ -118,11 +127,45 @@ fn create_owner_only(path: &Path) -> Result<(), Error> {
     {
         Ok(_) => Ok(()),
         Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(()),
-        Err(source) => Err(Error::Io {
-            path: path.to_path_buf(),
-            source,
-        }),
+        Err(source) => {
+            let directory = match path.parent() {
+                Some(parent) if parent.as_os_str().is_empty() => Path::new("."),
+                Some(parent) => parent,
+                None => Path::new("/"),
+            };
+            if source.kind() == ErrorKind::NotFound && !directory.exists() {
+                return Err(Error::MissingDirectory {
+                    path: path.to_path_buf(),
+                    directory: directory.to_path_buf(),
+                });
+            }
+            Err(Error::Io {
+                path: path.to_path_buf(),
+                source,
+            })
+        }
     }
+}
+
+/// Caps the size of the database file at `max_db_bytes` (whole pages) for this connection.
+pub(crate) fn set_max_db_bytes(
+    conn: &Connection,
+    path: &Path,
+    max_db_bytes: u64,
+) -> Result<(), Error> {
+    let sqlite = |source| Error::Sqlite {
+        path: path.to_path_buf(),
+        source,
+    };
+    let page_size: i64 = conn
+        .pragma_query_value(None, "page_size", |row| row.get(0))
+        .map_err(sqlite)?;
+    let pages = max_db_bytes / u64::try_from(page_size.max(1)).unwrap_or(4096);
+    let pages = i64::try_from(pages.max(1)).unwrap_or(i64::MAX);
+    // SQLite answers with the cap it applied (never below the current size)
+    conn.pragma_update_and_check(None, "max_page_count", pages, |row| row.get::<_, i64>(0))
+        .map_err(sqlite)?;
+    Ok(())
 }
 
 /// The schema version of an open database, 0 for an empty one; checks that a non-empty database

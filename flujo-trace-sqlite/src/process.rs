@@ -5,7 +5,7 @@
 //! is a zombie, or now belongs to a process started at another time (a reused pid). A run written
 //! on another host, or by a writer that recorded no identity (schema v1), stays `running`.
 
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 use crate::backend::WriterProcess;
 
@@ -26,8 +26,29 @@ pub(crate) fn current_writer() -> Option<WriterProcess> {
         .clone()
 }
 
-/// True when the process that wrote a run certainly no longer runs.
+/// True when the process that wrote a run certainly no longer runs. A writer found gone is
+/// remembered (a listing may hold many runs of one dead process); a live one is checked again
+/// each time.
 pub(crate) fn writer_is_gone(writer: &WriterProcess) -> bool {
+    static GONE: Mutex<Vec<(String, i64, i64)>> = Mutex::new(Vec::new());
+    // with a start time a dead writer stays dead; without one the pid could come back
+    let key = (writer.host.clone(), writer.pid, writer.pid_start);
+    let cacheable = writer.pid_start != 0;
+    if cacheable && GONE.lock().is_ok_and(|gone| gone.contains(&key)) {
+        return true;
+    }
+    let gone = check_writer_is_gone(writer);
+    if gone && cacheable {
+        if let Ok(mut cache) = GONE.lock() {
+            if cache.len() < 4096 {
+                cache.push(key);
+            }
+        }
+    }
+    gone
+}
+
+fn check_writer_is_gone(writer: &WriterProcess) -> bool {
     let Some(current) = current_writer() else {
         return false;
     };

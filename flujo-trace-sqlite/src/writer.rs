@@ -53,15 +53,30 @@ pub(crate) struct Shared {
     warned: AtomicBool,
     /// The count the warning gave.
     rows_in_warning: AtomicU64,
+    /// The size cap of the database file, to explain a "full" database.
+    max_db_bytes: Option<u64>,
 }
 
 impl Shared {
-    pub(crate) fn new(path: PathBuf) -> Shared {
+    pub(crate) fn new(path: PathBuf, max_db_bytes: Option<u64>) -> Shared {
         Shared {
             path,
             rows_not_recorded: AtomicU64::new(0),
             warned: AtomicBool::new(false),
             rows_in_warning: AtomicU64::new(0),
+            max_db_bytes,
+        }
+    }
+
+    /// What a storage failure means to the user.
+    fn describe(&self, error: &rusqlite::Error) -> String {
+        match (error.sqlite_error_code(), self.max_db_bytes) {
+            (Some(ErrorCode::DiskFull), Some(max_db_bytes)) => format!(
+                "{error} (the file may not grow past the {max_db_bytes} bytes of \
+                 with_max_db_bytes, or the disk is full: free space, e.g. with flujo lens prune)"
+            ),
+            (Some(ErrorCode::DiskFull), None) => format!("{error} (free some disk space)"),
+            _ => error.to_string(),
         }
     }
 
@@ -108,6 +123,11 @@ pub(crate) struct Writer {
     shared: std::sync::Arc<Shared>,
     flush_interval: Duration,
     process: Option<WriterProcess>,
+    /// The rows of the last batch that storage refused, written again once, in front of the
+    /// next batch, before they count as not recorded.
+    retry: Vec<Message>,
+    /// Why they were refused.
+    retry_failure: String,
 }
 
 impl Writer {
@@ -121,6 +141,8 @@ impl Writer {
             shared,
             flush_interval,
             process: crate::process::current_writer(),
+            retry: Vec::new(),
+            retry_failure: String::new(),
         }
     }
 
@@ -159,8 +181,7 @@ impl Writer {
                 || disconnected
                 || deadline.is_some_and(|deadline| now >= deadline)
             {
-                self.write(&batch);
-                batch.clear();
+                self.write(&mut batch);
                 deadline = None;
                 for ack in acks.drain(..) {
                     // the flushing side may have stopped waiting
@@ -180,6 +201,9 @@ impl Writer {
                 std::thread::park_timeout(deadline.saturating_duration_since(now));
             }
         }
+        // the last batch's second chance was the end
+        let failure = std::mem::take(&mut self.retry_failure);
+        self.shared.not_recorded(rows_in(&self.retry), &failure);
         self.shared.report_total();
     }
 
@@ -199,15 +223,27 @@ impl Writer {
         }
     }
 
-    /// Writes a batch in one transaction. When a row breaks a constraint, the batch is written
-    /// again one row per transaction so only that row is lost; when storage fails (full, locked,
-    /// read-only, I/O), the batch is counted as not recorded.
-    fn write(&mut self, batch: &[Message]) {
-        if batch.is_empty() {
-            return;
-        }
-        let error = match write_batch(&mut self.backend.conn, batch) {
+    /// Writes a batch (after the rows kept for a retry) in one transaction, and empties it.
+    ///
+    /// Each transaction is all or nothing. When a row breaks a constraint, the rows are written
+    /// again one per transaction so only that row is lost. When storage fails (full, locked,
+    /// read-only, I/O), the batch's rows are kept and written once more in front of the next
+    /// batch; the rows that fail that second time count as not recorded.
+    fn write(&mut self, batch: &mut Vec<Message>) {
+        let n_retried = self.retry.len();
+        let result = if n_retried == 0 {
+            if batch.is_empty() {
+                return;
+            }
+            write_batch(&mut self.backend.conn, batch)
+        } else {
+            self.retry.append(batch);
+            write_batch(&mut self.backend.conn, &self.retry)
+        };
+        let error = match result {
             Ok(missing) => {
+                self.retry.clear();
+                batch.clear();
                 self.shared
                     .not_recorded(missing, &"a step or run whose start was not recorded");
                 return;
@@ -215,9 +251,30 @@ impl Writer {
             Err(error) => error,
         };
         if error.sqlite_error_code() != Some(ErrorCode::ConstraintViolation) {
-            self.shared.not_recorded(rows_in(batch), &error);
+            if n_retried == 0 {
+                // `retry` is empty: the batch moves there and `batch` gets its spare capacity
+                std::mem::swap(&mut self.retry, batch);
+            } else {
+                let failure = std::mem::take(&mut self.retry_failure);
+                self.shared
+                    .not_recorded(rows_in(&self.retry[..n_retried]), &failure);
+                self.retry.drain(..n_retried);
+            }
+            self.retry_failure = self.shared.describe(&error);
             return;
         }
+        if n_retried == 0 {
+            self.write_one_by_one(batch);
+            batch.clear();
+        } else {
+            let rows = std::mem::take(&mut self.retry);
+            self.write_one_by_one(&rows);
+        }
+        self.retry_failure.clear();
+    }
+
+    /// Writes each message in its own transaction, counting each that fails.
+    fn write_one_by_one(&mut self, batch: &[Message]) {
         for message in batch {
             let one = std::slice::from_ref(message);
             match write_batch(&mut self.backend.conn, one) {

@@ -169,3 +169,32 @@ fn the_layer_is_found_in_any_stack() {
         Dispatch::new(tracing_subscriber::registry().with(fmt::layer().with_writer(std::io::sink)));
     assert!(plain.downcast_ref::<SqliteLayer>().is_none());
 }
+
+#[test]
+fn two_sqlite_layers_record_the_same_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a.db"), dir.path().join("b.db"));
+    let first = SqliteLayer::open(&a).unwrap();
+    let second = SqliteLayer::open(&b).unwrap();
+    let handles = [first.handle(), second.handle()];
+    let subscriber = tracing_subscriber::registry().with(first).with(second);
+    tracing::subscriber::with_default(subscriber, || emit_run("run-1", "p", 2));
+    for (handle, path) in handles.iter().zip([&a, &b]) {
+        handle.flush_blocking();
+        let conn = reader(path);
+        assert_eq!(
+            count(
+                &conn,
+                "SELECT count(*) FROM runs WHERE status = 'completed' AND n_steps = 2"
+            ),
+            1
+        );
+        assert_eq!(
+            count(
+                &conn,
+                "SELECT count(*) FROM steps WHERE status = 'completed'"
+            ),
+            2
+        );
+    }
+}

@@ -26,9 +26,13 @@ fn a_database_locked_too_long_loses_rows_not_runs() {
     let lock = other
         .transaction_with_behavior(rusqlite::TransactionBehavior::Exclusive)
         .unwrap();
-    tracing::dispatcher::with_default(&dispatch, || emit_run("run-locked", "p", 1));
+    tracing::dispatcher::with_default(&dispatch, || emit_run("run-locked-1", "p", 1));
     handle.flush_blocking();
-    // run start, the step (start and end in one row), run end
+    // refused once: kept for a second try with the next batch
+    assert_eq!(handle.rows_not_recorded(), 0);
+    tracing::dispatcher::with_default(&dispatch, || emit_run("run-locked-2", "p", 1));
+    handle.flush_blocking();
+    // refused twice: run start, the step (start and end in one row), run end
     assert_eq!(handle.rows_not_recorded(), 3);
     lock.rollback().unwrap();
 
@@ -38,18 +42,49 @@ fn a_database_locked_too_long_loses_rows_not_runs() {
     assert_eq!(
         count(
             &other,
-            "SELECT count(*) FROM runs WHERE run_id = 'run-after' AND status = 'completed'"
+            "SELECT count(*) FROM runs WHERE run_id IN ('run-locked-2', 'run-after') \
+             AND status = 'completed' AND n_steps = 1"
         ),
-        1
+        2
     );
     assert_eq!(
         count(
             &other,
-            "SELECT count(*) FROM runs WHERE run_id = 'run-locked'"
+            "SELECT count(*) FROM runs WHERE run_id = 'run-locked-1'"
         ),
         0
     );
-    assert_eq!(count(&other, "SELECT count(*) FROM steps"), 1);
+    assert_eq!(count(&other, "SELECT count(*) FROM steps"), 2);
+}
+
+#[test]
+fn rows_refused_once_are_written_at_the_next_flush() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("flujo_ops.db");
+    let layer = SqliteLayer::builder()
+        .with_busy_timeout(Duration::from_millis(50))
+        .open(&path)
+        .unwrap();
+    let handle = layer.handle();
+    let dispatch = tracing::Dispatch::new(tracing_subscriber::registry().with(layer));
+    let mut other = Connection::open(&path).unwrap();
+    let lock = other
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Exclusive)
+        .unwrap();
+    tracing::dispatcher::with_default(&dispatch, || emit_run("run-locked", "p", 2));
+    handle.flush_blocking();
+    lock.rollback().unwrap();
+    // a barrier with no new rows still gives the refused rows their second try
+    handle.flush_blocking();
+    assert_eq!(handle.rows_not_recorded(), 0);
+    assert_eq!(
+        count(
+            &other,
+            "SELECT count(*) FROM runs WHERE run_id = 'run-locked' AND status = 'completed' \
+             AND n_steps = 2"
+        ),
+        1
+    );
 }
 
 #[test]

@@ -382,7 +382,14 @@ fn assert_run_span(span: &SpanRecord) {
     match assert_status(span) {
         "completed" => {
             span.json("output");
-            assert!(!span.has("error"));
+            // A completed run's only error is a note on a value it could not serialise.
+            if span.has("error") {
+                assert!(
+                    span.str("error")
+                        .contains("could not be serialised as JSON"),
+                    "{span:#?}"
+                );
+            }
         }
         "failed" => {
             assert!(!span.str("error").is_empty());

@@ -1,0 +1,85 @@
+//! What a user sees when rows cannot be recorded: one warning naming the file and the failure,
+//! and, when the writer stops, the total if more were lost after it. Runs as a child process so
+//! its stderr can be read.
+
+mod layer_support;
+
+use std::process::Command;
+use std::time::Duration;
+
+use flujo_trace_sqlite::SqliteLayer;
+use layer_support::emit_run;
+use rusqlite::Connection;
+use tracing_subscriber::prelude::*;
+
+const CHILD: &str = "FLUJO_TEST_WARNING_CHILD_DB";
+
+#[test]
+fn one_warning_then_a_total() {
+    if let Ok(path) = std::env::var(CHILD) {
+        child(path.as_ref());
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("flujo_ops.db");
+    let output = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "one_warning_then_a_total",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD, &path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let warnings: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("flujo: warning:"))
+        .collect();
+    let shown = path.display();
+    assert_eq!(
+        warnings,
+        [
+            format!("flujo: warning: could not record to {shown}: database is locked; 3 rows not recorded so far (runs keep going; later rows are recorded once writing works again)").as_str(),
+            format!("flujo: warning: 6 rows in all were not recorded to {shown}").as_str(),
+        ],
+        "{stderr}"
+    );
+}
+
+fn child(path: &std::path::Path) {
+    let layer = SqliteLayer::builder()
+        .with_busy_timeout(Duration::from_millis(20))
+        .open(path)
+        .unwrap();
+    let handle = layer.handle();
+    let dispatch = tracing::Dispatch::new(tracing_subscriber::registry().with(layer));
+    let mut other = Connection::open(path).unwrap();
+    let lock = other
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Exclusive)
+        .unwrap();
+    // locked-1 is refused at its flush and again at locked-2's: lost; so is locked-2 at
+    // locked-3's; locked-3, refused once, is written with "after"
+    for run_id in ["locked-1", "locked-2", "locked-3"] {
+        tracing::dispatcher::with_default(&dispatch, || emit_run(run_id, "p", 1));
+        handle.flush_blocking();
+    }
+    lock.rollback().unwrap();
+    tracing::dispatcher::with_default(&dispatch, || emit_run("after", "p", 1));
+    handle.flush_blocking();
+    assert_eq!(handle.rows_not_recorded(), 6);
+    let conn = Connection::open(path).unwrap();
+    let recorded: Vec<String> = conn
+        .prepare("SELECT run_id FROM runs ORDER BY run_id")
+        .unwrap()
+        .query_map([], |row| row.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(recorded, ["after", "locked-3"]);
+    // the writer stops when the last owner goes, and reports the total
+    drop(handle);
+    drop(dispatch);
+}

@@ -1,0 +1,146 @@
+//! A run stored as `running` reads as `crashed` once its writer process is gone (killed, even
+//! before it is reaped), and as `running` while it lives or when it ran on another host.
+
+use flujo_trace_sqlite::{RunFilter, SqliteBackend, CRASHED};
+use rusqlite::params;
+
+const V1: &str = include_str!("../src/schema/v1.sql");
+const V1_TO_V2: &str = include_str!("../src/schema/v1_to_v2.sql");
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap()
+        .trim()
+        .to_owned()
+}
+
+/// Field 22 of /proc/PID/stat, counted after the command name.
+fn start_ticks(pid: u32) -> i64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after_name = &stat[stat.rfind(')').unwrap() + 1..];
+    after_name
+        .split_whitespace()
+        .nth(19)
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+fn database_with_running_run(path: &std::path::Path, host: &str, pid: i64, pid_start: i64) {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    conn.execute_batch(V1).unwrap();
+    conn.execute_batch(V1_TO_V2).unwrap();
+    conn.pragma_update(None, "user_version", 2).unwrap();
+    conn.execute(
+        "INSERT INTO runs (run_id, pipeline_name, pipeline_version, status, start_time, \
+         writer_host, writer_pid, writer_pid_start) \
+         VALUES ('r1', 'p', 'v', 'running', '2026-01-05T10:00:00.000000Z', ?1, ?2, ?3)",
+        params![host, pid, pid_start],
+    )
+    .unwrap();
+    conn.execute(
+        "INSERT INTO steps (step_run_id, run_id, step_name, step_index, status, start_time) \
+         VALUES ('s1', 'r1', 'slow_step', 0, 'running', '2026-01-05T10:00:01.000000Z')",
+        [],
+    )
+    .unwrap();
+}
+
+fn status(path: &std::path::Path) -> String {
+    let backend = SqliteBackend::open_read_only(path).unwrap();
+    let by_id = backend.find_run("r1").unwrap().unwrap().status;
+    let listed = backend
+        .list_runs_page(
+            &RunFilter {
+                limit: Some(5),
+                ..RunFilter::default()
+            },
+            10,
+        )
+        .unwrap()
+        .runs[0]
+        .status
+        .clone();
+    assert_eq!(by_id, listed);
+    by_id
+}
+
+#[test]
+fn killed_writer_makes_its_running_run_crashed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("flujo_ops.db");
+    let mut child = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    database_with_running_run(&path, &host_name(), i64::from(pid), start_ticks(pid));
+    let before = std::fs::read(&path).unwrap();
+    assert_eq!(status(&path), "running");
+
+    child.kill().unwrap();
+    // not reaped yet: a zombie is as dead as a writer gets
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    assert_eq!(status(&path), CRASHED);
+    child.wait().unwrap();
+    assert_eq!(status(&path), CRASHED);
+
+    let backend = SqliteBackend::open_read_only(&path).unwrap();
+    let running = backend.running_steps("r1").unwrap();
+    assert_eq!(
+        running
+            .iter()
+            .map(|s| s.step_name.as_str())
+            .collect::<Vec<_>>(),
+        ["slow_step"]
+    );
+    let crashed = RunFilter {
+        statuses: vec![CRASHED.into()],
+        limit: Some(5),
+        ..RunFilter::default()
+    };
+    assert_eq!(backend.list_runs_page(&crashed, 10).unwrap().runs.len(), 1);
+    let running_filter = RunFilter {
+        statuses: vec!["running".into()],
+        limit: Some(5),
+        ..RunFilter::default()
+    };
+    assert!(backend
+        .list_runs_page(&running_filter, 10)
+        .unwrap()
+        .runs
+        .is_empty());
+    drop(backend);
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        before,
+        "derived at read time, never stored"
+    );
+}
+
+#[test]
+fn reused_pid_is_not_the_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("flujo_ops.db");
+    let me = std::process::id();
+    database_with_running_run(&path, &host_name(), i64::from(me), start_ticks(me) + 1);
+    assert_eq!(status(&path), CRASHED);
+}
+
+#[test]
+fn live_writer_and_other_hosts_stay_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("flujo_ops.db");
+    let me = std::process::id();
+    database_with_running_run(&path, &host_name(), i64::from(me), start_ticks(me));
+    assert_eq!(status(&path), "running");
+
+    let other = tempfile::tempdir().unwrap();
+    let path = other.path().join("flujo_ops.db");
+    database_with_running_run(&path, "some-other-host.example", 1, 1);
+    assert_eq!(
+        status(&path),
+        "running",
+        "cannot judge a process on another host"
+    );
+}

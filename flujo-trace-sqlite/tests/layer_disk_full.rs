@@ -33,18 +33,15 @@ struct Ctx {}
 
 /// Three steps, each passing a few KB on.
 fn pipeline() -> Pipeline<String, usize, Ctx> {
-    Pipeline::new(step(
-        "fetch",
-        |s: String, _: StepContext<Ctx>| async move { Ok::<_, StepError>(s.repeat(400)) },
-    ))
-    .then(step(
-        "upper",
-        |s: String, _: StepContext<Ctx>| async move { Ok::<_, StepError>(s.to_uppercase()) },
-    ))
-    .then(step(
-        "len",
-        |s: String, _: StepContext<Ctx>| async move { Ok::<_, StepError>(s.len()) },
-    ))
+    Pipeline::new(step("fetch", |s: String, _: StepContext<Ctx>| async move {
+        Ok::<_, StepError>(s.repeat(400))
+    }))
+    .then(step("upper", |s: String, _: StepContext<Ctx>| async move {
+        Ok::<_, StepError>(s.to_uppercase())
+    }))
+    .then(step("len", |s: String, _: StepContext<Ctx>| async move {
+        Ok::<_, StepError>(s.len())
+    }))
 }
 
 fn count(conn: &Connection, sql: &str) -> i64 {
@@ -76,7 +73,8 @@ async fn a_full_database_loses_rows_not_results_and_recovers() {
         let prefix = format!("{REPORT} {key}=");
         stdout
             .lines()
-            .find_map(|l| l.strip_prefix(&prefix))
+            // the first line follows the harness's `test ... ` on the same line
+            .find_map(|l| l.split_once(&prefix).map(|(_, value)| value))
             .unwrap_or_else(|| panic!("no {key} in {stdout}"))
             .parse()
             .unwrap()

@@ -118,7 +118,7 @@ fn a_5_mib_output_is_stored_cut_at_the_default_cap() {
     check_cut(&stored_output, &output, DEFAULT_PAYLOAD_CAP);
     assert_eq!(
         truncated(&stored_output).unwrap().original_bytes,
-        (5 << 20) + 12
+        (5 << 20) + 11
     );
     // the others were under the cap: whole, and not taken for cut
     for (text, expected) in [
@@ -168,7 +168,12 @@ fn any_string_under_the_cap_is_stored_exactly() {
         let layer = SqliteLayer::open(dir.path().join("flujo_ops.db")).unwrap();
         let conn = record(layer, case, case, case, case);
         for text in stored(&conn) {
-            assert!(text == case, "{:?} stored as {:?}", &case[..case.len().min(80)], &text[..text.len().min(80)]);
+            assert!(
+                text == case,
+                "{:?} stored as {:?}",
+                &case[..case.len().min(80)],
+                &text[..text.len().min(80)]
+            );
             assert_eq!(truncated(&text), None);
         }
     }
@@ -208,6 +213,6 @@ fn the_run_row_written_at_start_is_cut_too() {
         .unwrap();
     assert_eq!(
         input,
-        format!("{{\"question{TRUNCATION_MARKER_PREFIX}10 of 17 bytes]")
+        format!("{{\"question{TRUNCATION_MARKER_PREFIX}10 of 18 bytes]")
     );
 }

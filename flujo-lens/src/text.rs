@@ -55,10 +55,11 @@ pub(crate) fn escape(text: &str) -> String {
     escaped
 }
 
-/// One displayed piece of a value: a character or its escape, with the bytes of the original
-/// text it stands for.
+/// One displayed piece of the current line: its length in the line, its width, and the bytes
+/// of the original text it stands for (an escape stands for one character).
+#[derive(Debug, Clone, Copy)]
 struct Piece {
-    text: String,
+    len: usize,
     width: usize,
     bytes: usize,
 }
@@ -68,79 +69,82 @@ struct Piece {
 pub(crate) fn fit(text: &str, fit: Fit) -> String {
     let width = fit.width.max(8);
     let total_bytes = text.len();
-    let mut lines: Vec<Vec<Piece>> = vec![Vec::new()];
+    let mut rendered = String::with_capacity(text.len().min(1 << 20) + 64);
+    // pieces of the line being filled, so a cut can take some back
+    let mut pieces: Vec<Piece> = Vec::new();
+    let mut n_lines = 1;
     let mut line_width = 0;
     let mut shown_bytes = 0;
     let mut cut = false;
+    let mut escape = String::new();
     for c in text.chars() {
         let bytes = c.len_utf8();
         if fit.keep_newlines && c == '\n' {
-            if fit.max_lines.is_some_and(|max| lines.len() >= max) {
+            if fit.max_lines.is_some_and(|max| n_lines >= max) {
                 cut = true;
                 break;
             }
-            lines.push(Vec::new());
+            rendered.push('\n');
+            n_lines += 1;
+            pieces.clear();
             line_width = 0;
             shown_bytes += bytes;
             continue;
         }
-        let piece = match escape_char(c) {
-            Some(escape) => Piece {
-                width: escape.len(),
-                text: escape,
-                bytes,
-            },
-            None => Piece {
-                width: char_width(c),
-                text: c.to_string(),
-                bytes,
-            },
+        escape.clear();
+        let (piece_width, shown) = match escape_char(c) {
+            Some(escaped) => {
+                escape.push_str(&escaped);
+                (escaped.len(), None)
+            }
+            None => (char_width(c), Some(c)),
         };
-        if line_width + piece.width > width && line_width > 0 {
-            if fit.max_lines.is_some_and(|max| lines.len() >= max) {
+        if line_width + piece_width > width && line_width > 0 {
+            if fit.max_lines.is_some_and(|max| n_lines >= max) {
                 cut = true;
                 break;
             }
-            lines.push(Vec::new());
+            rendered.push('\n');
+            n_lines += 1;
+            pieces.clear();
             line_width = 0;
         }
-        line_width += piece.width;
-        shown_bytes += piece.bytes;
-        lines.last_mut().expect("one line at least").push(piece);
-    }
-    if cut {
-        let last = lines.last_mut().expect("one line at least");
-        let mut last_width: usize = last.iter().map(|piece| piece.width).sum();
-        loop {
-            let marker = cut_marker(total_bytes - shown_bytes, total_bytes);
-            let marker_width = marker.chars().count();
-            if last_width + 1 + marker_width <= width || last.is_empty() {
-                let mut rendered = render_lines(&lines);
-                if !rendered.is_empty() && !rendered.ends_with('\n') {
-                    rendered.push(' ');
-                }
-                rendered.push_str(&marker);
-                return rendered;
+        let len = match shown {
+            Some(c) => {
+                rendered.push(c);
+                c.len_utf8()
             }
-            let piece = last.pop().expect("not empty");
-            last_width -= piece.width;
-            shown_bytes -= piece.bytes;
-        }
+            None => {
+                rendered.push_str(&escape);
+                escape.len()
+            }
+        };
+        pieces.push(Piece {
+            len,
+            width: piece_width,
+            bytes,
+        });
+        line_width += piece_width;
+        shown_bytes += bytes;
     }
-    render_lines(&lines)
-}
-
-fn render_lines(lines: &[Vec<Piece>]) -> String {
-    let mut rendered = String::new();
-    for (index, line) in lines.iter().enumerate() {
-        if index > 0 {
-            rendered.push('\n');
-        }
-        for piece in line {
-            rendered.push_str(&piece.text);
-        }
+    if !cut {
+        return rendered;
     }
-    rendered
+    loop {
+        let marker = cut_marker(total_bytes - shown_bytes, total_bytes);
+        let marker_width = marker.chars().count();
+        if line_width + 1 + marker_width <= width || pieces.is_empty() {
+            if !rendered.is_empty() && !rendered.ends_with('\n') {
+                rendered.push(' ');
+            }
+            rendered.push_str(&marker);
+            return rendered;
+        }
+        let piece = pieces.pop().expect("not empty");
+        rendered.truncate(rendered.len() - piece.len);
+        line_width -= piece.width;
+        shown_bytes -= piece.bytes;
+    }
 }
 
 /// `… (+3.2 KiB, 4,310 bytes total; --full)`.

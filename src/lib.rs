@@ -25,6 +25,7 @@
 
 mod recording;
 mod runner;
+mod settings;
 
 pub use flujo_runner::{
     branch_on, format_timestamp, loop_until, map_over, parallel, step, BoxError, BranchOn,

@@ -80,7 +80,11 @@ fn install_default() -> Option<SqliteHandle> {
             return None;
         }
     };
-    let layer = match SqliteLayer::open(&state.path) {
+    let mut builder = SqliteLayer::builder();
+    if let Some(cap) = crate::settings::settings().payload_cap {
+        builder = builder.with_payload_cap(cap);
+    }
+    let layer = match builder.open(&state.path) {
         Ok(layer) => layer,
         Err(error) => {
             eprintln!("flujo: warning: runs are not recorded: {error}");

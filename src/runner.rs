@@ -33,8 +33,9 @@ impl<In, Out, C> std::fmt::Debug for Flujo<In, Out, C> {
 impl<In, Out, C> Flujo<In, Out, C> {
     /// A runner for `pipeline`, recorded under `pipeline_name`, version `latest`.
     pub fn new(pipeline_name: impl Into<String>, pipeline: Pipeline<In, Out, C>) -> Self {
-        let inner =
-            flujo_runner::Flujo::new(pipeline_name, pipeline).with_observer(Arc::new(Recorder));
+        let inner = flujo_runner::Flujo::new(pipeline_name, pipeline)
+            .with_observer(Arc::new(Recorder))
+            .with_redaction(crate::settings::settings().redaction.clone());
         Flujo { inner }
     }
 

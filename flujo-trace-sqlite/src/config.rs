@@ -25,12 +25,50 @@ pub const DEFAULT_STATE_URI: &str = "sqlite:///flujo_ops.db";
 
 /// The contents of a `flujo.toml`. Unknown keys are accepted, so that a file written for a newer
 /// flujo (or holding other tools' keys) still loads.
+///
+/// ```toml
+/// state_uri = "sqlite:///flujo_ops.db"   # relative to this file's directory
+///
+/// [redaction]
+/// enabled = true                  # false records values as they are
+/// keys = ["api_key", "password"]  # replaces the default list of secret-looking keys
+/// extra_keys = ["ssn", "iban"]    # adds to it
+///
+/// [storage]
+/// payload_cap_bytes = 1048576     # longer inputs, outputs, errors and contexts are stored cut
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 #[non_exhaustive]
 pub struct FlujoToml {
     /// Where runs are recorded: a path or a `sqlite://` URI, relative to the file's directory.
     pub state_uri: Option<String>,
+    /// Which values are replaced by `"[REDACTED]"` before they are recorded.
+    pub redaction: RedactionToml,
+    /// How values are stored.
+    pub storage: StorageToml,
+}
+
+/// The `[redaction]` table of a `flujo.toml`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+#[non_exhaustive]
+pub struct RedactionToml {
+    /// `false` turns redaction off (default: on).
+    pub enabled: Option<bool>,
+    /// Replaces the default list of secret-looking keys.
+    pub keys: Option<Vec<String>>,
+    /// Adds to the list.
+    pub extra_keys: Vec<String>,
+}
+
+/// The `[storage]` table of a `flujo.toml`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+#[non_exhaustive]
+pub struct StorageToml {
+    /// Longer payloads are stored cut, with a marker and their size (default 1 MiB).
+    pub payload_cap_bytes: Option<u64>,
 }
 
 /// Where a state path came from, for messages.

@@ -1,0 +1,123 @@
+//! `flujo.toml` configures a zero-setup process: where runs are recorded (relative to the file,
+//! found from a subdirectory), which keys are redacted, and the payload cap.
+//!
+//! Each case runs in a child process (this test binary again, with `FLUJO_TEST_TOML_DIR`
+//! set), because persistence by default installs the process's global subscriber.
+
+use std::process::Command;
+
+use flujo::{step, Flujo, Pipeline, StepContext, StepError};
+use serde::Serialize;
+
+#[derive(Serialize)]
+struct Signup {
+    email: String,
+    ssn: String,
+    api_key: String,
+}
+
+/// Runs in a child only: one zero-setup run from `FLUJO_TEST_TOML_DIR`.
+#[test]
+fn pipeline_process_entry() {
+    let Some(dir) = std::env::var_os("FLUJO_TEST_TOML_DIR") else {
+        return;
+    };
+    std::env::set_current_dir(dir).unwrap();
+    let echo = step("echo", |s: Signup, _: StepContext<()>| async move {
+        Ok::<_, StepError>(format!("{}{}", s.email.len(), "b".repeat(498)))
+    });
+    let result = Flujo::new("signup", Pipeline::new(echo)).run_blocking(Signup {
+        email: "ana@example.com".into(),
+        ssn: "123-45-6789".into(),
+        api_key: "sk-live-abc".into(),
+    });
+    assert!(result.is_completed());
+    assert_eq!(
+        result.output.map(|o| o.len()),
+        Some(500),
+        "the returned value is never cut"
+    );
+}
+
+fn run_in(project: &std::path::Path, toml: &str) -> (String, String) {
+    std::fs::write(project.join("flujo.toml"), toml).unwrap();
+    std::fs::create_dir_all(project.join("data")).unwrap();
+    let subdir = project.join("src/app");
+    std::fs::create_dir_all(&subdir).unwrap();
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args(["pipeline_process_entry", "--exact", "--nocapture"])
+        .env("FLUJO_TEST_TOML_DIR", &subdir)
+        .env_remove("FLUJO_STATE_URI")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !subdir.join("flujo_ops.db").exists(),
+        "the database is where flujo.toml says, not in the cwd"
+    );
+    let conn = rusqlite::Connection::open_with_flags(
+        project.join("data/runs.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .expect("runs recorded at data/runs.db, relative to flujo.toml");
+    conn.query_row("SELECT input_blob, output_blob FROM steps", [], |r| {
+        Ok((r.get(0)?, r.get(1)?))
+    })
+    .unwrap()
+}
+
+#[test]
+fn flujo_toml_sets_the_database_redaction_and_payload_cap() {
+    if std::env::var_os("FLUJO_TEST_TOML_DIR").is_some() {
+        return;
+    }
+    let project = tempfile::tempdir().unwrap();
+    let (input, output) = run_in(
+        project.path(),
+        "state_uri = \"sqlite:///data/runs.db\"\n\n[redaction]\nextra_keys = [\"ssn\"]\n\n[storage]\npayload_cap_bytes = 100\n",
+    );
+    assert!(
+        !input.contains("123-45-6789"),
+        "extra key redacted: {input}"
+    );
+    assert!(
+        !input.contains("sk-live-abc"),
+        "default keys still redacted: {input}"
+    );
+    let stored = flujo_trace_sqlite_truncated(&output);
+    assert_eq!(
+        stored,
+        Some(502),
+        "output cut at 100 bytes with its size (500 b's in quotes): {output}"
+    );
+    assert!(output.len() < 200, "{output}");
+    assert!(
+        input.contains("[REDACTED]") && flujo_trace_sqlite::truncated(&input).is_none(),
+        "the input, under the cap, is stored whole: {input}"
+    );
+}
+
+#[test]
+fn flujo_toml_can_turn_redaction_off() {
+    if std::env::var_os("FLUJO_TEST_TOML_DIR").is_some() {
+        return;
+    }
+    let project = tempfile::tempdir().unwrap();
+    let (input, _) = run_in(
+        project.path(),
+        "state_uri = \"data/runs.db\"\n[redaction]\nenabled = false\n",
+    );
+    assert!(
+        input.contains("sk-live-abc") && input.contains("123-45-6789"),
+        "{input}"
+    );
+}
+
+/// The original size a stored payload was cut from, via the layer's own detector.
+fn flujo_trace_sqlite_truncated(stored: &str) -> Option<u64> {
+    flujo_trace_sqlite::truncated(stored).map(|t| t.original_bytes)
+}

@@ -70,18 +70,16 @@ fn a_run_killed_mid_way_reads_as_crashed_with_its_running_step() {
     // wait until the hanging step's start is committed (the flush interval is 100 ms)
     let started = Instant::now();
     loop {
-        let seen = rusqlite::Connection::open_with_flags(
-            &db,
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-        )
-        .and_then(|conn| {
-            conn.query_row(
+        let seen =
+            rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+                .and_then(|conn| {
+                    conn.query_row(
                 "SELECT count(*) FROM steps WHERE step_name = 'call_model' AND status = 'running'",
                 [],
                 |r| r.get::<_, i64>(0),
             )
-        })
-        .unwrap_or(0);
+                })
+                .unwrap_or(0);
         if seen == 1 {
             break;
         }

@@ -33,7 +33,11 @@ fn lens(db: &std::path::Path, args: &[&str]) -> (i32, Vec<u8>, String) {
         .env("COLUMNS", "200")
         .output()
         .unwrap();
-    (out.status.code().unwrap_or(-1), out.stdout, String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.code().unwrap_or(-1),
+        out.stdout,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[tokio::test]
@@ -48,8 +52,15 @@ async fn hostile_strings_survive_and_never_reach_the_terminal_raw() {
     let request = Request {
         prompt: NASTY.to_owned(),
         api_key: "sk-live-123456".to_owned(),
-        headers: [("Authorization".to_owned(), "Bearer abc".to_owned()), ("Accept".to_owned(), "text/plain".to_owned())].into(),
-        auth: Auth { password: "hunter2".to_owned(), user: "ana".to_owned() },
+        headers: [
+            ("Authorization".to_owned(), "Bearer abc".to_owned()),
+            ("Accept".to_owned(), "text/plain".to_owned()),
+        ]
+        .into(),
+        auth: Auth {
+            password: "hunter2".to_owned(),
+            user: "ana".to_owned(),
+        },
     };
     let result = flujo.run(request).with_subscriber(subscriber).await;
     assert!(result.is_completed(), "{:?}", result.error);
@@ -62,7 +73,11 @@ async fn hostile_strings_survive_and_never_reach_the_terminal_raw() {
     let shown: serde_json::Value = serde_json::from_slice(&out).unwrap();
     let text = shown.to_string();
     let step = &shown["steps"].as_array().expect("steps array")[0];
-    assert_eq!(step["output"].as_str(), Some(expected_output.as_str()), "the output survives whole, NUL and all");
+    assert_eq!(
+        step["output"].as_str(),
+        Some(expected_output.as_str()),
+        "the output survives whole, NUL and all"
+    );
     assert!(text.contains("pwned"), "{text}");
 
     // secrets were redacted before they left the instrumented thread
@@ -72,18 +87,35 @@ async fn hostile_strings_survive_and_never_reach_the_terminal_raw() {
         let wal = std::fs::read(dir.path().join("flujo_ops.db-wal")).unwrap_or_default();
         let needle = secret.as_bytes();
         for bytes in [&raw, &wal] {
-            assert!(!bytes.windows(needle.len()).any(|w| w == needle), "{secret} is in the database file");
+            assert!(
+                !bytes.windows(needle.len()).any(|w| w == needle),
+                "{secret} is in the database file"
+            );
         }
     }
     assert!(text.contains("[REDACTED]"), "{text}");
 
     // table output: no raw control characters at all, whatever the values held
-    for args in [vec!["lens", "show", "latest"], vec!["lens", "show", "latest", "--full"], vec!["lens", "list"]] {
+    for args in [
+        vec!["lens", "show", "latest"],
+        vec!["lens", "show", "latest", "--full"],
+        vec!["lens", "list"],
+    ] {
         let (code, out, err) = lens(&db, &args);
         assert_eq!(code, 0, "{args:?}: {err}");
-        let controls: Vec<u8> = out.iter().copied().filter(|b| (*b < 0x20 && *b != b'\n') || *b == 0x7f).collect();
-        assert!(controls.is_empty(), "{args:?} wrote raw control bytes {controls:?}");
-        assert!(!String::from_utf8_lossy(&out).contains('\u{202e}'), "{args:?} wrote a raw RTL override");
+        let controls: Vec<u8> = out
+            .iter()
+            .copied()
+            .filter(|b| (*b < 0x20 && *b != b'\n') || *b == 0x7f)
+            .collect();
+        assert!(
+            controls.is_empty(),
+            "{args:?} wrote raw control bytes {controls:?}"
+        );
+        assert!(
+            !String::from_utf8_lossy(&out).contains('\u{202e}'),
+            "{args:?} wrote a raw RTL override"
+        );
     }
 }
 
@@ -92,13 +124,32 @@ async fn filter_arguments_are_data_never_sql() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("flujo_ops.db");
     let subscriber = tracing_subscriber::registry().with(SqliteLayer::open(&db).unwrap());
-    let id = step("id", |x: u32, _: StepContext<()>| async move { Ok::<_, StepError>(x) });
-    Flujo::new("real", Pipeline::new(id)).run(1).with_subscriber(subscriber).await;
+    let id = step("id", |x: u32, _: StepContext<()>| async move {
+        Ok::<_, StepError>(x)
+    });
+    Flujo::new("real", Pipeline::new(id))
+        .run(1)
+        .with_subscriber(subscriber)
+        .await;
 
-    for pipeline in ["x' OR 1=1 --", "real' --", "%", "real%", "' UNION SELECT * FROM steps --"] {
+    for pipeline in [
+        "x' OR 1=1 --",
+        "real' --",
+        "%",
+        "real%",
+        "' UNION SELECT * FROM steps --",
+    ] {
         let (code, out, err) = lens(&db, &["lens", "list", "--pipeline", pipeline, "-o", "json"]);
-        assert_eq!(code, 1, "{pipeline:?} matched something: {}", String::from_utf8_lossy(&out));
-        assert!(err.contains("no runs") || String::from_utf8_lossy(&out).contains("\"runs\":[]"), "{pipeline:?}: {err}");
+        assert_eq!(
+            code,
+            1,
+            "{pipeline:?} matched something: {}",
+            String::from_utf8_lossy(&out)
+        );
+        assert!(
+            err.contains("no runs") || String::from_utf8_lossy(&out).contains("\"runs\":[]"),
+            "{pipeline:?}: {err}"
+        );
     }
     for run in ["' OR 1=1 --", "%", "_"] {
         let (code, _, err) = lens(&db, &["lens", "show", run]);

@@ -1,6 +1,7 @@
 //! What lands in the database is what `run()` returned: every step execution (nested ones with
-//! their parent) with its input, output, error, attempts, cost and tokens, and the run's totals,
-//! status, error and final context; and a run dropped mid-way is recorded `cancelled`.
+//! their parent) with its input, output, error, attempts, whether its fallback was taken, cost
+//! and tokens, and the run's totals, status, output, error and final context; and a run dropped
+//! mid-way is recorded `cancelled`.
 
 use std::time::Duration;
 
@@ -58,12 +59,19 @@ fn pipeline(fail_at: u32) -> Pipeline<u32, u32, Ctx> {
             Ok::<_, StepError>(x + 1)
         }))
         .combine(|xs: Vec<u32>| xs.iter().sum::<u32>());
+    let rounded = step("round", |_: u32, _: StepContext<Ctx>| async move {
+        Err::<u32, _>(StepError::new("rounding service down"))
+    })
+    .fallback(step("keep", |x: u32, _: StepContext<Ctx>| async move {
+        Ok::<_, StepError>(x)
+    }));
     Pipeline::new(flaky)
         .then(spread)
         .then(map_over("squares", square, 2))
         .then(sum)
         .then(loop_until("shrink", halve, |x: &u32, _: &Ctx| *x < 10, 10))
         .then(both)
+        .then(rounded)
 }
 
 #[derive(Debug, PartialEq)]
@@ -78,6 +86,7 @@ struct Row {
     input: Option<String>,
     output: Option<String>,
     error: Option<String>,
+    fallback_taken: Option<bool>,
     tokens: i64,
     cost: f64,
 }
@@ -95,6 +104,7 @@ fn expected_rows(steps: &[StepResult], parent: Option<&str>, out: &mut Vec<Row>)
             input: Some(serde_json::to_string(&s.input).unwrap()),
             output: s.output.as_ref().map(|v| serde_json::to_string(v).unwrap()),
             error: s.error.clone(),
+            fallback_taken: Some(s.fallback_taken),
             tokens: s.tokens as i64,
             cost: s.cost_usd,
         });
@@ -106,7 +116,7 @@ fn recorded_rows(conn: &Connection, run_id: &str) -> Vec<Row> {
     let mut stmt = conn
         .prepare(
             "SELECT step_run_id, parent_step_run_id, step_name, step_index, step_kind, status, attempts,
-                    input_blob, output_blob, error_blob, tokens, cost
+                    input_blob, output_blob, error_blob, fallback_taken, tokens, cost
              FROM steps WHERE run_id = ?1",
         )
         .unwrap();
@@ -122,8 +132,9 @@ fn recorded_rows(conn: &Connection, run_id: &str) -> Vec<Row> {
             input: r.get(7)?,
             output: r.get(8)?,
             error: r.get(9)?,
-            tokens: r.get(10)?,
-            cost: r.get(11)?,
+            fallback_taken: r.get(10)?,
+            tokens: r.get(11)?,
+            cost: r.get(12)?,
         })
     });
     rows.unwrap().map(Result::unwrap).collect()
@@ -145,7 +156,7 @@ fn normalise(rows: &mut [Row]) {
 
 fn check(db: &std::path::Path, result: &PipelineResult<u32, Ctx>) {
     let conn = Connection::open_with_flags(db, OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
-    let (status, cost, tokens, error, context, n_steps, version, end): (
+    let (status, cost, tokens, error, context, n_steps, version, end, output): (
         String,
         f64,
         i64,
@@ -154,10 +165,11 @@ fn check(db: &std::path::Path, result: &PipelineResult<u32, Ctx>) {
         i64,
         String,
         Option<String>,
+        Option<String>,
     ) = conn
         .query_row(
             "SELECT status, total_cost, total_tokens, error_blob, final_context_blob, n_steps,
-                    pipeline_version, end_time FROM runs WHERE run_id = ?1",
+                    pipeline_version, end_time, output_blob FROM runs WHERE run_id = ?1",
             [&result.run_id],
             |r| {
                 Ok((
@@ -169,6 +181,7 @@ fn check(db: &std::path::Path, result: &PipelineResult<u32, Ctx>) {
                     r.get(5)?,
                     r.get(6)?,
                     r.get(7)?,
+                    r.get(8)?,
                 ))
             },
         )
@@ -181,6 +194,14 @@ fn check(db: &std::path::Path, result: &PipelineResult<u32, Ctx>) {
     );
     assert_eq!(tokens as u64, result.total_tokens);
     assert_eq!(error, result.error);
+    // the final output is recorded only for a completed run
+    assert_eq!(
+        output.map(|text| serde_json::from_str::<serde_json::Value>(&text).unwrap()),
+        result
+            .output
+            .as_ref()
+            .map(|output| serde_json::to_value(output).unwrap())
+    );
     assert_eq!(
         serde_json::from_str::<serde_json::Value>(&context).unwrap(),
         serde_json::to_value(&result.final_context).unwrap()
@@ -213,6 +234,8 @@ async fn completed_and_failed_runs_are_recorded_as_returned() {
     assert!(result.is_completed(), "{:?}", result.error);
     assert_eq!(result.step("flaky").unwrap().attempts, 2);
     assert!(result.step("shrink").unwrap().children.len() > 1);
+    assert!(result.step("round").unwrap().fallback_taken);
+    assert!(result.output.is_some());
     check(&db, &result);
 
     let failing = Flujo::new("recorded", pipeline(3)).pipeline_version("7");
@@ -223,6 +246,7 @@ async fn completed_and_failed_runs_are_recorded_as_returned() {
         "{:?}",
         result.error
     );
+    assert_eq!(result.output, None);
     check(&db, &result);
 }
 
@@ -250,27 +274,29 @@ async fn a_run_dropped_mid_way_is_recorded_cancelled() {
     handle.flush().await;
 
     let conn = Connection::open_with_flags(&db, OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
-    let status: String = conn
+    let (status, output): (String, Option<String>) = conn
         .query_row(
-            "SELECT status FROM runs WHERE pipeline_name = 'dropped'",
+            "SELECT status, output_blob FROM runs WHERE pipeline_name = 'dropped'",
             [],
-            |r| r.get(0),
+            |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .unwrap();
     assert_eq!(status, "cancelled");
+    assert_eq!(output, None, "a cancelled run has no output");
     let mut stmt = conn
-        .prepare("SELECT step_name, status FROM steps ORDER BY step_run_id")
+        .prepare("SELECT step_name, status, fallback_taken FROM steps ORDER BY step_run_id")
         .unwrap();
-    let steps: Vec<(String, String)> = stmt
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+    let steps: Vec<(String, String, Option<bool>)> = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
         .unwrap()
         .map(Result::unwrap)
         .collect();
+    // a cancelled step records no `fallback_taken`
     assert_eq!(
         steps,
         [
-            ("fast".to_owned(), "completed".to_owned()),
-            ("slow".to_owned(), "cancelled".to_owned())
+            ("fast".to_owned(), "completed".to_owned(), Some(false)),
+            ("slow".to_owned(), "cancelled".to_owned(), None)
         ]
     );
 }

@@ -5,14 +5,17 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 const EXIT_CODES: &str = "\
 Exit codes:
   0  success
-  1  nothing found: no run matches, or RUN names no run or several
+  1  nothing found: no run matches, or RUN names no run or several; for prune also: the
+     question was not answered yes (nothing deleted)
   2  bad arguments, unusable configuration, or a database that is missing, not a flujo
-     database, corrupt, or from a newer flujo";
+     database, corrupt, or from a newer flujo; for prune also: no --yes and no terminal to ask
+     on";
 
 const DATABASE: &str = "\
 Database: --state-uri, else FLUJO_STATE_URI, else state_uri in the nearest flujo.toml (this
 directory, then its parents), else ./flujo_ops.db. Accepted: a path, sqlite:///relative.db,
-sqlite:////absolute.db. The database is opened read-only and never changed.";
+sqlite:////absolute.db. The database is opened read-only and never changed, except by
+`prune`, the one command that writes.";
 
 const TOP_AFTER_HELP: &str = "\
 Examples:
@@ -25,6 +28,7 @@ Examples:
   flujo lens list --status failed --since 2h
   flujo lens show latest
   flujo lens show 0190a1b2-3c4d --full
+  flujo lens prune --older-than 30d --dry-run
   flujo lens --state-uri sqlite:////var/lib/app/flujo_ops.db list -o json
 
 ";
@@ -60,11 +64,43 @@ Steps are listed in execution order, nested steps indented under the step that r
 Long values are cut to fit the terminal with a marker giving their full size; --full (or
 -o json) prints them whole.
 
+A step whose fallback produced its output says `fallback taken` after its status.
+
 JSON (-o json): {\"run\": RUN, \"steps\": [STEP...]}. RUN as in `flujo lens list --help` plus
-input, final_context, error. STEP: step_run_id, parent_step_run_id, step_name, step_index,
-step_kind, status, attempts, start_time, end_time, duration_ms, cost, tokens, input, output,
-error. Payloads stored as JSON are embedded as JSON. -o jsonl: the RUN, then one STEP per
-line, each with \"record\": \"run\" or \"step\".";
+input, output (the run's final output), final_context, error. STEP: step_run_id,
+parent_step_run_id, step_name, step_index, step_kind, status, attempts, fallback_taken,
+start_time, end_time, duration_ms, cost, tokens, input, output, error. Payloads stored as JSON
+are embedded as JSON. -o jsonl: the RUN, then one STEP per line, each with \"record\": \"run\"
+or \"step\".";
+
+const PRUNE_AFTER_HELP: &str = "\
+Examples:
+  flujo lens prune --older-than 30d --dry-run   how many runs and steps would go
+  flujo lens prune --older-than 30d             asks, then deletes runs started over 30 days ago
+  flujo lens prune --older-than 7d --status failed,cancelled --yes
+  flujo lens prune --older-than 2026-01-01 --pipeline etl --yes -o json
+
+prune is the one lens command that writes. It deletes each matching run with all its steps, in
+short transactions, so pipelines writing to the same database meanwhile lose nothing. Runs
+still running and crashed runs are kept unless --status running or --status crashed names
+them: they are what you look at when something went wrong.
+
+Before deleting it asks on the terminal (answer y or yes); with no terminal to ask on, it
+refuses unless --yes is given. --dry-run only counts, and opens the database read-only.
+
+Space: a database created by flujo gives the pages it no longer needs back to the file system,
+so the file shrinks. A database created without incremental auto-vacuum (by an older flujo or
+another program) keeps them inside the file, where new runs reuse them; to shrink it, run
+`sqlite3 PATH 'VACUUM'` while no pipeline writes to it.
+
+WHEN is a duration back from now (12h, 30d, 2w), a date (2026-01-05), a date and time in UTC
+(2026-01-05 14:30) or RFC 3339. Statuses: completed, failed, cancelled, running, crashed.
+
+JSON (-o json, -o jsonl): {\"runs_deleted\": N, \"steps_deleted\": N, \"bytes_before\": N,
+\"bytes_after\": N, \"reusable_bytes\": N, \"dry_run\": BOOL}. Bytes count the database file
+and its -wal file; reusable_bytes is space freed but kept inside the file. With --dry-run,
+runs_deleted and steps_deleted are what would be deleted and bytes_after, reusable_bytes are
+null.";
 
 /// `flujo`: pipelines of async steps, every run recorded.
 #[derive(Debug, Parser)]
@@ -126,6 +162,9 @@ pub(crate) enum LensCommand {
     /// Show one run: summary, final context and every step
     #[command(after_help = format!("{SHOW_AFTER_HELP}\n\n{EXIT_CODES}"))]
     Show(ShowArgs),
+    /// Delete old runs with their steps and give the space back (the one command that writes)
+    #[command(after_help = format!("{PRUNE_AFTER_HELP}\n\n{EXIT_CODES}"))]
+    Prune(PruneArgs),
 }
 
 #[derive(Debug, Args)]
@@ -160,4 +199,28 @@ pub(crate) struct ShowArgs {
     /// Print every value whole instead of cutting long ones to fit
     #[arg(long)]
     pub(crate) full: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct PruneArgs {
+    /// Delete runs started before WHEN (30d, 12h, 2w, 2026-01-05, '2026-01-05 14:30', RFC 3339)
+    #[arg(long, value_name = "WHEN", required = true)]
+    pub(crate) older_than: String,
+
+    /// Only runs with this status; repeat or separate with commas for several [default: every
+    /// status but running and crashed]
+    #[arg(short, long, value_name = "STATUS", value_delimiter = ',')]
+    pub(crate) status: Vec<String>,
+
+    /// Only runs of this pipeline (exact name)
+    #[arg(short, long, value_name = "NAME")]
+    pub(crate) pipeline: Option<String>,
+
+    /// Count what would be deleted and change nothing (even with --yes)
+    #[arg(long)]
+    pub(crate) dry_run: bool,
+
+    /// Delete without asking
+    #[arg(short, long)]
+    pub(crate) yes: bool,
 }

@@ -1,8 +1,8 @@
 //! The validated configuration of one lens command: raw arguments plus environment, checked once.
 
-use flujo_trace_sqlite::{resolve_state_path_in, RunFilter, StatePath, CRASHED};
+use flujo_trace_sqlite::{resolve_state_path_in, PruneFilter, RunFilter, StatePath, CRASHED};
 
-use crate::args::{Cli, CliCommand, FormatArg, LensCommand, ListArgs, ShowArgs};
+use crate::args::{Cli, CliCommand, FormatArg, LensCommand, ListArgs, PruneArgs, ShowArgs};
 use crate::error::LensError;
 use crate::timespec::parse_when;
 use crate::Environment;
@@ -40,6 +40,7 @@ pub(crate) enum Format {
 pub(crate) enum Command {
     List(ListConfig),
     Show(ShowConfig),
+    Prune(PruneConfig),
 }
 
 #[derive(Debug, Clone)]
@@ -53,6 +54,25 @@ pub(crate) struct ListConfig {
 pub(crate) struct ShowConfig {
     pub(crate) run: RunSelector,
     pub(crate) values: ValueLength,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct PruneConfig {
+    pub(crate) filter: PruneFilter,
+    /// `--older-than` as the user wrote it, for messages.
+    pub(crate) older_than: String,
+    pub(crate) mode: PruneMode,
+}
+
+/// Whether `prune` deletes, and whether it asks first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PruneMode {
+    /// `--dry-run`: count only, read-only.
+    DryRun,
+    /// Ask on the terminal; refuse when there is none.
+    Ask,
+    /// `--yes`: delete without asking.
+    Yes,
 }
 
 /// Which run `show` shows.
@@ -87,6 +107,7 @@ impl Config {
         let command = match lens.command {
             LensCommand::List(list) => Command::List(list_config(list, env)?),
             LensCommand::Show(show) => Command::Show(show_config(show)?),
+            LensCommand::Prune(prune) => Command::Prune(prune_config(prune, env)?),
         };
         Ok(Config {
             state,
@@ -112,9 +133,10 @@ pub(crate) fn output_width(env: &Environment) -> usize {
         .max(MIN_WIDTH)
 }
 
-fn list_config(args: ListArgs, env: &Environment) -> Result<ListConfig, LensError> {
+/// `--status` values: known, lowercase, each once.
+fn statuses(values: &[String]) -> Result<Vec<String>, LensError> {
     let mut statuses = Vec::new();
-    for status in &args.status {
+    for status in values {
         let status = status.trim().to_ascii_lowercase();
         if status.is_empty() {
             continue;
@@ -129,6 +151,11 @@ fn list_config(args: ListArgs, env: &Environment) -> Result<ListConfig, LensErro
             statuses.push(status);
         }
     }
+    Ok(statuses)
+}
+
+fn list_config(args: ListArgs, env: &Environment) -> Result<ListConfig, LensError> {
+    let statuses = statuses(&args.status)?;
     if args.limit == 0 {
         return Err(LensError::Usage(
             "--limit must be at least 1: give the number of runs to show".to_owned(),
@@ -182,5 +209,25 @@ fn show_config(args: ShowArgs) -> Result<ShowConfig, LensError> {
         } else {
             ValueLength::Cut
         },
+    })
+}
+
+fn prune_config(args: PruneArgs, env: &Environment) -> Result<PruneConfig, LensError> {
+    let started_before = parse_when("--older-than", &args.older_than, env.now)?;
+    let mode = if args.dry_run {
+        PruneMode::DryRun
+    } else if args.yes {
+        PruneMode::Yes
+    } else {
+        PruneMode::Ask
+    };
+    Ok(PruneConfig {
+        filter: PruneFilter {
+            started_before,
+            statuses: statuses(&args.status)?,
+            pipeline_name: args.pipeline,
+        },
+        older_than: args.older_than.trim().to_owned(),
+        mode,
     })
 }

@@ -4,15 +4,18 @@ use std::io::Write;
 
 /// Exit code: the command did what was asked.
 pub const EXIT_SUCCESS: u8 = 0;
-/// Exit code: nothing found (no run matches, or RUN names no run or several).
+/// Exit code: nothing found (no run matches, or RUN names no run or several), or `prune` was not
+/// confirmed (nothing deleted).
 pub const EXIT_NOTHING_FOUND: u8 = 1;
-/// Exit code: bad arguments, unusable configuration, or an unusable database.
+/// Exit code: bad arguments, unusable configuration, an unusable database, or `prune` without
+/// `--yes` and no terminal to ask on.
 pub const EXIT_USAGE: u8 = 2;
 
 /// Why a lens command stopped.
 #[derive(Debug)]
 pub(crate) enum LensError {
-    /// Nothing matched; the message (one or more lines) says what was looked for.
+    /// Nothing matched, or `prune` was not confirmed; the message (one or more lines) says what
+    /// was looked for.
     NothingFound(String),
     /// Bad arguments or configuration detected by the lens itself.
     Usage(String),

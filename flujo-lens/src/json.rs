@@ -92,6 +92,7 @@ pub(crate) struct RunJson<'a> {
 #[derive(Debug, Serialize)]
 struct RunDetailJson<'a> {
     input: Option<Payload<'a>>,
+    output: Option<Payload<'a>>,
     final_context: Option<Payload<'a>>,
     error: Option<&'a str>,
 }
@@ -120,6 +121,7 @@ impl<'a> RunJson<'a> {
             writer: run.writer.as_ref(),
             detail: (shape == RunShape::Detail).then(|| RunDetailJson {
                 input: payload(run.input_blob.as_deref()),
+                output: payload(run.output_blob.as_deref()),
                 final_context: payload(run.final_context_blob.as_deref()),
                 error: run.error_blob.as_deref(),
             }),
@@ -139,6 +141,7 @@ pub(crate) struct StepJson<'a> {
     step_kind: Option<&'a str>,
     status: &'a str,
     attempts: Option<i64>,
+    fallback_taken: Option<bool>,
     start_time: &'a str,
     end_time: Option<&'a str>,
     duration_ms: Option<i64>,
@@ -161,6 +164,7 @@ impl<'a> StepJson<'a> {
             step_kind: step.step_kind.as_deref(),
             status,
             attempts: step.attempts,
+            fallback_taken: step.fallback_taken,
             start_time: &step.start_time,
             end_time: step.end_time.as_deref(),
             duration_ms: step.duration_ms,

@@ -3,20 +3,25 @@
 //! ```text
 //! flujo lens list [--status S[,S...]] [--pipeline NAME] [--since WHEN] [--until WHEN] [--limit N]
 //! flujo lens show RUN [--full]            RUN: a run id, a unique prefix of one, or `latest`
+//! flujo lens prune --older-than WHEN [--status S[,S...]] [--pipeline NAME] [--dry-run] [--yes]
 //! global: --state-uri URI, -o/--format table|json|jsonl
 //! ```
 //!
 //! The database is found by the shared resolver (`--state-uri`, `FLUJO_STATE_URI`, `state_uri` in
 //! the nearest `flujo.toml`, `./flujo_ops.db`) and opened read-only: the lens never creates,
-//! migrates, moves or rewrites it.
+//! migrates, moves or rewrites it. The one exception is `prune`, which deletes old runs with
+//! their steps (asking first on a terminal, else only with `--yes`) in short transactions that
+//! pipelines writing meanwhile wait out, and gives the freed space back to the file system
+//! (`PRAGMA incremental_vacuum`) when the database was created by flujo. Without `--status`,
+//! `prune` keeps runs still running and crashed runs.
 //!
 //! # Exit codes
 //!
 //! | code | meaning |
 //! | --- | --- |
 //! | 0 | success (also when the reader of the output goes away, as in `flujo lens list \| head -1`) |
-//! | 1 | nothing found: no run matches the filters (or none is recorded yet), or RUN names no run or several (an ambiguous prefix lists the candidates) |
-//! | 2 | the command could not run: bad arguments, an unusable configuration (`flujo.toml`, `FLUJO_STATE_URI`), or a database that is missing, not a flujo database, corrupt, or from a newer flujo |
+//! | 1 | nothing found: no run matches the filters (or none is recorded yet), or RUN names no run or several (an ambiguous prefix lists the candidates); `prune`: no run matches, or the question was not answered yes (nothing deleted) |
+//! | 2 | the command could not run: bad arguments, an unusable configuration (`flujo.toml`, `FLUJO_STATE_URI`), or a database that is missing, not a flujo database, corrupt, or from a newer flujo; `prune` without `--yes` when there is no terminal to ask on |
 //!
 //! # JSON output
 //!
@@ -29,11 +34,13 @@
 //! A run object: `run_id`, `pipeline_name`, `pipeline_version`, `status` (`running`, `completed`,
 //! `failed`, `cancelled`, or `crashed`: a run stored as `running` whose process on this host is
 //! gone), `start_time`, `end_time`, `duration_ms`, `total_cost`, `total_tokens`, `n_steps`,
-//! `writer` (`{host, pid, pid_start}` or `null`); `show` adds `input`, `final_context`, `error`.
+//! `writer` (`{host, pid, pid_start}` or `null`); `show` adds `input`, `output` (the run's final
+//! output, only for a completed run), `final_context`, `error`.
 //!
 //! A step object: `step_run_id`, `parent_step_run_id`, `step_name`, `step_index`, `step_kind`,
-//! `status`, `attempts`, `start_time`, `end_time`, `duration_ms`, `cost`, `tokens`, `input`,
-//! `output`, `error`.
+//! `status`, `attempts`, `fallback_taken` (`true` when the step's fallback produced its output;
+//! `null` for a step that did not finish), `start_time`, `end_time`, `duration_ms`, `cost`,
+//! `tokens`, `input`, `output`, `error`.
 //!
 //! - `list -o json`: `{"runs": [run, ...], "matching": {"count": N, "exact": bool}, "limit": N}`;
 //!   `exact: false` means more than `count` runs match.
@@ -41,6 +48,11 @@
 //! - `show -o json`: `{"run": run, "steps": [step, ...]}`, steps in execution order.
 //! - `show -o jsonl`: the run object, then one step object per line; each carries
 //!   `"record": "run"` or `"record": "step"`.
+//! - `prune -o json` (and `-o jsonl`, the same line): `{"runs_deleted": N, "steps_deleted": N,
+//!   "bytes_before": N, "bytes_after": N, "reusable_bytes": N, "dry_run": bool}`; bytes count the
+//!   database file and its `-wal` file, `reusable_bytes` is freed space kept inside a file
+//!   without auto-vacuum. With `--dry-run` the counts are what would be deleted and
+//!   `bytes_after`, `reusable_bytes` are `null`.
 #![warn(missing_docs, unreachable_pub, rust_2018_idioms)]
 
 mod args;
@@ -48,12 +60,13 @@ mod config;
 mod error;
 mod json;
 mod list;
+mod prune;
 mod render;
 mod show;
 mod text;
 mod timespec;
 
-use std::io::{IsTerminal as _, Write};
+use std::io::{BufRead, IsTerminal as _, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -75,6 +88,11 @@ pub struct Environment {
     pub no_color: bool,
     /// Whether standard output is a terminal (colour and terminal width only then).
     pub stdout_is_terminal: bool,
+    /// Whether standard input is a terminal: only then does `prune` ask before deleting
+    /// (otherwise it needs `--yes`).
+    pub stdin_is_terminal: bool,
+    /// Whether standard error is a terminal: only then does `prune` show its progress.
+    pub stderr_is_terminal: bool,
     /// The width of the terminal standard output is, when known.
     pub terminal_width: Option<usize>,
     /// Now, for relative `--since`/`--until` and the age of running runs.
@@ -92,6 +110,8 @@ impl Environment {
             columns: std::env::var("COLUMNS").ok(),
             no_color: std::env::var_os("NO_COLOR").is_some_and(|value| !value.is_empty()),
             stdout_is_terminal,
+            stdin_is_terminal: std::io::stdin().is_terminal(),
+            stderr_is_terminal: std::io::stderr().is_terminal(),
             terminal_width: stdout_is_terminal
                 .then(|| terminal_size::terminal_size_of(&stdout))
                 .flatten()
@@ -103,8 +123,26 @@ impl Environment {
 
 /// Runs the `flujo` command line: parses `args` (the first is the program name), runs the
 /// command, writes its output to `stdout` and messages to `stderr`, and returns the exit code
-/// (see the crate documentation).
+/// (see the crate documentation). The answer to `prune`'s question is read from this process's
+/// standard input.
 pub fn run<I, T>(args: I, env: &Environment, stdout: &mut dyn Write, stderr: &mut dyn Write) -> u8
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let stdin = std::io::stdin();
+    run_with_input(args, env, &mut stdin.lock(), stdout, stderr)
+}
+
+/// [`run`], reading the answer to `prune`'s question (asked only when
+/// [`Environment::stdin_is_terminal`]) from `stdin`.
+pub fn run_with_input<I, T>(
+    args: I,
+    env: &Environment,
+    stdin: &mut dyn BufRead,
+    stdout: &mut dyn Write,
+    stderr: &mut dyn Write,
+) -> u8
 where
     I: IntoIterator<Item = T>,
     T: Into<std::ffi::OsString> + Clone,
@@ -137,6 +175,14 @@ where
         let result = match &config.command {
             Command::List(list) => list::run(&config, list, stdout),
             Command::Show(show) => show::run(&config, show, stdout),
+            Command::Prune(prune) => {
+                let mut terminal = prune::Terminal {
+                    env,
+                    stdin: &mut *stdin,
+                    stderr: &mut *stderr,
+                };
+                prune::run(&config, prune, &mut terminal, stdout)
+            }
         };
         result.and_then(|()| stdout.flush().map_err(LensError::from))
     });

@@ -28,6 +28,8 @@ pub(crate) enum Tone {
     Bad,
     Busy,
     Quiet,
+    /// Worth a look though nothing failed (a fallback was taken).
+    Warn,
 }
 
 impl Tone {
@@ -47,7 +49,7 @@ impl Tone {
             Tone::Plain => None,
             Tone::Good => Some(Color::Green),
             Tone::Bad => Some(Color::Red),
-            Tone::Busy => Some(Color::Yellow),
+            Tone::Busy | Tone::Warn => Some(Color::Yellow),
             Tone::Quiet => Some(Color::DarkGray),
         }
     }

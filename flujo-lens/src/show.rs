@@ -1,5 +1,6 @@
-//! `flujo lens show RUN`: a run's summary, its final context, and its steps in execution order,
-//! nested steps indented under their parent. Steps are read and written one at a time.
+//! `flujo lens show RUN`: a run's summary (with its input and final output), its final context,
+//! and its steps in execution order, nested steps indented under their parent, a step whose
+//! fallback was taken marked `fallback taken`. Steps are read and written one at a time.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -244,11 +245,15 @@ pub(crate) fn render_summary(
         .map(|(key, _)| key.len())
         .max()
         .unwrap_or(0)
-        .max("input".len());
+        .max("output".len());
     let value_width = render::record_value_width(layout.width, key_width);
     if let Some(input) = &run.input_blob {
         let fitted = payload(input, layout.fit(value_width, CUT_VALUE_LINES, false));
         rows.push(("input", Cell::plain(fitted)));
+    }
+    if let Some(output) = &run.output_blob {
+        let fitted = payload(output, layout.fit(value_width, CUT_VALUE_LINES, false));
+        rows.push(("output", Cell::plain(fitted)));
     }
     if let Some(error) = &run.error_blob {
         let fitted = payload(error, layout.fit(value_width, CUT_VALUE_LINES, true));
@@ -362,8 +367,9 @@ fn header_lines(title: &str, facts: &[(String, Tone)], width: usize, color: bool
     lines
 }
 
-/// One step's section: a header line (`#2.0 name [kind] · status · attempts · duration · cost ·
-/// tokens`) and a record of its input, output and error, indented by its depth.
+/// One step's section: a header line (`#2.0 name [kind] · status · fallback taken · attempts ·
+/// duration · cost · tokens`, `fallback taken` only when the step's fallback produced its output)
+/// and a record of its input, output and error, indented by its depth.
 pub(crate) fn render_step(
     step: &StepRecord,
     status: &str,
@@ -379,6 +385,9 @@ pub(crate) fn render_step(
         title.push_str(&format!(" [{kind}]"));
     }
     let mut facts = vec![(text::escape(status), Tone::of_status(status))];
+    if step.fallback_taken == Some(true) {
+        facts.push(("fallback taken".to_owned(), Tone::Warn));
+    }
     if let Some(attempts) = step.attempts {
         let plural = if attempts == 1 { "" } else { "s" };
         facts.push((format!("{attempts} attempt{plural}"), Tone::Plain));

@@ -388,3 +388,141 @@ fn payload_recorded_cut_says_so() {
         "JSON keeps the stored text"
     );
 }
+
+/// A completed run whose `call_model` step failed and whose fallback `template` produced the
+/// output, the run's final output recorded.
+fn fallback_dir() -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("flujo_ops.db");
+    let conn = create_v2(&path);
+    insert_run(
+        &conn,
+        &Run {
+            run_id: run_id(7),
+            pipeline_name: "support".into(),
+            pipeline_version: "3".into(),
+            status: "completed".into(),
+            start_time: time(16, 0, 0, 0),
+            end_time: Some(time(16, 0, 4, 0)),
+            duration_ms: Some(4_000),
+            total_cost: Some(0.003),
+            total_tokens: Some(300),
+            n_steps: Some(3),
+            input_blob: Some(r#""my invoice is wrong""#.into()),
+            output_blob: Some(r#"{"reply":"billing template","category":"billing"}"#.into()),
+            final_context_blob: Some(r#"{"drafts":0}"#.into()),
+            ..Run::default()
+        },
+    );
+    insert_step(
+        &conn,
+        &Step {
+            input_blob: Some(r#""my invoice is wrong""#.into()),
+            output_blob: Some(r#""billing""#.into()),
+            ..step(7, 1, 16, "classify", 0)
+        },
+    );
+    insert_step(
+        &conn,
+        &Step {
+            attempts: Some(2),
+            fallback_taken: Some(true),
+            input_blob: Some(r#""billing""#.into()),
+            output_blob: Some(r#"{"reply":"billing template","category":"billing"}"#.into()),
+            error_blob: Some("step 'call_model' failed: model overloaded".into()),
+            ..step(7, 2, 16, "call_model", 1)
+        },
+    );
+    insert_step(
+        &conn,
+        &Step {
+            parent_step_run_id: Some(step_id(7, 2)),
+            step_kind: Some("fallback".into()),
+            input_blob: Some(r#""billing""#.into()),
+            output_blob: Some(r#"{"reply":"billing template","category":"billing"}"#.into()),
+            ..step(7, 3, 16, "template", 0)
+        },
+    );
+    drop(conn);
+    (dir, path)
+}
+
+#[test]
+fn run_output_and_a_taken_fallback_are_shown() {
+    let (dir, _path) = fallback_dir();
+    let id = run_id(7);
+    let args = ["lens", "show", &id];
+    let outcome = lens(dir.path(), &args);
+    snapshot!("lens_show_fallback", dir.path(), outcome.transcript(&args));
+    assert_eq!(outcome.code, 0);
+    let stdout = &outcome.stdout;
+    let output_line = stdout
+        .lines()
+        .find(|line| line.contains("│ output "))
+        .expect("the run's output in the summary");
+    assert!(
+        output_line.contains(r#"{"reply":"billing template","category":"billing"}"#),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("\n#1 call_model · completed · fallback taken · 2 attempts"),
+        "{stdout}"
+    );
+    assert_eq!(
+        stdout.matches("fallback taken").count(),
+        1,
+        "only the step whose fallback was taken says so: {stdout}"
+    );
+    assert!(
+        stdout.contains("\n  #1.0 template [fallback] · completed"),
+        "{stdout}"
+    );
+
+    let json = lens(dir.path(), &["lens", "show", &id, "-o", "json"]);
+    let value: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(
+        value["run"]["output"],
+        serde_json::json!({"reply": "billing template", "category": "billing"}),
+        "the run's output embedded as JSON"
+    );
+    let taken: Vec<&serde_json::Value> = value["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|step| &step["fallback_taken"])
+        .collect();
+    assert_eq!(
+        taken,
+        [
+            &serde_json::json!(false),
+            &serde_json::json!(true),
+            &serde_json::json!(false)
+        ]
+    );
+}
+
+#[test]
+fn a_long_run_output_is_cut_and_whole_with_full() {
+    let (dir, path) = fallback_dir();
+    let long_output = format!(r#"{{"reply":"{}"}}"#, "word ".repeat(400));
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute(
+        "UPDATE runs SET output_blob = ?1 WHERE run_id = ?2",
+        rusqlite::params![long_output, run_id(7)],
+    )
+    .unwrap();
+    drop(conn);
+    let id = run_id(7);
+    let cut = lens(dir.path(), &["lens", "show", &id]);
+    assert!(
+        cut.stdout.contains("(+1.6 KiB, 2,012 bytes total; --full)"),
+        "{}",
+        cut.stdout
+    );
+    let full = lens(dir.path(), &["lens", "show", &id, "--full"]);
+    let words = full.stdout.matches("word").count();
+    assert_eq!(words, 400, "{}", full.stdout);
+    let json = lens(dir.path(), &["lens", "show", &id, "-o", "json"]);
+    let value: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(value["run"]["output"]["reply"], "word ".repeat(400));
+}

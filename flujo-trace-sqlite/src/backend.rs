@@ -36,6 +36,8 @@ pub struct RunRecord {
     pub n_steps: Option<i64>,
     /// The run's input, JSON text.
     pub input_blob: Option<String>,
+    /// The run's final output, JSON text (only for a completed run).
+    pub output_blob: Option<String>,
     /// The final context, JSON text.
     pub final_context_blob: Option<String>,
     /// The error that failed the run.
@@ -91,6 +93,9 @@ pub struct StepRecord {
     pub output_blob: Option<String>,
     /// Error message.
     pub error_blob: Option<String>,
+    /// Whether the step's fallback produced its output (`None` when not recorded: a running or
+    /// cancelled step, or a schema v1 database).
+    pub fallback_taken: Option<bool>,
 }
 
 /// What `save_run_end` records when a run's span closes.
@@ -106,6 +111,8 @@ pub struct RunEnd {
     pub total_cost: Option<f64>,
     /// Total tokens.
     pub total_tokens: Option<i64>,
+    /// The run's final output, JSON text (only for a completed run).
+    pub output_blob: Option<String>,
     /// Final context, JSON text.
     pub final_context_blob: Option<String>,
     /// Error that failed the run.
@@ -234,6 +241,7 @@ pub(crate) struct StepClose {
     pub(crate) tokens: Option<i64>,
     pub(crate) output_blob: Option<String>,
     pub(crate) error_blob: Option<String>,
+    pub(crate) fallback_taken: Option<bool>,
 }
 
 /// A whole step row, borrowed from a [`StepRecord`] or from a step's start and close: what
@@ -256,6 +264,7 @@ pub(crate) struct StepRow<'a> {
     input_blob: Option<&'a str>,
     output_blob: Option<&'a str>,
     error_blob: Option<&'a str>,
+    fallback_taken: Option<bool>,
 }
 
 impl<'a> StepRow<'a> {
@@ -277,6 +286,7 @@ impl<'a> StepRow<'a> {
             input_blob: step.input_blob.as_deref(),
             output_blob: step.output_blob.as_deref(),
             error_blob: step.error_blob.as_deref(),
+            fallback_taken: step.fallback_taken,
         }
     }
 
@@ -291,6 +301,7 @@ impl<'a> StepRow<'a> {
             tokens: close.tokens,
             output_blob: close.output_blob.as_deref(),
             error_blob: close.error_blob.as_deref(),
+            fallback_taken: close.fallback_taken,
             ..StepRow::from_record(start)
         }
     }
@@ -300,9 +311,9 @@ impl<'a> StepRow<'a> {
 pub(crate) fn insert_run(conn: &Connection, run: &RunRecord) -> rusqlite::Result<()> {
     let mut stmt = conn.prepare_cached(
         "INSERT INTO runs (run_id, pipeline_name, pipeline_version, status, start_time, end_time, \
-         duration_ms, total_cost, total_tokens, n_steps, input_blob, final_context_blob, \
-         error_blob, writer_host, writer_pid, writer_pid_start) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+         duration_ms, total_cost, total_tokens, n_steps, input_blob, output_blob, \
+         final_context_blob, error_blob, writer_host, writer_pid, writer_pid_start) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
     )?;
     let writer = run.writer.as_ref();
     stmt.execute(params![
@@ -317,6 +328,7 @@ pub(crate) fn insert_run(conn: &Connection, run: &RunRecord) -> rusqlite::Result
         run.total_tokens,
         run.n_steps,
         run.input_blob,
+        run.output_blob,
         run.final_context_blob,
         run.error_blob,
         writer.map(|w| w.host.as_str()),
@@ -335,7 +347,7 @@ pub(crate) fn update_run_end(
 ) -> rusqlite::Result<usize> {
     let mut stmt = conn.prepare_cached(
         "UPDATE runs SET status = ?2, end_time = ?3, duration_ms = ?4, total_cost = ?5, \
-         total_tokens = ?6, final_context_blob = ?7, error_blob = ?8, \
+         total_tokens = ?6, final_context_blob = ?7, error_blob = ?8, output_blob = ?9, \
          n_steps = (SELECT count(*) FROM steps WHERE steps.run_id = ?1) \
          WHERE run_id = ?1",
     )?;
@@ -348,6 +360,7 @@ pub(crate) fn update_run_end(
         end.total_tokens,
         end.final_context_blob,
         end.error_blob,
+        end.output_blob,
     ])
 }
 
@@ -356,8 +369,8 @@ macro_rules! insert_step_sql {
     () => {
         "INSERT INTO steps (step_run_id, run_id, parent_step_run_id, step_name, step_index, \
          step_kind, status, attempts, start_time, end_time, duration_ms, cost, tokens, \
-         input_blob, output_blob, error_blob) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
+         input_blob, output_blob, error_blob, fallback_taken) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"
     };
 }
 
@@ -379,7 +392,7 @@ pub(crate) fn upsert_step(conn: &Connection, step: &StepRow<'_>) -> rusqlite::Re
          start_time = excluded.start_time, end_time = excluded.end_time, \
          duration_ms = excluded.duration_ms, cost = excluded.cost, tokens = excluded.tokens, \
          input_blob = excluded.input_blob, output_blob = excluded.output_blob, \
-         error_blob = excluded.error_blob"
+         error_blob = excluded.error_blob, fallback_taken = excluded.fallback_taken"
     ))?;
     bind_step(&mut stmt, step)
 }
@@ -402,6 +415,7 @@ fn bind_step(stmt: &mut rusqlite::Statement<'_>, step: &StepRow<'_>) -> rusqlite
         step.input_blob,
         step.output_blob,
         step.error_blob,
+        step.fallback_taken,
     ])?;
     Ok(())
 }
@@ -411,7 +425,8 @@ fn bind_step(stmt: &mut rusqlite::Statement<'_>, step: &StepRow<'_>) -> rusqlite
 pub(crate) fn update_step_end(conn: &Connection, close: &StepClose) -> rusqlite::Result<usize> {
     let mut stmt = conn.prepare_cached(
         "UPDATE steps SET status = ?2, attempts = ?3, end_time = ?4, duration_ms = ?5, \
-         cost = ?6, tokens = ?7, output_blob = ?8, error_blob = ?9 WHERE step_run_id = ?1",
+         cost = ?6, tokens = ?7, output_blob = ?8, error_blob = ?9, fallback_taken = ?10 \
+         WHERE step_run_id = ?1",
     )?;
     stmt.execute(params![
         close.step_run_id,
@@ -423,5 +438,6 @@ pub(crate) fn update_step_end(conn: &Connection, close: &StepClose) -> rusqlite:
         close.tokens,
         close.output_blob,
         close.error_blob,
+        close.fallback_taken,
     ])
 }

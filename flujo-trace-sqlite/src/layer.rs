@@ -629,6 +629,7 @@ fn blank_run() -> RunRecord {
         total_tokens: None,
         n_steps: None,
         input_blob: None,
+        output_blob: None,
         final_context_blob: None,
         error_blob: None,
         writer: None,
@@ -642,6 +643,7 @@ fn blank_run_end() -> RunEnd {
         duration_ms: None,
         total_cost: None,
         total_tokens: None,
+        output_blob: None,
         final_context_blob: None,
         error_blob: None,
     }
@@ -665,6 +667,7 @@ fn blank_step() -> StepRecord {
         input_blob: None,
         output_blob: None,
         error_blob: None,
+        fallback_taken: None,
     }
 }
 
@@ -703,6 +706,7 @@ impl Visit for RunVisitor<'_> {
             ("input", Some(start)) => start.input_blob = Some(payload()),
             ("status", _) => self.end.status = owned(),
             ("end_time", _) => self.end.end_time = owned(),
+            ("output", _) => self.end.output_blob = Some(payload()),
             ("error", _) => self.end.error_blob = Some(payload()),
             ("final_context", _) => self.end.final_context_blob = Some(payload()),
             _ => {}
@@ -792,8 +796,11 @@ impl Visit for StepVisitor<'_> {
         }
     }
 
-    // `fallback_taken` has no column: a taken fallback shows as its own `fallback` step row
-    fn record_bool(&mut self, _field: &Field, _value: bool) {}
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        if field.name() == "fallback_taken" {
+            self.close.fallback_taken = Some(value);
+        }
+    }
 
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
         self.record_str(field, &value.to_string());

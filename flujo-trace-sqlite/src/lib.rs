@@ -8,6 +8,7 @@ mod layer;
 mod migrate;
 mod payload;
 mod process;
+mod prune;
 mod read;
 mod writer;
 
@@ -16,9 +17,11 @@ pub use backend::{
 };
 pub use config::{
     find_flujo_toml, load_flujo_toml, resolve_state_path, resolve_state_path_in, FlujoToml,
-    StatePath, StateSource, CONFIG_FILE_NAME, DEFAULT_STATE_URI, STATE_URI_ENV,
+    RedactionToml, StatePath, StateSource, StorageToml, CONFIG_FILE_NAME, DEFAULT_STATE_URI,
+    STATE_URI_ENV,
 };
 pub use error::Error;
 pub use layer::{SqliteHandle, SqliteLayer, SqliteLayerBuilder};
 pub use payload::{truncated, Truncated, DEFAULT_PAYLOAD_CAP, TRUNCATION_MARKER_PREFIX};
+pub use prune::{PruneCounts, PruneFilter, PruneProgress, PruneReport};
 pub use read::{RunCount, RunPage, CRASHED};

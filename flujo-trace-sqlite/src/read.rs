@@ -37,8 +37,8 @@ pub struct RunCount {
 /// One page of runs, newest first, and how many runs match in all.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunPage {
-    /// At most `filter.limit` runs, without their blobs (`input_blob`, `final_context_blob` and
-    /// `error_blob` are `None`).
+    /// At most `filter.limit` runs, without their blobs (`input_blob`, `output_blob`,
+    /// `final_context_blob` and `error_blob` are `None`).
     pub runs: Vec<RunRecord>,
     /// How many runs match the filter.
     pub matching: RunCount,
@@ -287,23 +287,24 @@ fn run_columns(version: i64, columns: Columns) -> &'static str {
             "run_id, pipeline_name, pipeline_version, status, start_time, end_time, duration_ms, \
              total_cost, total_tokens, \
              COALESCE(n_steps, (SELECT count(*) FROM steps WHERE steps.run_id = runs.run_id)), \
-             NULL, NULL, NULL, writer_host, writer_pid, writer_pid_start"
+             NULL, NULL, NULL, NULL, writer_host, writer_pid, writer_pid_start"
         }
         (true, Columns::Detail) => {
             "run_id, pipeline_name, pipeline_version, status, start_time, end_time, duration_ms, \
              total_cost, total_tokens, \
              COALESCE(n_steps, (SELECT count(*) FROM steps WHERE steps.run_id = runs.run_id)), \
-             input_blob, final_context_blob, error_blob, writer_host, writer_pid, writer_pid_start"
+             input_blob, output_blob, final_context_blob, error_blob, writer_host, writer_pid, \
+             writer_pid_start"
         }
         (false, Columns::Summary) => {
             "run_id, pipeline_name, pipeline_version, status, start_time, end_time, NULL, \
              total_cost, NULL, (SELECT count(*) FROM steps WHERE steps.run_id = runs.run_id), \
-             NULL, NULL, NULL, NULL, NULL, NULL"
+             NULL, NULL, NULL, NULL, NULL, NULL, NULL"
         }
         (false, Columns::Detail) => {
             "run_id, pipeline_name, pipeline_version, status, start_time, end_time, NULL, \
              total_cost, NULL, (SELECT count(*) FROM steps WHERE steps.run_id = runs.run_id), \
-             NULL, final_context_blob, NULL, NULL, NULL, NULL"
+             NULL, NULL, final_context_blob, NULL, NULL, NULL, NULL"
         }
     }
 }
@@ -313,17 +314,17 @@ fn step_columns(version: i64) -> &'static str {
     if version >= 2 {
         "step_run_id, run_id, parent_step_run_id, step_name, step_index, step_kind, status, \
          attempts, start_time, end_time, duration_ms, cost, tokens, input_blob, output_blob, \
-         error_blob"
+         error_blob, fallback_taken"
     } else {
         "step_run_id, run_id, NULL, step_name, step_index, NULL, status, NULL, start_time, \
-         end_time, duration_ms, cost, tokens, input_blob, output_blob, error_blob"
+         end_time, duration_ms, cost, tokens, input_blob, output_blob, error_blob, NULL"
     }
 }
 
 fn run_from_row(row: &Row<'_>) -> rusqlite::Result<RunRecord> {
-    let writer_host: Option<String> = row.get(13)?;
-    let writer_pid: Option<i64> = row.get(14)?;
-    let writer_pid_start: Option<i64> = row.get(15)?;
+    let writer_host: Option<String> = row.get(14)?;
+    let writer_pid: Option<i64> = row.get(15)?;
+    let writer_pid_start: Option<i64> = row.get(16)?;
     let writer = match (writer_host, writer_pid) {
         (Some(host), Some(pid)) => Some(WriterProcess {
             host,
@@ -344,8 +345,9 @@ fn run_from_row(row: &Row<'_>) -> rusqlite::Result<RunRecord> {
         total_tokens: row.get(8)?,
         n_steps: row.get(9)?,
         input_blob: row.get(10)?,
-        final_context_blob: row.get(11)?,
-        error_blob: row.get(12)?,
+        output_blob: row.get(11)?,
+        final_context_blob: row.get(12)?,
+        error_blob: row.get(13)?,
         writer,
     };
     if run.duration_ms.is_none() {
@@ -378,6 +380,7 @@ fn step_from_row(row: &Row<'_>) -> rusqlite::Result<StepRecord> {
         input_blob: row.get(13)?,
         output_blob: row.get(14)?,
         error_blob: row.get(15)?,
+        fallback_taken: row.get(16)?,
     })
 }
 

@@ -15,6 +15,7 @@ fn run(run_id: &str) -> RunRecord {
         total_tokens: None,
         n_steps: None,
         input_blob: Some("\"text\"".into()),
+        output_blob: None,
         final_context_blob: None,
         error_blob: None,
         writer: None,
@@ -39,6 +40,8 @@ fn step(run_id: &str, step_run_id: &str, step_index: i64, status: &str) -> StepR
         input_blob: Some("1".into()),
         output_blob: Some("2".into()),
         error_blob: None,
+        // stored as 0/1 and read back as a bool; step 1 took its fallback
+        fallback_taken: Some(step_index == 1),
     }
 }
 
@@ -63,6 +66,7 @@ fn a_run_written_through_the_trait_reads_back_whole() {
         duration_ms: Some(1000),
         total_cost: Some(1.0),
         total_tokens: Some(24),
+        output_blob: Some("\"a summary\"".into()),
         final_context_blob: Some("{}".into()),
         error_blob: None,
     };
@@ -73,6 +77,7 @@ fn a_run_written_through_the_trait_reads_back_whole() {
     assert_eq!(stored.n_steps, Some(2));
     assert_eq!(stored.total_tokens, Some(24));
     assert_eq!(stored.input_blob.as_deref(), Some("\"text\""));
+    assert_eq!(stored.output_blob.as_deref(), Some("\"a summary\""));
     let steps = backend.list_run_steps("r1").unwrap();
     assert_eq!(
         steps,
@@ -93,6 +98,7 @@ fn write_errors_name_the_database_and_the_run() {
         duration_ms: None,
         total_cost: None,
         total_tokens: None,
+        output_blob: None,
         final_context_blob: None,
         error_blob: None,
     };

@@ -14,7 +14,8 @@ use tracing_subscriber::prelude::*;
 const MAX_MARKER: usize = TRUNCATION_MARKER_PREFIX.len() + 20 + 4 + 20 + 7;
 
 /// Records one run with one step whose input, output and error are `step_input`,
-/// `step_output`, `step_error`, and whose run input, error and final context are `run_payload`;
+/// `step_output`, `step_error`, and whose run input, output, error and final context are
+/// `run_payload`;
 /// returns a reader on the database.
 fn record(
     layer: SqliteLayer,
@@ -70,6 +71,7 @@ fn record(
             step.record("error", step_error);
         });
         end_run(&run, "failed", 0.0, 1);
+        run.record("output", run_payload);
         run.record("error", run_payload);
         run.record("final_context", run_payload);
     });
@@ -78,8 +80,9 @@ fn record(
     reader(&path)
 }
 
-/// The six stored payloads: step input, output, error; run input, error, final context.
-fn stored(conn: &Connection) -> [String; 6] {
+/// The seven stored payloads: step input, output, error; run input, output, error, final
+/// context.
+fn stored(conn: &Connection) -> [String; 7] {
     let (a, b, c) = conn
         .query_row(
             "SELECT input_blob, output_blob, error_blob FROM steps WHERE step_run_id = 'step-1'",
@@ -87,14 +90,15 @@ fn stored(conn: &Connection) -> [String; 6] {
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
         .unwrap();
-    let (d, e, f) = conn
+    let (d, e, f, g) = conn
         .query_row(
-            "SELECT input_blob, error_blob, final_context_blob FROM runs WHERE run_id = 'run-1'",
+            "SELECT input_blob, output_blob, error_blob, final_context_blob FROM runs \
+             WHERE run_id = 'run-1'",
             [],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
         )
         .unwrap();
-    [a, b, c, d, e, f]
+    [a, b, c, d, e, f, g]
 }
 
 /// `stored` is `original` cut to at most `cap` bytes, at a character boundary, with the marker.
@@ -114,7 +118,7 @@ fn a_5_mib_output_is_stored_cut_at_the_default_cap() {
     let layer = SqliteLayer::open(dir.path().join("flujo_ops.db")).unwrap();
     let output = format!(r#"{{"text":"{}"}}"#, "a".repeat(5 << 20));
     let conn = record(layer, r#"{"n":1}"#, &output, "boom", r#"{"k":1}"#);
-    let [input, stored_output, error, run_input, run_error, context] = stored(&conn);
+    let [input, stored_output, error, run_input, run_output, run_error, context] = stored(&conn);
     check_cut(&stored_output, &output, DEFAULT_PAYLOAD_CAP);
     assert_eq!(
         truncated(&stored_output).unwrap().original_bytes,
@@ -125,6 +129,7 @@ fn a_5_mib_output_is_stored_cut_at_the_default_cap() {
         (&input, r#"{"n":1}"#),
         (&error, "boom"),
         (&run_input, r#"{"k":1}"#),
+        (&run_output, r#"{"k":1}"#),
         (&run_error, r#"{"k":1}"#),
         (&context, r#"{"k":1}"#),
     ] {

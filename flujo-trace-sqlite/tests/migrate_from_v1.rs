@@ -34,12 +34,14 @@ fn check_upgraded(path: &std::path::Path) {
     assert_eq!(run.total_cost, Some(0.25));
     assert_eq!(run.final_context_blob.as_deref(), Some("{\"k\":1}"));
     assert_eq!(run.total_tokens, None);
+    assert_eq!(run.output_blob, None);
     let steps = backend.list_run_steps("run-1").unwrap();
     assert_eq!(steps.len(), 1);
     assert_eq!(steps[0].step_name, "fetch");
     assert_eq!(steps[0].tokens, Some(42));
     assert_eq!(steps[0].output_blob.as_deref(), Some("\"out\""));
     assert_eq!(steps[0].parent_step_run_id, None);
+    assert_eq!(steps[0].fallback_taken, None);
     drop(backend);
 
     let conn = Connection::open(path).unwrap();
@@ -49,7 +51,15 @@ fn check_upgraded(path: &std::path::Path) {
     assert_eq!(version, 2);
     let added: i64 = conn
         .query_row(
-            "SELECT count(*) FROM pragma_table_info('steps') WHERE name IN ('parent_step_run_id', 'step_kind', 'attempts')",
+            "SELECT count(*) FROM pragma_table_info('steps') WHERE name IN ('parent_step_run_id', 'step_kind', 'attempts', 'fallback_taken')",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(added, 4);
+    let added: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM pragma_table_info('runs') WHERE name IN ('input_blob', 'output_blob', 'error_blob')",
             [],
             |r| r.get(0),
         )

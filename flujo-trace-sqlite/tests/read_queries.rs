@@ -190,12 +190,19 @@ fn schema_v1_is_read_with_missing_columns_as_null() {
     check_queries(&backend);
     let run = backend.find_run(&run_id(0)).unwrap().unwrap();
     assert_eq!(
-        (run.input_blob, run.error_blob, run.total_tokens, run.writer),
-        (None, None, None, None)
+        (
+            run.input_blob,
+            run.output_blob,
+            run.error_blob,
+            run.total_tokens,
+            run.writer
+        ),
+        (None, None, None, None, None)
     );
+    let step = &backend.list_run_steps(&run_id(0)).unwrap()[0];
     assert_eq!(
-        backend.list_run_steps(&run_id(0)).unwrap()[0].parent_step_run_id,
-        None
+        (&step.parent_step_run_id, step.fallback_taken),
+        (&None, None)
     );
 }
 

@@ -145,6 +145,14 @@ fn check_rows_match(path: &std::path::Path, result: &PipelineResult<String, Ctx>
         json(run.input_blob.as_deref()),
         Some(serde_json::json!("my invoice is wrong"))
     );
+    // the final output only for a completed run
+    assert_eq!(
+        json(run.output_blob.as_deref()),
+        result
+            .output
+            .as_ref()
+            .map(|output| serde_json::to_value(output).unwrap())
+    );
 
     let mut expected = Vec::new();
     flatten(&result.step_history, None, &mut expected);
@@ -188,6 +196,12 @@ fn check_rows_match(path: &std::path::Path, result: &PipelineResult<String, Ctx>
         );
         assert_eq!(row.error_blob, step.error, "{}", step.name);
         assert_eq!(
+            row.fallback_taken,
+            Some(step.fallback_taken),
+            "{}",
+            step.name
+        );
+        assert_eq!(
             row.duration_ms,
             Some(step.duration.as_millis() as i64),
             "{}",
@@ -221,6 +235,17 @@ async fn a_run_is_committed_when_it_returns_and_matches_its_result() {
     assert_eq!(result.output.as_deref(), Some("7,8,5,1,5,1,1,2"));
     check_rows_match(&path, &result);
     assert!(result.step("template").is_some());
+    assert!(result.step("call_model").unwrap().fallback_taken);
+    let backend = SqliteBackend::open_read_only(&path).unwrap();
+    let run = backend.get_run_details(&result.run_id).unwrap().unwrap();
+    assert_eq!(run.output_blob.as_deref(), Some(r#""7,8,5,1,5,1,1,2""#));
+    let steps = backend.list_run_steps(&result.run_id).unwrap();
+    let taken: Vec<&str> = steps
+        .iter()
+        .filter(|step| step.fallback_taken == Some(true))
+        .map(|step| step.step_name.as_str())
+        .collect();
+    assert_eq!(taken, ["call_model"]);
     assert_eq!(handle.rows_not_recorded(), 0);
 }
 
@@ -248,6 +273,7 @@ async fn a_failed_run_is_recorded_with_its_error() {
         .await;
 
     assert_eq!(result.status, RunStatus::Failed);
+    assert_eq!(result.output, None);
     check_rows_match(&path, &result);
     let conn = reader(&path);
     let error: String = conn

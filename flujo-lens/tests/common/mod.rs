@@ -34,6 +34,7 @@ pub struct Run {
     pub total_tokens: Option<i64>,
     pub n_steps: Option<i64>,
     pub input_blob: Option<String>,
+    pub output_blob: Option<String>,
     pub final_context_blob: Option<String>,
     pub error_blob: Option<String>,
     pub writer: Option<(String, i64, i64)>,
@@ -58,14 +59,15 @@ pub struct Step {
     pub input_blob: Option<String>,
     pub output_blob: Option<String>,
     pub error_blob: Option<String>,
+    pub fallback_taken: Option<bool>,
 }
 
 pub fn insert_run(conn: &Connection, run: &Run) {
     conn.execute(
         "INSERT INTO runs (run_id, pipeline_name, pipeline_version, status, start_time, end_time, \
-         duration_ms, total_cost, total_tokens, n_steps, input_blob, final_context_blob, \
-         error_blob, writer_host, writer_pid, writer_pid_start) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+         duration_ms, total_cost, total_tokens, n_steps, input_blob, output_blob, \
+         final_context_blob, error_blob, writer_host, writer_pid, writer_pid_start) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
         params![
             run.run_id,
             run.pipeline_name,
@@ -78,6 +80,7 @@ pub fn insert_run(conn: &Connection, run: &Run) {
             run.total_tokens,
             run.n_steps,
             run.input_blob,
+            run.output_blob,
             run.final_context_blob,
             run.error_blob,
             run.writer.as_ref().map(|w| w.0.clone()),
@@ -92,8 +95,8 @@ pub fn insert_step(conn: &Connection, step: &Step) {
     conn.execute(
         "INSERT INTO steps (step_run_id, run_id, parent_step_run_id, step_name, step_index, \
          step_kind, status, attempts, start_time, end_time, duration_ms, cost, tokens, \
-         input_blob, output_blob, error_blob) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+         input_blob, output_blob, error_blob, fallback_taken) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
         params![
             step.step_run_id,
             step.run_id,
@@ -111,6 +114,7 @@ pub fn insert_step(conn: &Connection, step: &Step) {
             step.input_blob,
             step.output_blob,
             step.error_blob,
+            step.fallback_taken,
         ],
     )
     .unwrap();
@@ -130,7 +134,8 @@ pub fn time(hour: u32, minute: u32, second: u32, micros: u32) -> String {
     format!("2026-01-05T{hour:02}:{minute:02}:{second:02}.{micros:06}Z")
 }
 
-/// A step of run `n` with defaults: completed, one attempt, times from `minute`.
+/// A step of run `n` with defaults: completed, one attempt, no fallback taken, times from
+/// `minute`.
 pub fn step(n: u32, k: u32, hour: u32, name: &str, index: i64) -> Step {
     Step {
         step_run_id: step_id(n, k),
@@ -145,6 +150,7 @@ pub fn step(n: u32, k: u32, hour: u32, name: &str, index: i64) -> Step {
         duration_ms: Some(500),
         cost: Some(0.001),
         tokens: Some(100),
+        fallback_taken: Some(false),
         ..Step::default()
     }
 }
@@ -185,6 +191,7 @@ pub fn fixture(conn: &Connection) {
             total_tokens: Some(300),
             n_steps: Some(3),
             input_blob: Some(r#"{"source":"s3://bucket/2026-01-05.csv"}"#.into()),
+            output_blob: Some(r#"{"rows":42}"#.into()),
             final_context_blob: Some(r#"{"rows_loaded":42,"table":"events","ok":true}"#.into()),
             ..Run::default()
         },
@@ -250,6 +257,7 @@ pub fn fixture(conn: &Connection) {
             total_tokens: Some(5_210),
             n_steps: Some(6),
             input_blob: Some(r#"{"question":"what changed in the last deploy?"}"#.into()),
+            output_blob: Some(r#""three services were updated""#.into()),
             final_context_blob: Some(
                 r#"{"history":[{"role":"user","content":"what changed in the last deploy?"},{"role":"assistant","content":"three services were updated"}],"route":"search"}"#
                     .into(),
@@ -380,6 +388,7 @@ pub fn fixture(conn: &Connection) {
         &Step {
             status: "running".into(),
             attempts: None,
+            fallback_taken: None,
             start_time: time(14, 30, 2, 0),
             end_time: None,
             duration_ms: None,
@@ -429,6 +438,8 @@ pub fn environment(cwd: &Path) -> flujo_lens::Environment {
         columns: Some("120".into()),
         no_color: false,
         stdout_is_terminal: false,
+        stdin_is_terminal: false,
+        stderr_is_terminal: false,
         terminal_width: None,
         now: time::macros::datetime!(2026-01-05 15:00:00 UTC),
     }

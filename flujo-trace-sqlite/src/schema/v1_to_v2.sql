@@ -2,6 +2,8 @@
 -- nothing of version 1 is renamed or removed.
 ALTER TABLE runs ADD COLUMN input_blob TEXT;
 ALTER TABLE runs ADD COLUMN error_blob TEXT;
+-- the run's final output, JSON text (only when completed)
+ALTER TABLE runs ADD COLUMN output_blob TEXT;
 ALTER TABLE runs ADD COLUMN total_tokens INTEGER;
 ALTER TABLE runs ADD COLUMN duration_ms INTEGER;
 ALTER TABLE runs ADD COLUMN n_steps INTEGER;
@@ -13,6 +15,8 @@ ALTER TABLE runs ADD COLUMN writer_pid_start INTEGER;
 ALTER TABLE steps ADD COLUMN parent_step_run_id TEXT;
 ALTER TABLE steps ADD COLUMN step_kind TEXT;
 ALTER TABLE steps ADD COLUMN attempts INTEGER;
+-- 1 when the step's fallback produced its output, 0 when not, NULL when not recorded
+ALTER TABLE steps ADD COLUMN fallback_taken INTEGER;
 
 -- newest-first listing, plain and filtered, never scans or sorts
 CREATE INDEX IF NOT EXISTS idx_runs_start_time ON runs(start_time);

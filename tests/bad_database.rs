@@ -58,12 +58,15 @@ fn newer(dir: &Path) -> Vec<u8> {
     std::fs::read(db).unwrap()
 }
 
+/// A name, a maker of the file's bytes, and what the messages must say.
+type Case = (&'static str, fn(&Path) -> Vec<u8>, &'static str);
+
 #[test]
 fn unusable_databases_are_reported_and_left_byte_for_byte() {
     if std::env::var_os("FLUJO_TEST_BAD_DIR").is_some() {
         return;
     }
-    let cases: [(&str, fn(&Path) -> Vec<u8>, &str); 3] = [
+    let cases: [Case; 3] = [
         ("not sqlite", not_sqlite, "not a flujo database"),
         ("corrupt", corrupt, "corrupt"),
         ("newer", newer, "newer"),

@@ -143,46 +143,57 @@ fn recorded_rows(conn: &Connection, run_id: &str) -> Vec<Row> {
 /// JSON text compared as values: key order is not part of the contract.
 fn normalise(rows: &mut [Row]) {
     for row in rows.iter_mut() {
-        for blob in [&mut row.input, &mut row.output] {
-            if let Some(text) = blob {
-                *text = serde_json::from_str::<serde_json::Value>(text)
-                    .unwrap()
-                    .to_string();
-            }
+        for text in [&mut row.input, &mut row.output].into_iter().flatten() {
+            *text = serde_json::from_str::<serde_json::Value>(text)
+                .unwrap()
+                .to_string();
         }
     }
     rows.sort_by(|a, b| a.step_run_id.cmp(&b.step_run_id));
 }
 
+/// The columns of a run row that `check` compares.
+struct RunRow {
+    status: String,
+    cost: f64,
+    tokens: i64,
+    error: Option<String>,
+    context: String,
+    n_steps: i64,
+    version: String,
+    end: Option<String>,
+    output: Option<String>,
+}
+
 fn check(db: &std::path::Path, result: &PipelineResult<u32, Ctx>) {
     let conn = Connection::open_with_flags(db, OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
-    let (status, cost, tokens, error, context, n_steps, version, end, output): (
-        String,
-        f64,
-        i64,
-        Option<String>,
-        String,
-        i64,
-        String,
-        Option<String>,
-        Option<String>,
-    ) = conn
+    let RunRow {
+        status,
+        cost,
+        tokens,
+        error,
+        context,
+        n_steps,
+        version,
+        end,
+        output,
+    } = conn
         .query_row(
             "SELECT status, total_cost, total_tokens, error_blob, final_context_blob, n_steps,
                     pipeline_version, end_time, output_blob FROM runs WHERE run_id = ?1",
             [&result.run_id],
             |r| {
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                    r.get(6)?,
-                    r.get(7)?,
-                    r.get(8)?,
-                ))
+                Ok(RunRow {
+                    status: r.get(0)?,
+                    cost: r.get(1)?,
+                    tokens: r.get(2)?,
+                    error: r.get(3)?,
+                    context: r.get(4)?,
+                    n_steps: r.get(5)?,
+                    version: r.get(6)?,
+                    end: r.get(7)?,
+                    output: r.get(8)?,
+                })
             },
         )
         .unwrap();

@@ -5,11 +5,11 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 const EXIT_CODES: &str = "\
 Exit codes:
   0  success
-  1  nothing found: no run matches, or RUN names no run or several; for prune also: the
-     question was not answered yes (nothing deleted)
+  1  nothing found: no run matches, or RUN names no run or several; prune: also when the
+     question is not answered yes (nothing is deleted then)
   2  bad arguments, unusable configuration, or a database that is missing, not a flujo
-     database, corrupt, or from a newer flujo; for prune also: no --yes and no terminal to ask
-     on";
+     database, corrupt, or from a newer flujo; prune: also without --yes when there is no
+     terminal to ask on";
 
 const DATABASE: &str = "\
 Database: --state-uri, else FLUJO_STATE_URI, else state_uri in the nearest flujo.toml (this

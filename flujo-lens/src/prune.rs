@@ -187,7 +187,9 @@ fn confirm(
         // no line came (end of input): the prompt still needs its line break
         let _ = writeln!(terminal.stderr);
     }
-    Err(LensError::NothingFound("aborted: nothing deleted".to_owned()))
+    Err(LensError::NothingFound(
+        "aborted: nothing deleted".to_owned(),
+    ))
 }
 
 /// One progress line on the terminal, rewritten in place.
@@ -217,15 +219,17 @@ pub(crate) fn summary(path: &Path, report: &PruneReport) -> String {
     if report.gives_space_back {
         format!(
             "{deleted}; freed {} ({} -> {})\n",
-            human_bytes(bytes(report.bytes_before.saturating_sub(report.bytes_after))),
+            human_bytes(bytes(
+                report.bytes_before.saturating_sub(report.bytes_after)
+            )),
             human_bytes(bytes(report.bytes_before)),
             human_bytes(bytes(report.bytes_after)),
         )
     } else {
         format!(
             "{deleted}; {} freed inside the file, where new runs reuse it ({} on disk)\n\
-             the file does not shrink: its database was created without incremental \
-             auto-vacuum; to give the space back to the file system, run \
+             the file keeps its size: it was created without incremental auto-vacuum; to \
+             give the space back to the file system, run \
              `sqlite3 {} 'VACUUM'` while no pipeline writes to it\n",
             human_bytes(bytes(report.reusable_bytes)),
             human_bytes(bytes(report.bytes_after)),

@@ -8,7 +8,7 @@ use std::io::Cursor;
 use std::path::Path;
 
 use common::*;
-use flujo_trace_sqlite::{RunEnd, RunRecord, SqliteBackend, StateBackend, StepRecord};
+use flujo_trace_sqlite::SqliteBackend;
 
 /// Every file in `dir` with its bytes.
 fn files(dir: &Path) -> Vec<(String, Vec<u8>)> {
@@ -29,7 +29,9 @@ fn files(dir: &Path) -> Vec<(String, Vec<u8>)> {
 /// The run ids left, and every step id left with its run.
 fn rows(path: &Path) -> (Vec<String>, Vec<(String, String)>) {
     let conn = rusqlite::Connection::open(path).unwrap();
-    let mut stmt = conn.prepare("SELECT run_id FROM runs ORDER BY run_id").unwrap();
+    let mut stmt = conn
+        .prepare("SELECT run_id FROM runs ORDER BY run_id")
+        .unwrap();
     let runs = stmt
         .query_map([], |row| row.get(0))
         .unwrap()
@@ -104,8 +106,14 @@ fn deletes_exactly_the_matching_runs_and_their_steps() {
     check(&["--older-than", "1m", "--status", "running"], &[5]);
     check(&["--older-than", "1m", "--status", "crashed"], &[6]);
     check(&["--older-than", "1m", "-s", "running,crashed"], &[5, 6]);
-    check(&["--older-than", "1m", "--status", "failed,cancelled"], &[2, 4]);
-    check(&["--older-than", "1m", "-s", "completed", "-s", "FAILED"], &[1, 2, 3]);
+    check(
+        &["--older-than", "1m", "--status", "failed,cancelled"],
+        &[2, 4],
+    );
+    check(
+        &["--older-than", "1m", "-s", "completed", "-s", "FAILED"],
+        &[1, 2, 3],
+    );
     check(&["--older-than", "1m", "--pipeline", "chat"], &[3, 4]);
     check(&["--older-than", "1m", "-p", "etl", "-s", "failed"], &[2]);
     check(&["--older-than", "2h", "--status", "running"], &[]);
@@ -124,11 +132,29 @@ fn messages() {
         ),
         (
             "lens_prune_dry_run_json",
-            &["lens", "prune", "--older-than", "3h", "--dry-run", "--yes", "-o", "json"],
+            &[
+                "lens",
+                "prune",
+                "--older-than",
+                "3h",
+                "--dry-run",
+                "--yes",
+                "-o",
+                "json",
+            ],
         ),
         (
             "lens_prune_no_match",
-            &["lens", "prune", "--older-than", "2h", "-s", "failed", "-p", "etl"],
+            &[
+                "lens",
+                "prune",
+                "--older-than",
+                "5h",
+                "-s",
+                "failed",
+                "-p",
+                "etl",
+            ],
         ),
         (
             "lens_prune_refused",
@@ -172,11 +198,21 @@ fn dry_run_changes_no_byte() {
     let before = files(dir.path());
     let outcome = lens(
         dir.path(),
-        &["lens", "prune", "--older-than", "1m", "-s", "running,crashed,completed", "--dry-run"],
+        &[
+            "lens",
+            "prune",
+            "--older-than",
+            "1m",
+            "-s",
+            "running,crashed,completed",
+            "--dry-run",
+        ],
     );
     assert_eq!(outcome.code, 0, "{}", outcome.stderr);
     assert!(
-        outcome.stdout.starts_with("would delete 4 runs and 12 steps older than 1m"),
+        outcome
+            .stdout
+            .starts_with("would delete 4 runs and 12 steps older than 1m"),
         "{}",
         outcome.stdout
     );
@@ -231,7 +267,10 @@ fn asks_first_on_a_terminal_and_only_yes_deletes() {
             outcome.stderr
         );
         assert_eq!(outcome.stdout, "");
-        assert!(files(dir.path()) == before, "{answer:?}: the directory changed");
+        assert!(
+            files(dir.path()) == before,
+            "{answer:?}: the directory changed"
+        );
     }
     for answer in ["y\n", " YES \n"] {
         let (dir, path) = fixture_dir();
@@ -290,7 +329,10 @@ fn unusable_databases_are_left_untouched() {
             assert_eq!(outcome.code, 2, "{message}: {}", outcome.stderr);
             assert!(outcome.stderr.contains(message), "{}", outcome.stderr);
             assert_eq!(outcome.stderr.lines().count(), 1, "{}", outcome.stderr);
-            assert!(files(dir) == before, "{message} {mode}: the directory changed");
+            assert!(
+                files(dir) == before,
+                "{message} {mode}: the directory changed"
+            );
         }
     }
     assert!(!missing.path().join("flujo_ops.db").exists());
@@ -300,14 +342,25 @@ fn unusable_databases_are_left_untouched() {
 fn usage_errors() {
     let (dir, _path) = fixture_dir();
     let cases: [(&str, &[&str]); 3] = [
-        ("lens_prune_usage_no_older_than", &["lens", "prune", "--yes"]),
+        (
+            "lens_prune_usage_no_older_than",
+            &["lens", "prune", "--yes"],
+        ),
         (
             "lens_prune_usage_bad_older_than",
             &["lens", "prune", "--older-than", "last week", "--yes"],
         ),
         (
             "lens_prune_usage_unknown_status",
-            &["lens", "prune", "--older-than", "30d", "-s", "done", "--yes"],
+            &[
+                "lens",
+                "prune",
+                "--older-than",
+                "30d",
+                "-s",
+                "done",
+                "--yes",
+            ],
         ),
     ];
     for (name, args) in cases {
@@ -343,67 +396,42 @@ fn help() {
 /// A database created by flujo (`SqliteBackend::open`: WAL, incremental auto-vacuum) holding
 /// `old` runs from December and `new` runs from January, 4 steps of about 1 KiB each.
 fn flujo_database(path: &Path, old: usize, new: usize) {
-    let mut backend = SqliteBackend::open(path).unwrap();
+    drop(SqliteBackend::open(path).unwrap());
+    let mut conn = rusqlite::Connection::open(path).unwrap();
+    let tx = conn.transaction().unwrap();
     let payload = format!(r#"{{"text":"{}"}}"#, "x".repeat(1_000));
     for i in 0..old + new {
-        let (day, pipeline) = if i < old { ("2025-12-01", "old") } else { ("2026-01-05", "new") };
+        let (day, pipeline) = if i < old {
+            ("2025-12-01", "old")
+        } else {
+            ("2026-01-05", "new")
+        };
         let start_time = format!("{day}T10:{:02}:{:02}.{:06}Z", i / 60 % 60, i % 60, i);
         let run_id = format!("{pipeline}-{i:05}");
-        backend
-            .save_run_start(&RunRecord {
-                run_id: run_id.clone(),
-                pipeline_name: pipeline.into(),
-                pipeline_version: "1".into(),
-                status: "running".into(),
-                start_time: start_time.clone(),
-                end_time: None,
-                duration_ms: None,
-                total_cost: None,
-                total_tokens: None,
-                n_steps: None,
-                input_blob: Some(payload.clone()),
-                final_context_blob: None,
-                error_blob: None,
-                writer: None,
-            })
-            .unwrap();
+        tx.execute(
+            "INSERT INTO runs (run_id, pipeline_name, pipeline_version, status, start_time, \
+             end_time, input_blob, n_steps) VALUES (?1, ?2, '1', 'completed', ?3, ?3, ?4, 4)",
+            rusqlite::params![run_id, pipeline, start_time, payload],
+        )
+        .unwrap();
         for k in 0..4 {
-            backend
-                .save_step_result(&StepRecord {
-                    step_run_id: format!("{run_id}-{k}"),
-                    run_id: run_id.clone(),
-                    parent_step_run_id: None,
-                    step_name: format!("step_{k}"),
-                    step_index: k,
-                    step_kind: Some("step".into()),
-                    status: "completed".into(),
-                    attempts: Some(1),
-                    start_time: start_time.clone(),
-                    end_time: Some(start_time.clone()),
-                    duration_ms: Some(1),
-                    cost: None,
-                    tokens: None,
-                    input_blob: Some(payload.clone()),
-                    output_blob: Some(payload.clone()),
-                    error_blob: None,
-                })
-                .unwrap();
-        }
-        backend
-            .save_run_end(
-                &run_id,
-                &RunEnd {
-                    status: "completed".into(),
-                    end_time: start_time,
-                    duration_ms: Some(1),
-                    total_cost: None,
-                    total_tokens: None,
-                    final_context_blob: None,
-                    error_blob: None,
-                },
+            tx.execute(
+                "INSERT INTO steps (step_run_id, run_id, step_name, step_index, status, \
+                 start_time, end_time, input_blob, output_blob) \
+                 VALUES (?1, ?2, ?3, ?4, 'completed', ?5, ?5, ?6, ?6)",
+                rusqlite::params![
+                    format!("{run_id}-{k}"),
+                    run_id,
+                    format!("step_{k}"),
+                    k,
+                    start_time,
+                    payload
+                ],
             )
             .unwrap();
+        }
     }
+    tx.commit().unwrap();
 }
 
 fn bytes_on_disk(path: &Path) -> u64 {
@@ -419,11 +447,20 @@ fn space_goes_back_to_the_file_system() {
     let before = bytes_on_disk(&path);
     let mut env = environment(dir.path());
     env.stderr_is_terminal = true;
-    let outcome = lens_in(&env, &["lens", "prune", "--older-than", "7d", "--yes", "-o", "json"]);
+    let outcome = lens_in(
+        &env,
+        &["lens", "prune", "--older-than", "7d", "--yes", "-o", "json"],
+    );
     assert_eq!(outcome.code, 0, "{}", outcome.stderr);
     // progress on the terminal, the line cleared at the end
-    assert!(outcome.stderr.contains("deleting: 400 of 400 runs"), "{:?}", outcome.stderr);
-    assert!(outcome.stderr.contains("giving space back to the file system"));
+    assert!(
+        outcome.stderr.contains("deleting: 400 of 400 runs"),
+        "{:?}",
+        outcome.stderr
+    );
+    assert!(outcome
+        .stderr
+        .contains("giving space back to the file system"));
     assert!(outcome.stderr.ends_with('\r'), "{:?}", outcome.stderr);
 
     let report: serde_json::Value = serde_json::from_str(&outcome.stdout).unwrap();

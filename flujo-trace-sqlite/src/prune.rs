@@ -2,8 +2,9 @@
 //! back to the file system.
 //!
 //! Deleting is safe while pipelines write to the same database: runs are deleted in IMMEDIATE
-//! transactions of at most [`RUNS_PER_TRANSACTION`] runs and [`ROWS_PER_TRANSACTION`] rows, so a
-//! writer waiting on its busy timeout (5 s) waits for one short transaction at most. Runs are
+//! transactions of at most [`RUNS_PER_TRANSACTION`] runs and [`ROWS_PER_TRANSACTION`] rows, each
+//! followed by a pause as long as the transaction held the lock, so a writer waiting on its busy
+//! timeout (5 s) gets in between two of them. Runs are
 //! picked by walking `runs(status, start_time)`, `runs(pipeline_name, start_time)` or
 //! `runs(start_time)` from the oldest, and steps through `steps(run_id)` (`EXPLAIN QUERY PLAN`
 //! tests below).
@@ -15,7 +16,7 @@
 //! the report says how many bytes, and only a full `VACUUM` (never run here) gives them back.
 
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::types::Value;
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
@@ -36,6 +37,9 @@ const VACUUM_PAGES_PER_STEP: i64 = 1_024;
 /// How often a busy `wal_checkpoint(TRUNCATE)` is tried again, and how long apart.
 const CHECKPOINT_ATTEMPTS: u32 = 20;
 const CHECKPOINT_PAUSE: Duration = Duration::from_millis(50);
+/// Bounds of the pause after each write transaction ([`yield_to_writers`]).
+const MIN_PAUSE: Duration = Duration::from_millis(1);
+const MAX_PAUSE: Duration = Duration::from_millis(250);
 
 /// Which runs [`SqliteBackend::prune`] deletes: every condition narrows.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -239,6 +243,7 @@ impl SqliteBackend {
                     .conn
                     .transaction_with_behavior(TransactionBehavior::Immediate)
                     .map_err(sqlite)?;
+                let locked = Instant::now();
                 let (sql, params) = candidates_query(
                     self.schema_version,
                     filter,
@@ -292,6 +297,7 @@ impl SqliteBackend {
                     }
                 }
                 tx.commit().map_err(sqlite)?;
+                yield_to_writers(locked.elapsed());
                 runs += tx_runs;
                 steps += tx_steps;
                 progress(PruneProgress::Deleting { runs, steps });
@@ -332,10 +338,12 @@ impl SqliteBackend {
             // the statement frees one page per step: run it to its end (its own transaction)
             let sql = format!("PRAGMA incremental_vacuum({VACUUM_PAGES_PER_STEP})");
             let mut stmt = self.conn.prepare(&sql).map_err(sqlite)?;
+            let locked = Instant::now();
             let mut rows = stmt.query([]).map_err(sqlite)?;
             while rows.next().map_err(sqlite)?.is_some() {}
             drop(rows);
             drop(stmt);
+            yield_to_writers(locked.elapsed());
             let left = self.pragma_i64("freelist_count")?;
             if left >= free_pages {
                 // a writer is filling free pages as fast: leave them to it
@@ -392,6 +400,15 @@ impl SqliteBackend {
             .pragma_query_value(None, pragma, |row| row.get(0))
             .map_err(|e| classify(&self.path, e))
     }
+}
+
+/// Leaves the write lock free for as long as it was just held (at least 1 ms, at most 250 ms).
+///
+/// A writer waiting on its busy timeout sleeps and tries again (SQLite's busy handler, up to
+/// 100 ms between tries); back-to-back transactions would find it asleep every time and starve
+/// it past its timeout. With the lock free half the time, each of its tries has an even chance.
+fn yield_to_writers(held: Duration) {
+    std::thread::sleep(held.clamp(MIN_PAUSE, MAX_PAUSE));
 }
 
 /// The size of the database file plus its `-wal` file: what the database takes on disk.

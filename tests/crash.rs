@@ -1,5 +1,5 @@
 //! A process killed with SIGKILL mid-run: the database opens, the steps finished before the kill
-//! are there (they are committed within the 100 ms flush interval), and the lens shows the run
+//! are there (they are committed within the 5 ms flush interval), and the lens shows the run
 //! as `crashed`, with the step that was running.
 //!
 //! The victim is this test binary run again with `FLUJO_TEST_VICTIM_DB` set.
@@ -67,7 +67,7 @@ fn a_run_killed_mid_way_reads_as_crashed_with_its_running_step() {
         .spawn()
         .unwrap();
 
-    // wait until the hanging step's start is committed (the flush interval is 100 ms)
+    // wait until the hanging step's start is committed (the flush interval is 5 ms)
     let started = Instant::now();
     loop {
         let seen =

@@ -31,74 +31,137 @@ struct Ticket {
 }
 
 fn triage() -> Pipeline<Ticket, String, Triage> {
-    let classify = step("classify", |t: Ticket, cx: StepContext<Triage>| async move {
-        cx.add_usage(Usage { tokens: 120, cost_usd: 0.0012 });
-        if t.id == 2 && cx.attempt() == 1 {
-            return Err(StepError::new("model endpoint answered 503 (overloaded)"));
-        }
-        let category = if t.text.contains("invoice") { "billing" } else { "technical" };
-        cx.update(|c| c.category = category.to_owned());
-        Ok(t)
-    })
+    let classify = step(
+        "classify",
+        |t: Ticket, cx: StepContext<Triage>| async move {
+            cx.add_usage(Usage {
+                tokens: 120,
+                cost_usd: 0.0012,
+            });
+            if t.id == 2 && cx.attempt() == 1 {
+                return Err(StepError::new("model endpoint answered 503 (overloaded)"));
+            }
+            let category = if t.text.contains("invoice") {
+                "billing"
+            } else {
+                "technical"
+            };
+            cx.update(|c| c.category = category.to_owned());
+            Ok(t)
+        },
+    )
     .max_retries(2);
-    let kb = step("search_kb", |t: Ticket, _: StepContext<Triage>| async move {
-        Ok::<_, StepError>(vec![format!("KB-{} article", t.id * 11)])
-    });
-    let history = step("customer_history", |t: Ticket, _: StepContext<Triage>| async move {
-        match t.customer {
-            "unknown" => Err(StepError::new("no customer record for 'unknown' in the CRM")),
-            customer => Ok(vec![format!("{customer}: 2 earlier tickets")]),
-        }
-    });
-    let retrieve = parallel("retrieve").branch(kb).branch(history).combine(|found: Vec<Vec<String>>| found.concat());
+    let kb = step(
+        "search_kb",
+        |t: Ticket, _: StepContext<Triage>| async move {
+            Ok::<_, StepError>(vec![format!("KB-{} article", t.id * 11)])
+        },
+    );
+    let history = step(
+        "customer_history",
+        |t: Ticket, _: StepContext<Triage>| async move {
+            match t.customer {
+                "unknown" => Err(StepError::new(
+                    "no customer record for 'unknown' in the CRM",
+                )),
+                customer => Ok(vec![format!("{customer}: 2 earlier tickets")]),
+            }
+        },
+    );
+    let retrieve = parallel("retrieve")
+        .branch(kb)
+        .branch(history)
+        .combine(|found: Vec<Vec<String>>| found.concat());
     let drafter = |name: &'static str, opening: &'static str| {
-        step(name, move |facts: Vec<String>, cx: StepContext<Triage>| async move {
-            cx.add_usage(Usage { tokens: 300, cost_usd: 0.003 });
-            Ok::<_, StepError>(format!("{opening} ({})", facts.join("; ")))
-        })
+        step(
+            name,
+            move |facts: Vec<String>, cx: StepContext<Triage>| async move {
+                cx.add_usage(Usage {
+                    tokens: 300,
+                    cost_usd: 0.003,
+                });
+                Ok::<_, StepError>(format!("{opening} ({})", facts.join("; ")))
+            },
+        )
     };
     let draft = branch_on("draft", |_: &Vec<String>, c: &Triage| c.category.clone())
-        .branch("billing".to_owned(), drafter("draft_billing", "Refund on its way"))
+        .branch(
+            "billing".to_owned(),
+            drafter("draft_billing", "Refund on its way"),
+        )
         .otherwise(drafter("draft_general", "Try this"));
-    let translate = step("translate", |text: String, _: StepContext<Triage>| async move {
-        if text.contains("Refund") {
-            return Err(StepError::new("translation service timed out"));
-        }
-        Ok(format!("[es] {text}"))
-    })
-    .fallback(step("keep_original", |text: String, _: StepContext<Triage>| async move {
-        Ok::<_, StepError>(text)
-    }));
-    let revise = step("revise", |text: String, cx: StepContext<Triage>| async move {
-        let round = cx.update(|c| {
-            c.notes.push(format!("review {}", c.notes.len() + 1));
-            c.notes.len()
-        });
-        Ok::<_, StepError>(if round >= 2 { format!("{text} -- approved") } else { text })
-    });
-    let review = loop_until("review", revise, |text: &String, _: &Triage| text.ends_with("approved"), 3);
-    Pipeline::new(classify).then(retrieve).then(draft).then(translate).then(review)
+    let translate = step(
+        "translate",
+        |text: String, _: StepContext<Triage>| async move {
+            if text.contains("Refund") {
+                return Err(StepError::new("translation service timed out"));
+            }
+            Ok(format!("[es] {text}"))
+        },
+    )
+    .fallback(step(
+        "keep_original",
+        |text: String, _: StepContext<Triage>| async move { Ok::<_, StepError>(text) },
+    ));
+    let revise = step(
+        "revise",
+        |text: String, cx: StepContext<Triage>| async move {
+            let round = cx.update(|c| {
+                c.notes.push(format!("review {}", c.notes.len() + 1));
+                c.notes.len()
+            });
+            Ok::<_, StepError>(if round >= 2 {
+                format!("{text} -- approved")
+            } else {
+                text
+            })
+        },
+    );
+    let review = loop_until(
+        "review",
+        revise,
+        |text: &String, _: &Triage| text.ends_with("approved"),
+        3,
+    );
+    Pipeline::new(classify)
+        .then(retrieve)
+        .then(draft)
+        .then(translate)
+        .then(review)
 }
 
 fn report() -> Pipeline<u32, String> {
-    let write = step("write_report", |pages: u32, _: StepContext<()>| async move {
-        Ok::<_, StepError>(format!("{}END", "Quarterly figures, all regions. ".repeat(pages as usize * 25)))
-    });
+    let write = step(
+        "write_report",
+        |pages: u32, _: StepContext<()>| async move {
+            Ok::<_, StepError>(format!(
+                "{}END",
+                "Quarterly figures, all regions. ".repeat(pages as usize * 25)
+            ))
+        },
+    );
     Pipeline::new(write)
 }
 
 /// Runs the pipelines into `db` through the real layer, then fixes ids, times and durations.
 async fn record(db: &Path) {
-    let subscriber = tracing::Dispatch::new(tracing_subscriber::registry().with(SqliteLayer::open(db).unwrap()));
+    let subscriber =
+        tracing::Dispatch::new(tracing_subscriber::registry().with(SqliteLayer::open(db).unwrap()));
     let flujo = Flujo::new("support-triage", triage()).pipeline_version("2.1");
     for (id, customer, text) in [
         (1, "ana", "charged twice on my invoice"),
         (2, "li", "the app crashes on login"),
         (3, "unknown", "cannot log in"),
     ] {
-        flujo.run(Ticket { id, customer, text }).with_subscriber(subscriber.clone()).await;
+        flujo
+            .run(Ticket { id, customer, text })
+            .with_subscriber(subscriber.clone())
+            .await;
     }
-    Flujo::new("quarterly-report", report()).run(4).with_subscriber(subscriber).await;
+    Flujo::new("quarterly-report", report())
+        .run(4)
+        .with_subscriber(subscriber)
+        .await;
     normalise(db);
 }
 
@@ -133,14 +196,24 @@ fn normalise(db: &Path) {
                 rusqlite::params![new_step, new_run, start, end, step_id],
             )
             .unwrap();
-            tx.execute("UPDATE steps SET parent_step_run_id = ?1 WHERE parent_step_run_id = ?2", [&new_step, step_id]).unwrap();
+            tx.execute(
+                "UPDATE steps SET parent_step_run_id = ?1 WHERE parent_step_run_id = ?2",
+                [&new_step, step_id],
+            )
+            .unwrap();
         }
         let end = ts(run_start, 10 * steps.len() as i64 + 3);
         tx.execute(
             "UPDATE runs SET run_id = ?1, start_time = ?2, end_time = ?3, duration_ms = ?4,
                     writer_host = 'build-host', writer_pid = 4242, writer_pid_start = 1
              WHERE run_id = ?5",
-            rusqlite::params![new_run, ts(run_start, 0), end, 10 * steps.len() as i64 + 3, run_id],
+            rusqlite::params![
+                new_run,
+                ts(run_start, 0),
+                end,
+                10 * steps.len() as i64 + 3,
+                run_id
+            ],
         )
         .unwrap();
     }
@@ -149,7 +222,8 @@ fn normalise(db: &Path) {
 
 /// RFC 3339 with six fractional digits, `millis` after `unix_seconds`.
 fn ts(unix_seconds: i64, millis: i64) -> String {
-    let t = time::OffsetDateTime::from_unix_timestamp(unix_seconds).unwrap() + time::Duration::milliseconds(millis);
+    let t = time::OffsetDateTime::from_unix_timestamp(unix_seconds).unwrap()
+        + time::Duration::milliseconds(millis);
     flujo::format_timestamp(t)
 }
 
@@ -181,11 +255,17 @@ async fn the_real_binary_over_a_database_the_real_layer_wrote() {
     let cases: [(&str, &[&str]); 11] = [
         ("cli_list", &["list"]),
         ("cli_list_failed", &["list", "--status", "failed"]),
-        ("cli_list_pipeline_limit", &["list", "--pipeline", "support-triage", "--limit", "2"]),
+        (
+            "cli_list_pipeline_limit",
+            &["list", "--pipeline", "support-triage", "--limit", "2"],
+        ),
         ("cli_list_since", &["list", "--since", "2026-01-01 11:30"]),
         ("cli_list_none", &["list", "--status", "cancelled"]),
         ("cli_show_completed", &["show", "0190c0de-0001"]),
-        ("cli_show_failed", &["show", "0190c0de-0003-7000-8000-000000000000"]),
+        (
+            "cli_show_failed",
+            &["show", "0190c0de-0003-7000-8000-000000000000"],
+        ),
         ("cli_show_latest_cut", &["show", "latest"]),
         ("cli_show_latest_full", &["show", "latest", "--full"]),
         ("cli_show_json", &["-o", "json", "show", "0190c0de-0002"]),

@@ -51,7 +51,7 @@ const STEP_SPAN: &str = "flujo.step";
 ///
 /// Opening creates or upgrades the database on the calling thread, so every storage problem that
 /// can be known up front is an error here. Rows are then written by one writer thread in batched
-/// transactions, at least every flush interval (100 ms by default) and at every
+/// transactions, at least every flush interval (5 ms by default) and at every
 /// [`SqliteHandle::flush`]. A storage failure afterwards never reaches the instrumented code: it
 /// is counted ([`SqliteHandle::rows_not_recorded`]) and reported once on stderr. When the layer
 /// and all its handles are dropped, the writer commits what it holds and stops.
@@ -92,7 +92,7 @@ pub struct SqliteLayerBuilder {
 impl Default for SqliteLayerBuilder {
     fn default() -> Self {
         SqliteLayerBuilder {
-            flush_interval: Duration::from_millis(100),
+            flush_interval: Duration::from_millis(5),
             queue_capacity: 4096,
             busy_timeout: migrate::DEFAULT_BUSY_TIMEOUT,
             payload_cap: DEFAULT_PAYLOAD_CAP,
@@ -102,7 +102,8 @@ impl Default for SqliteLayerBuilder {
 }
 
 impl SqliteLayerBuilder {
-    /// The longest time a row waits in memory before it is committed (default 100 ms).
+    /// The longest time a row waits in memory before it is committed (default 5 ms, so a
+    /// run's barrier finds little left to write).
     pub fn with_flush_interval(mut self, flush_interval: Duration) -> Self {
         self.flush_interval = flush_interval;
         self

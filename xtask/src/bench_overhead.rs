@@ -111,8 +111,8 @@ fn us(d: Duration) -> f64 {
 }
 
 fn recording_dispatch(db: &Path) -> Result<(Dispatch, flujo::SqliteHandle)> {
+    // the defaults a user gets (queue of 4,096 rows, 5 ms flush interval)
     let layer = SqliteLayer::builder()
-        .with_queue_capacity(65_536)
         .open(db)
         .with_context(|| format!("opening {}", db.display()))?;
     let handle = layer.handle();

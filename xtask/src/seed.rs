@@ -69,7 +69,7 @@ const WORDS: [&str; 16] = [
 /// Text of a realistic size: mostly a few hundred bytes, one in twenty a few KB.
 fn text(seed: u64) -> String {
     let r = mix(seed);
-    let len = if r % 20 == 0 {
+    let len = if r.is_multiple_of(20) {
         2_000 + r % 3_000
     } else {
         150 + r % 450
@@ -92,7 +92,7 @@ fn usage(cx: &StepContext<Ctx>, tokens: u64) {
 }
 
 fn fails(seed: u64, salt: u64, one_in: u64) -> bool {
-    mix(seed ^ salt) % one_in == 0
+    mix(seed ^ salt).is_multiple_of(one_in)
 }
 
 fn support_triage() -> Pipeline<Doc, Doc, Ctx> {

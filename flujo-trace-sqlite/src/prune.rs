@@ -128,22 +128,10 @@ impl StatusArms {
                 recheck: false,
             };
         }
-        let mut stored: Vec<String> = statuses
-            .iter()
-            .map(|status| {
-                if status == CRASHED {
-                    "running".to_owned()
-                } else {
-                    status.clone()
-                }
-            })
-            .collect();
-        stored.sort();
-        stored.dedup();
-        let wants = |s: &str| statuses.iter().any(|status| status == s);
+        let plan = crate::read::status_plan(statuses);
         StatusArms {
-            stored: Some(stored),
-            recheck: wants("running") != wants(CRASHED),
+            stored: Some(plan.stored),
+            recheck: plan.recheck,
         }
     }
 

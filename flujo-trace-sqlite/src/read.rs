@@ -458,12 +458,12 @@ fn runs_by_prefix(
 /// How a filter's statuses map to SQL: the stored statuses to select (`crashed` is stored as
 /// `running`), and whether rows must be checked again after reading because exactly one of
 /// `running` and `crashed` was asked for.
-struct StatusPlan {
-    stored: Vec<String>,
-    recheck: bool,
+pub(crate) struct StatusPlan {
+    pub(crate) stored: Vec<String>,
+    pub(crate) recheck: bool,
 }
 
-fn status_plan(statuses: &[String]) -> StatusPlan {
+pub(crate) fn status_plan(statuses: &[String]) -> StatusPlan {
     let mut stored: Vec<String> = statuses
         .iter()
         .map(|status| {

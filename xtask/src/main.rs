@@ -73,10 +73,15 @@ pub(crate) fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// Run a command, inheriting stdio; fail with the command line when it fails.
+/// Run a command, inheriting stdio, after showing it; fail with the command line when it fails.
 pub(crate) fn run_cmd(cmd: &mut Command) -> Result<()> {
+    eprintln!("$ {cmd:?}");
+    run_silently(cmd)
+}
+
+/// Run a command, inheriting stdio; fail with the command line when it fails.
+pub(crate) fn run_silently(cmd: &mut Command) -> Result<()> {
     let shown = format!("{cmd:?}");
-    eprintln!("$ {shown}");
     let status = cmd
         .status()
         .with_context(|| format!("could not start {shown}"))?;
@@ -112,27 +117,31 @@ fn demo() -> Result<()> {
     let root = workspace_root();
     let manifest = root.join("Cargo.toml");
     // cargo run keeps the current directory, so flujo_ops.db lands where the user stands.
-    run_cmd(
+    println!("$ cargo run --release --example quickstart");
+    run_silently(
         cargo()
             .args(["run", "--release", "--quiet", "--manifest-path"])
             .arg(&manifest)
             .args(["--example", "quickstart"]),
     )?;
     let flujo = build_flujo_binary()?;
-    println!("\n$ flujo lens list");
-    run_cmd(Command::new(&flujo).args(["lens", "list"]))?;
-    println!("\n$ flujo lens show latest");
-    run_cmd(Command::new(&flujo).args(["lens", "show", "latest"]))
+    for args in [&["lens", "list"][..], &["lens", "show", "latest"][..]] {
+        println!("\n$ flujo {}", args.join(" "));
+        run_silently(Command::new(&flujo).args(args))?;
+    }
+    Ok(())
 }
 
 /// Build the release `flujo` binary and return its path.
 pub(crate) fn build_flujo_binary() -> Result<PathBuf> {
     let root = workspace_root();
-    run_cmd(
-        cargo()
-            .current_dir(&root)
-            .args(["build", "--release", "--quiet", "--bin", "flujo"]),
-    )?;
+    run_silently(cargo().current_dir(&root).args([
+        "build",
+        "--release",
+        "--quiet",
+        "--bin",
+        "flujo",
+    ]))?;
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("target"));

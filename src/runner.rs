@@ -9,6 +9,9 @@ use crate::recording::{Persistence, Recorder};
 
 /// The runner: a named, versioned pipeline whose every run is recorded (see [`Persistence`]).
 ///
+/// It has the run methods of [`BareFlujo`](crate::BareFlujo), plus [`persistence`](Flujo::persistence)
+/// and [`redaction`](Flujo::redaction).
+///
 /// Each [`run`](Flujo::run) is one `flujo.run` span with its steps' spans nested in it, and
 /// returns a [`PipelineResult`] once the run's rows are committed. A step failure (an error
 /// after its retries, a panic, a timeout) is a `failed` result, never an error of the caller.
@@ -59,7 +62,8 @@ impl<In, Out, C> Flujo<In, Out, C> {
     pub fn persistence(self, persistence: Persistence) -> Self {
         let bare =
             flujo_runner::Flujo::new(self.inner.name().to_owned(), self.inner.pipeline().clone())
-                .pipeline_version(self.inner.version().to_owned());
+                .pipeline_version(self.inner.version().to_owned())
+                .with_redaction(self.inner.redaction().clone());
         let inner = match persistence {
             Persistence::Default => bare.with_observer(Arc::new(Recorder)),
             Persistence::Disabled => bare,

@@ -121,3 +121,70 @@ fn flujo_toml_can_turn_redaction_off() {
 fn flujo_trace_sqlite_truncated(stored: &str) -> Option<u64> {
     flujo_trace_sqlite::truncated(stored).map(|t| t.original_bytes)
 }
+
+/// The redaction given in code survives `persistence(..)`, in either order.
+#[tokio::test]
+async fn redaction_set_in_code_survives_persistence_in_either_order() {
+    use flujo::{Persistence, Redaction, SqliteLayer};
+    use tracing::instrument::WithSubscriber;
+    use tracing_subscriber::layer::SubscriberExt;
+
+    if std::env::var_os("FLUJO_TEST_TOML_DIR").is_some() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("flujo_ops.db");
+    let subscriber = tracing::Dispatch::new(
+        tracing_subscriber::registry().with(SqliteLayer::open(&db).unwrap()),
+    );
+    let echo = || {
+        Pipeline::new(step("echo", |s: Signup, _: StepContext<()>| async move {
+            Ok::<_, StepError>(s.email)
+        }))
+    };
+    let signup = || Signup {
+        email: "ana@example.com".into(),
+        ssn: "123-45-6789".into(),
+        api_key: "sk-live-abc".into(),
+    };
+    let extra = Redaction::default().with_extra_keys(["ssn"]);
+    let before = Flujo::new("a", echo())
+        .redaction(extra.clone())
+        .persistence(Persistence::Default);
+    let after = Flujo::new("b", echo())
+        .persistence(Persistence::Default)
+        .redaction(extra);
+    let off = Flujo::new("c", echo())
+        .redaction(Redaction::disabled())
+        .persistence(Persistence::Default);
+    for flujo in [&before, &after, &off] {
+        assert!(flujo
+            .run(signup())
+            .with_subscriber(subscriber.clone())
+            .await
+            .is_completed());
+    }
+    let conn =
+        rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap();
+    let input = |pipeline: &str| -> String {
+        conn.query_row(
+            "SELECT s.input_blob FROM steps s JOIN runs r ON r.run_id = s.run_id WHERE r.pipeline_name = ?1",
+            [pipeline],
+            |r| r.get(0),
+        )
+        .unwrap()
+    };
+    for pipeline in ["a", "b"] {
+        let input = input(pipeline);
+        assert!(
+            !input.contains("123-45-6789") && !input.contains("sk-live-abc"),
+            "{pipeline}: {input}"
+        );
+    }
+    let input = input("c");
+    assert!(
+        input.contains("123-45-6789") && input.contains("sk-live-abc"),
+        "{input}"
+    );
+}

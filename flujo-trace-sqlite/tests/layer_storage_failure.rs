@@ -16,6 +16,8 @@ fn a_database_locked_too_long_loses_rows_not_runs() {
     let path = dir.path().join("flujo_ops.db");
     let layer = SqliteLayer::builder()
         .with_busy_timeout(Duration::from_millis(50))
+        // only the barriers write: each emitted run is one batch, whatever the timing
+        .with_flush_interval(Duration::from_secs(3600))
         .open(&path)
         .unwrap();
     let handle = layer.handle();
@@ -63,6 +65,8 @@ fn rows_refused_once_are_written_at_the_next_flush() {
     let path = dir.path().join("flujo_ops.db");
     let layer = SqliteLayer::builder()
         .with_busy_timeout(Duration::from_millis(50))
+        // only the barriers write: each emitted run is one batch, whatever the timing
+        .with_flush_interval(Duration::from_secs(3600))
         .open(&path)
         .unwrap();
     let handle = layer.handle();

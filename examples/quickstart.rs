@@ -11,7 +11,8 @@
 use std::time::Duration;
 
 use flujo::{
-    branch_on, loop_until, parallel, step, Flujo, Pipeline, StepContext, StepError, Usage,
+    branch_on, loop_until, parallel, step, Flujo, Pipeline, StepContext, StepError, StepResult,
+    Usage,
 };
 use serde::Serialize;
 
@@ -263,17 +264,18 @@ async fn main() {
     for ticket in tickets {
         let id = ticket.id;
         let result = flujo.run(ticket).await;
-        let attempts: u32 = result
-            .step_history
-            .iter()
-            .map(|s| s.attempts)
-            .max()
-            .unwrap_or(0);
+        // every step execution, nested ones (parallel branches, loop rounds) included
+        let (mut n_steps, mut retried) = (0, 0);
+        let mut stack: Vec<&StepResult> = result.step_history.iter().collect();
+        while let Some(step) = stack.pop() {
+            n_steps += 1;
+            retried += u32::from(step.attempts > 1);
+            stack.extend(&step.children);
+        }
         println!(
-            "{id}  run {}  {:<9}  {} steps  {} tokens  ${:.6}  (most attempts of a step: {attempts})",
+            "{id}  run {}  {:<9}  {n_steps:>2} steps ({retried} retried)  {:>3} tokens  ${:.6}",
             result.run_id,
             result.status.as_str(),
-            result.step_history.len(),
             result.total_tokens,
             result.total_cost_usd,
         );

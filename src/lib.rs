@@ -32,7 +32,9 @@ pub use flujo_runner::{
     IntoStep, Parallel, Pipeline, PipelineResult, Redaction, RunStatus, Step, StepContext,
     StepError, StepKind, StepResult, Usage,
 };
-pub use flujo_trace_sqlite::{SqliteHandle, SqliteLayer, SqliteLayerBuilder};
+pub use flujo_trace_sqlite::{
+    Error as StorageError, SqliteHandle, SqliteLayer, SqliteLayerBuilder,
+};
 pub use recording::Persistence;
 pub use runner::Flujo;
 

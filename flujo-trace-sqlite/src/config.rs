@@ -1,6 +1,6 @@
 //! The state-URI resolver shared by the runner and the lens (FR-27): where `flujo_ops.db` is.
 //!
-//! Order: an explicit argument (`--state-uri`, `with_state_uri`), then `FLUJO_STATE_URI`, then
+//! Order: an explicit argument (the lens's `--state-uri`), then `FLUJO_STATE_URI`, then
 //! `state_uri` in the nearest `flujo.toml` (the current directory, then its parents), then
 //! `sqlite:///flujo_ops.db` in the current directory.
 //!
@@ -74,7 +74,7 @@ pub struct StorageToml {
 /// Where a state path came from, for messages.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StateSource {
-    /// The explicit argument (`--state-uri`, or the runner's builder).
+    /// The explicit argument (the lens's `--state-uri`).
     Argument,
     /// The `FLUJO_STATE_URI` environment variable.
     Env,

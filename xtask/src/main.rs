@@ -1,4 +1,5 @@
 //! `cargo xtask`: the project's own tasks (ci, demo, seed, bench), run with `cargo xtask --help`.
+#![warn(missing_docs, unreachable_pub, rust_2018_idioms)]
 
 mod bench_lens;
 mod bench_overhead;

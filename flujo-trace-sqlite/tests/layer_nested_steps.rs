@@ -1,5 +1,7 @@
-//! Steps run by a control-flow step are recorded with their parent's step_run_id, and a fallback
-//! as its own `fallback` step under the step it replaced.
+//! Steps run by a control-flow step are recorded with the `parent_step_run_id` their span names,
+//! kind and index included, at any depth. (Hand-made spans: where the runner itself puts a
+//! fallback, under the step whose fallback it is, is checked on real runs in
+//! `runner_rows_match_result.rs`.)
 
 mod layer_support;
 

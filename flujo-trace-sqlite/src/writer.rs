@@ -128,7 +128,14 @@ pub(crate) struct Writer {
     retry: Vec<Message>,
     /// Why they were refused.
     retry_failure: String,
+    /// Commits since the last checkpoint (see `checkpoint_if_due`).
+    commits_since_checkpoint: u32,
 }
+
+/// Commits between two checkpoints of the WAL. SQLite's own auto-checkpoint (every 1,000 pages)
+/// runs inside a commit, fsyncs included, and so would stall whichever run's barrier is waiting
+/// on that commit; the writer turns it off and checkpoints after the barrier has been answered.
+const COMMITS_PER_CHECKPOINT: u32 = 64;
 
 impl Writer {
     pub(crate) fn new(
@@ -143,11 +150,32 @@ impl Writer {
             process: crate::process::current_writer(),
             retry: Vec::new(),
             retry_failure: String::new(),
+            commits_since_checkpoint: 0,
         }
+    }
+
+    /// A PASSIVE checkpoint every `COMMITS_PER_CHECKPOINT` commits, run after the barriers of
+    /// the last batch were answered, so no run waits for it. It never blocks on readers or other
+    /// writers (PASSIVE); what it cannot copy now is copied by a later one.
+    fn checkpoint_if_due(&mut self) {
+        if self.commits_since_checkpoint < COMMITS_PER_CHECKPOINT {
+            return;
+        }
+        self.commits_since_checkpoint = 0;
+        // a failure here loses nothing: the rows are committed in the WAL either way
+        let _ = self
+            .backend
+            .conn
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
     }
 
     /// Runs until every sender is gone, then commits what is left and returns.
     pub(crate) fn run(mut self, receiver: Receiver<Message>) {
+        // checkpoints happen after barriers are answered, in `checkpoint_if_due`
+        let _ = self
+            .backend
+            .conn
+            .pragma_update(None, "wal_autocheckpoint", 0);
         tracing::subscriber::with_default(tracing::subscriber::NoSubscriber::default(), || {
             self.run_loop(&receiver);
         });
@@ -187,6 +215,7 @@ impl Writer {
                     // the flushing side may have stopped waiting
                     let _ = ack.send(());
                 }
+                self.checkpoint_if_due();
                 if disconnected {
                     break;
                 }
@@ -242,6 +271,7 @@ impl Writer {
         };
         let error = match result {
             Ok(missing) => {
+                self.commits_since_checkpoint += 1;
                 self.retry.clear();
                 batch.clear();
                 self.shared

@@ -1,7 +1,7 @@
 //! `cargo xtask seed`: fills a database through the real runner and `SqliteLayer`.
 //!
 //! The mix: four pipelines of about five steps each (plain steps, a parallel fan-out, a map over
-//! chunks, a retrying step, a review loop), about one run in twelve failing, and payloads from a
+//! chunks, a retrying step, a review loop), about one run in twenty failing, and payloads from a
 //! few hundred bytes to a few KB.
 
 use std::path::{Path, PathBuf};

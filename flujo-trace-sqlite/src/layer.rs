@@ -539,19 +539,25 @@ where
         if span.metadata().target() != TARGET {
             return;
         }
+        // the span's name says which state it holds: one extensions lookup per record
+        let name = span.metadata().name();
         let mut extensions = span.extensions_mut();
-        if let Some(state) = extensions.get_mut::<RunSpan>() {
-            values.record(&mut RunVisitor {
-                start: None,
-                end: &mut state.end,
-                payload_cap: self.inner.payload_cap,
-            });
-        } else if let Some(state) = extensions.get_mut::<StepSpan>() {
-            values.record(&mut StepVisitor {
-                start: None,
-                close: &mut state.close,
-                payload_cap: self.inner.payload_cap,
-            });
+        if name == STEP_SPAN {
+            if let Some(state) = extensions.get_mut::<StepSpan>() {
+                values.record(&mut StepVisitor {
+                    start: None,
+                    close: &mut state.close,
+                    payload_cap: self.inner.payload_cap,
+                });
+            }
+        } else if name == RUN_SPAN {
+            if let Some(state) = extensions.get_mut::<RunSpan>() {
+                values.record(&mut RunVisitor {
+                    start: None,
+                    end: &mut state.end,
+                    payload_cap: self.inner.payload_cap,
+                });
+            }
         }
     }
 

@@ -56,7 +56,10 @@ impl RunObserver for Recorder {
 
     fn after_run<'a>(&'a self, _run_id: &'a str) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
         match current_layer() {
-            Some(handle) => Box::pin(handle.flush()),
+            Some(handle) => Box::pin(async move {
+                // a loss was already reported on stderr by the writer
+                handle.flush().await;
+            }),
             None => Box::pin(std::future::ready(())),
         }
     }

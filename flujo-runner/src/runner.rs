@@ -212,13 +212,16 @@ where
     /// The run span is created in the caller's current dispatcher. Dropping the returned future
     /// before it finishes closes the open spans with `status = "cancelled"`.
     pub async fn run_with_context(&self, input: In, context: C) -> PipelineResult<Out, C> {
+        // The observer may install the global default subscriber: it must be in place before
+        // `DropInDispatch` takes the dispatcher the run is polled (and maybe dropped) under, or a
+        // first run cancelled in a fresh process would leave its spans open forever.
+        if let Some(observer) = &self.observer {
+            observer.before_run();
+        }
         DropInDispatch::new(self.run_inner(input, context)).await
     }
 
     async fn run_inner(&self, input: In, context: C) -> PipelineResult<Out, C> {
-        if let Some(observer) = &self.observer {
-            observer.before_run();
-        }
         let run_id = uuid::Uuid::now_v7().to_string();
         let start_time = OffsetDateTime::now_utc();
         let started = Instant::now();

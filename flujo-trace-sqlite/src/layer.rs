@@ -9,9 +9,9 @@ use std::fmt;
 use std::future::Future;
 use std::path::Path;
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Once, Weak};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tracing::field::{Field, Visit};
 use tracing::level_filters::LevelFilter;
@@ -25,7 +25,7 @@ use tracing_subscriber::Layer;
 
 use crate::backend::{RunEnd, RunRecord, SqliteBackend, StepClose, StepRecord};
 use crate::payload::{capped, DEFAULT_PAYLOAD_CAP};
-use crate::writer::{Message, Shared, Writer};
+use crate::writer::{Flushed, Message, Shared, Writer, WriterOptions, DEFAULT_RETRY_WINDOW};
 use crate::{migrate, Error};
 
 /// The target of every flujo span.
@@ -87,6 +87,7 @@ pub struct SqliteLayerBuilder {
     busy_timeout: Duration,
     payload_cap: usize,
     max_db_bytes: Option<u64>,
+    retry_window: Duration,
 }
 
 impl Default for SqliteLayerBuilder {
@@ -97,6 +98,7 @@ impl Default for SqliteLayerBuilder {
             busy_timeout: migrate::DEFAULT_BUSY_TIMEOUT,
             payload_cap: DEFAULT_PAYLOAD_CAP,
             max_db_bytes: None,
+            retry_window: DEFAULT_RETRY_WINDOW,
         }
     }
 }
@@ -145,6 +147,18 @@ impl SqliteLayerBuilder {
         self
     }
 
+    /// How long rows that storage refused (a full disk, a lock held past the busy timeout, an
+    /// I/O error) are written again, with a backoff from 10 ms doubling up to 200 ms, before they
+    /// count as not recorded (default 1 s). A barrier ([`SqliteHandle::flush`]) waits for them, so
+    /// this is the longest a run's end waits on a failing store, plus one write attempt (which
+    /// waits up to the busy timeout on another process's lock). After such a loss, rows get one
+    /// attempt each until a write works again, so a disk that stays full does not slow every
+    /// run down by this much.
+    pub fn with_retry_window(mut self, retry_window: Duration) -> Self {
+        self.retry_window = retry_window;
+        self
+    }
+
     /// Opens (creating or upgrading) the database at `path` and starts the writer thread.
     pub fn open(self, path: impl AsRef<Path>) -> Result<SqliteLayer, Error> {
         let path = path.as_ref();
@@ -154,7 +168,12 @@ impl SqliteLayerBuilder {
         }
         let shared = Arc::new(Shared::new(path.to_path_buf(), self.max_db_bytes));
         let (sender, receiver) = sync_channel(self.queue_capacity);
-        let writer = Writer::new(backend, Arc::clone(&shared), self.flush_interval);
+        let options = WriterOptions {
+            flush_interval: self.flush_interval,
+            busy_timeout: self.busy_timeout,
+            retry_window: self.retry_window,
+        };
+        let writer = Writer::new(backend, Arc::clone(&shared), options);
         let thread = std::thread::Builder::new()
             .name("flujo-sqlite-writer".to_owned())
             .spawn(move || writer.run(receiver))
@@ -162,15 +181,15 @@ impl SqliteLayerBuilder {
                 path: path.to_path_buf(),
                 source,
             })?;
+        let inner = Arc::new(Inner {
+            sender: Some(sender),
+            thread: Some(thread),
+            shared,
+            payload_cap: self.payload_cap,
+        });
+        shut_down_at_exit(&inner);
         Ok(SqliteLayer {
-            recorder: Recorder {
-                inner: Arc::new(Inner {
-                    sender: Some(sender),
-                    thread: Some(thread),
-                    shared,
-                    payload_cap: self.payload_cap,
-                }),
-            },
+            recorder: Recorder { inner },
             filtered: None,
         })
     }
@@ -208,23 +227,32 @@ impl SqliteLayer {
 }
 
 impl SqliteHandle {
-    /// Resolves once every row sent before this call is committed (at once when the writer has
-    /// stopped). The barrier is sent when `flush` is called, not when the future is polled.
-    pub fn flush(&self) -> impl Future<Output = ()> + Send + 'static {
+    /// Resolves once every row sent before this call is committed or counted as not recorded
+    /// (at once when the writer has stopped), and says which: see [`Flushed`]. Rows that storage
+    /// refuses are written again for up to the retry window
+    /// ([`SqliteLayerBuilder::with_retry_window`], 1 s by default) before the barrier is
+    /// answered. The barrier is sent when `flush` is called, not when the future is polled.
+    pub fn flush(&self) -> impl Future<Output = Flushed> + Send + 'static {
         let (ack, acked) = futures::channel::oneshot::channel();
         let sent = self.inner.send_barrier(ack);
+        let shared = Arc::clone(&self.inner.shared);
         async move {
-            if sent {
-                // a writer that stopped drops the sender: nothing more will be committed
-                let _ = acked.await;
+            let stopped = || Flushed {
+                rows_not_recorded: shared.rows_not_recorded(),
+                writer_running: false,
+            };
+            if !sent {
+                return stopped();
             }
+            // a writer that stopped drops the sender: nothing more will be committed
+            acked.await.unwrap_or_else(|_| stopped())
         }
     }
 
     /// [`flush`](Self::flush), blocking the calling thread (never call it on an async runtime's
     /// worker thread).
-    pub fn flush_blocking(&self) {
-        futures::executor::block_on(self.flush());
+    pub fn flush_blocking(&self) -> Flushed {
+        futures::executor::block_on(self.flush())
     }
 
     /// Rows that could not be written so far (storage failures); 0 when all was recorded.
@@ -285,7 +313,7 @@ impl Inner {
     }
 
     /// Queues a barrier and wakes the writer to commit at once; false when the writer is gone.
-    fn send_barrier(&self, ack: futures::channel::oneshot::Sender<()>) -> bool {
+    fn send_barrier(&self, ack: futures::channel::oneshot::Sender<Flushed>) -> bool {
         let Some(sender) = &self.sender else {
             return false;
         };
@@ -299,6 +327,23 @@ impl Inner {
             Some(message) => sender.send(message).is_ok(),
             None => true,
         }
+    }
+
+    /// Asks the writer to commit, checkpoint and close now (the process is exiting); the
+    /// receiver hears once it has. `None` when the writer is gone.
+    fn send_shutdown(&self) -> Option<std::sync::mpsc::Receiver<()>> {
+        let sender = self.sender.as_ref()?;
+        let (ack, acked) = std::sync::mpsc::sync_channel(1);
+        let message = match sender.try_send(Message::Shutdown(ack)) {
+            Ok(()) => None,
+            Err(TrySendError::Full(message)) => Some(message),
+            Err(TrySendError::Disconnected(_)) => return None,
+        };
+        self.wake_writer();
+        if let Some(message) = message {
+            sender.send(message).ok()?;
+        }
+        Some(acked)
     }
 
     /// The writer sleeps while rows gather (see `writer.rs`); this ends the sleep.
@@ -318,6 +363,53 @@ impl Drop for Inner {
             let _ = thread.join();
         }
     }
+}
+
+/// The writers of this process that may still hold rows when it exits.
+static LIVE_WRITERS: Mutex<Vec<Weak<Inner>>> = Mutex::new(Vec::new());
+
+/// The longest the process's exit waits for its writers: their last writes (each waiting at most
+/// 0.5 s on another process's lock, then retried within the retry window) and checkpoints.
+const EXIT_WAIT: Duration = Duration::from_secs(3);
+
+/// Makes the process's exit (returning from `main`, `std::process::exit`) commit the rows this
+/// writer still holds, checkpoint the WAL into the database file and close the connection: a
+/// layer in the global default subscriber is never dropped, and without this its last rows and
+/// its WAL would be left behind.
+fn shut_down_at_exit(inner: &Arc<Inner>) {
+    static REGISTERED: Once = Once::new();
+    if let Ok(mut live) = LIVE_WRITERS.lock() {
+        live.retain(|writer| writer.strong_count() > 0);
+        live.push(Arc::downgrade(inner));
+    }
+    REGISTERED.call_once(|| {
+        // SAFETY: `at_exit` is an `extern "C" fn()` that catches every panic, so nothing unwinds
+        // into libc; `atexit` only stores the pointer
+        unsafe {
+            libc::atexit(at_exit);
+        }
+    });
+}
+
+/// Runs once at process exit (registered with `atexit`): shuts down every live writer and waits
+/// for them, at most [`EXIT_WAIT`] in all.
+extern "C" fn at_exit() {
+    let _ = std::panic::catch_unwind(|| {
+        let live: Vec<Arc<Inner>> = match LIVE_WRITERS.lock() {
+            Ok(live) => live.iter().filter_map(Weak::upgrade).collect(),
+            Err(_) => return,
+        };
+        let acks: Vec<_> = live
+            .iter()
+            .filter_map(|inner| inner.send_shutdown())
+            .collect();
+        let deadline = Instant::now() + EXIT_WAIT;
+        for ack in acks {
+            let _ = ack.recv_timeout(deadline.saturating_duration_since(Instant::now()));
+        }
+        // dropping the last reference would join a writer thread that may still be busy
+        std::mem::forget(live);
+    });
 }
 
 /// A run span's state in the registry's extensions: its id and close fields so far.

@@ -8,8 +8,9 @@ use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::io::Write as _;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, TryRecvError};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, ErrorCode, TransactionBehavior};
@@ -40,9 +41,37 @@ pub(crate) enum Message {
         /// Its end.
         end: RunEnd,
     },
-    /// Commit everything sent before this, then acknowledge.
-    Barrier(futures::channel::oneshot::Sender<()>),
+    /// Commit everything sent before this (or count it as not recorded), then acknowledge.
+    Barrier(futures::channel::oneshot::Sender<Flushed>),
+    /// The process is exiting: commit what is left, checkpoint the WAL into the database file,
+    /// close the connection, acknowledge and stop.
+    Shutdown(std::sync::mpsc::SyncSender<()>),
 }
+
+/// What a barrier ([`SqliteHandle::flush`](crate::SqliteHandle::flush)) found once every row
+/// sent before it was committed or counted as not recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Flushed {
+    /// Rows this layer could not record since it was opened (storage refused them past the retry
+    /// window, or the writer had stopped), counted when the barrier was answered. Compare it
+    /// with an earlier value to tell whether the rows of one run were lost.
+    pub rows_not_recorded: u64,
+    /// False when the writer had already stopped (the process is exiting): nothing sent after
+    /// that point is recorded, and those rows are counted.
+    pub writer_running: bool,
+}
+
+impl Flushed {
+    /// True when no row has been lost so far.
+    pub fn all_recorded(&self) -> bool {
+        self.rows_not_recorded == 0
+    }
+}
+
+/// How often, at most, a further loss is reported while the process runs (the first one is
+/// reported at once).
+const REPORT_EVERY: Duration = Duration::from_secs(10);
 
 /// State shared by the layer, its handles and the writer thread.
 #[derive(Debug)]
@@ -50,9 +79,9 @@ pub(crate) struct Shared {
     /// The database file, for messages.
     pub(crate) path: PathBuf,
     rows_not_recorded: AtomicU64,
-    warned: AtomicBool,
-    /// The count the warning gave.
-    rows_in_warning: AtomicU64,
+    /// The count the last warning gave, and when it was printed (`None`: the next loss is
+    /// reported at once).
+    reported: Mutex<(u64, Option<Instant>)>,
     /// The size cap of the database file, to explain a "full" database.
     max_db_bytes: Option<u64>,
 }
@@ -62,8 +91,7 @@ impl Shared {
         Shared {
             path,
             rows_not_recorded: AtomicU64::new(0),
-            warned: AtomicBool::new(false),
-            rows_in_warning: AtomicU64::new(0),
+            reported: Mutex::new((0, None)),
             max_db_bytes,
         }
     }
@@ -75,7 +103,10 @@ impl Shared {
                 "{error} (the file may not grow past the {max_db_bytes} bytes of \
                  with_max_db_bytes, or the disk is full: free space, e.g. with flujo lens prune)"
             ),
-            (Some(ErrorCode::DiskFull), None) => format!("{error} (free some disk space)"),
+            (Some(ErrorCode::DiskFull), None) => format!(
+                "{error} (the disk holding it is full: free space there, delete old runs with \
+                 flujo lens prune, or point FLUJO_STATE_URI elsewhere)"
+            ),
             _ => error.to_string(),
         }
     }
@@ -84,15 +115,23 @@ impl Shared {
         self.rows_not_recorded.load(Ordering::Relaxed)
     }
 
-    /// Counts `n` rows that will never reach the database and, the first time only, says so on
-    /// stderr.
+    /// Counts `n` rows that will never reach the database and says so on stderr: the first loss
+    /// at once, later ones at most every [`REPORT_EVERY`] (and the total when the writer stops).
     pub(crate) fn not_recorded(&self, n: u64, what_failed: &dyn std::fmt::Display) {
         if n == 0 {
             return;
         }
         let total = self.rows_not_recorded.fetch_add(n, Ordering::Relaxed) + n;
-        if !self.warned.swap(true, Ordering::Relaxed) {
-            self.rows_in_warning.store(total, Ordering::Relaxed);
+        let Ok(mut reported) = self.reported.lock() else {
+            return;
+        };
+        let now = Instant::now();
+        let due = match reported.1 {
+            None => true,
+            Some(at) => now.duration_since(at) >= REPORT_EVERY,
+        };
+        if due {
+            *reported = (total, Some(now));
             // stderr may be closed: never panic over a warning
             let _ = writeln!(
                 std::io::stderr(),
@@ -104,10 +143,25 @@ impl Shared {
         }
     }
 
-    /// At the writer's exit: the total, when rows were lost after the warning.
+    /// A write succeeded after rows were lost: says so once per loss.
+    fn resumed(&self) {
+        let total = self.rows_not_recorded();
+        let _ = writeln!(
+            std::io::stderr(),
+            "flujo: recording to {} works again ({total} rows were not recorded before)",
+            self.path.display()
+        );
+        if let Ok(mut reported) = self.reported.lock() {
+            // the next loss is reported at once
+            reported.1 = None;
+        }
+    }
+
+    /// At the writer's end: the total, when rows were lost after the last warning.
     fn report_total(&self) {
         let total = self.rows_not_recorded();
-        if total > self.rows_in_warning.load(Ordering::Relaxed) {
+        let reported = self.reported.lock().map_or(0, |reported| reported.0);
+        if total > reported {
             let _ = writeln!(
                 std::io::stderr(),
                 "flujo: warning: {total} rows in all were not recorded to {}",
@@ -117,48 +171,107 @@ impl Shared {
     }
 }
 
+/// How long rows refused by storage are retried before they count as not recorded, by default:
+/// the longest a barrier waits on a full disk (a held lock adds one busy timeout).
+pub(crate) const DEFAULT_RETRY_WINDOW: Duration = Duration::from_secs(1);
+/// The first wait before a refused batch is written again; it doubles up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(10);
+const MAX_BACKOFF: Duration = Duration::from_millis(200);
+/// The busy timeout of the last writes and the checkpoint at exit: exit never waits long on a
+/// lock held by another process.
+const EXIT_BUSY_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// The writer thread's settings.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct WriterOptions {
+    pub(crate) flush_interval: Duration,
+    pub(crate) busy_timeout: Duration,
+    pub(crate) retry_window: Duration,
+}
+
 /// The writer thread's state.
 pub(crate) struct Writer {
     backend: SqliteBackend,
     shared: std::sync::Arc<Shared>,
-    flush_interval: Duration,
+    options: WriterOptions,
     process: Option<WriterProcess>,
-    /// The rows of the last batch that storage refused, written again once, in front of the
-    /// next batch, before they count as not recorded.
+    /// The `-wal` file beside the database, whose size decides checkpoints.
+    wal_path: PathBuf,
+    /// Rows storage refused, written again (in front of newer rows) until they are committed or
+    /// the retry window has passed.
     retry: Vec<Message>,
     /// Why they were refused.
     retry_failure: String,
+    /// When the first write of `retry` was attempted.
+    refused_since: Option<Instant>,
+    /// When `retry` is written again, and the wait after that.
+    next_retry: Option<Instant>,
+    backoff: Duration,
+    /// When rows were last counted as not recorded. For [`REPORT_EVERY`] after that, refused
+    /// rows get one attempt each, without the retry window, so a disk that stays full (or fills
+    /// up again at every large row) does not stall every run.
+    last_loss: Option<Instant>,
+    /// Rows were lost since the last commit: the next commit says recording works again.
+    lost_since_commit: bool,
+    /// When "recording works again" was last said (at most every [`REPORT_EVERY`]).
+    last_resumed: Option<Instant>,
+    /// Payload bytes in the batch being gathered.
+    batch_bytes: usize,
     /// Commits since the last checkpoint (see `checkpoint_if_due`).
     commits_since_checkpoint: u32,
 }
 
-/// Commits between two checkpoints of the WAL. SQLite's own auto-checkpoint (every 1,000 pages)
+/// Commits between two checkpoints of the WAL, whatever its size. SQLite's own auto-checkpoint
 /// runs inside a commit, fsyncs included, and so would stall whichever run's barrier is waiting
 /// on that commit; the writer turns it off and checkpoints after the barrier has been answered.
 const COMMITS_PER_CHECKPOINT: u32 = 64;
+/// A WAL larger than this is checkpointed after the next commit, and is cut back to this size
+/// when SQLite starts it over (`journal_size_limit`).
+pub(crate) const WAL_CHECKPOINT_BYTES: u64 = 4 * 1024 * 1024;
+/// Payload bytes that make a batch be written at once, so one transaction never grows the WAL
+/// by much more than this.
+const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
 
 impl Writer {
     pub(crate) fn new(
         backend: SqliteBackend,
         shared: std::sync::Arc<Shared>,
-        flush_interval: Duration,
+        options: WriterOptions,
     ) -> Writer {
+        let mut wal_path = backend.path().as_os_str().to_owned();
+        wal_path.push("-wal");
         Writer {
             backend,
             shared,
-            flush_interval,
+            options,
             process: crate::process::current_writer(),
+            wal_path: PathBuf::from(wal_path),
             retry: Vec::new(),
             retry_failure: String::new(),
+            refused_since: None,
+            next_retry: None,
+            backoff: FIRST_BACKOFF,
+            last_loss: None,
+            last_resumed: None,
+            lost_since_commit: false,
+            batch_bytes: 0,
             commits_since_checkpoint: 0,
         }
     }
 
-    /// A PASSIVE checkpoint every `COMMITS_PER_CHECKPOINT` commits, run after the barriers of
-    /// the last batch were answered, so no run waits for it. It never blocks on readers or other
-    /// writers (PASSIVE); what it cannot copy now is copied by a later one.
+    /// A PASSIVE checkpoint when the WAL has grown past [`WAL_CHECKPOINT_BYTES`] or every
+    /// [`COMMITS_PER_CHECKPOINT`] commits, run after the barriers of the last batch were
+    /// answered, so no run waits for it. It never blocks on readers or other writers (PASSIVE);
+    /// what it cannot copy now is copied by a later one. Once SQLite starts the WAL over, it cuts
+    /// the file back to `journal_size_limit`.
     fn checkpoint_if_due(&mut self) {
-        if self.commits_since_checkpoint < COMMITS_PER_CHECKPOINT {
+        if self.commits_since_checkpoint == 0 {
+            return;
+        }
+        let wal_bytes = std::fs::metadata(&self.wal_path).map_or(0, |m| m.len());
+        if self.commits_since_checkpoint < COMMITS_PER_CHECKPOINT
+            && wal_bytes < WAL_CHECKPOINT_BYTES
+        {
             return;
         }
         self.commits_since_checkpoint = 0;
@@ -169,32 +282,76 @@ impl Writer {
             .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
     }
 
-    /// Runs until every sender is gone, then commits what is left and returns.
+    /// At the end: copies the WAL into the database file and empties it (TRUNCATE), waiting at
+    /// most [`EXIT_BUSY_TIMEOUT`] on other processes; closing the connection afterwards removes
+    /// the `-wal` file when no other connection is open. So `flujo_ops.db` alone holds every run.
+    fn final_checkpoint(&mut self) {
+        let _ = self.backend.conn.busy_timeout(EXIT_BUSY_TIMEOUT);
+        let _ = self
+            .backend
+            .conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+    }
+
+    /// Runs until every sender is gone or the process exits, then commits what is left,
+    /// checkpoints, closes the connection and returns.
     pub(crate) fn run(mut self, receiver: Receiver<Message>) {
         // checkpoints happen after barriers are answered, in `checkpoint_if_due`
         let _ = self
             .backend
             .conn
             .pragma_update(None, "wal_autocheckpoint", 0);
+        let limit = i64::try_from(WAL_CHECKPOINT_BYTES).unwrap_or(i64::MAX);
+        let _ =
+            self.backend
+                .conn
+                .pragma_update_and_check(None, "journal_size_limit", limit, |row| {
+                    row.get::<_, i64>(0)
+                });
+        let shutdown =
+            tracing::subscriber::with_default(tracing::subscriber::NoSubscriber::default(), || {
+                self.run_loop(&receiver)
+            });
+        // later senders find the channel closed and count their rows
+        drop(receiver);
         tracing::subscriber::with_default(tracing::subscriber::NoSubscriber::default(), || {
-            self.run_loop(&receiver);
+            self.final_checkpoint();
+            let Writer {
+                backend, shared, ..
+            } = self;
+            // closing the last connection also removes the `-wal` and `-shm` files
+            drop(backend);
+            shared.report_total();
         });
+        if let Some(ack) = shutdown {
+            let _ = ack.send(());
+        }
     }
 
     /// Gathers rows for at most one flush interval, then writes them in one transaction; a
-    /// barrier, a full batch or the channel's end writes at once.
+    /// barrier, a full batch or the channel's end writes at once. Returns the acknowledgement of
+    /// a shutdown, if that is what ended it.
     ///
     /// While rows are waiting the thread sleeps in `park_timeout` rather than in `recv`, so a
     /// send does not wake it (a futex call per row would be the main cost on the instrumented
     /// thread). Senders wake it with `unpark` for a barrier, a full queue and the end.
-    fn run_loop(&mut self, receiver: &Receiver<Message>) {
+    fn run_loop(
+        &mut self,
+        receiver: &Receiver<Message>,
+    ) -> Option<std::sync::mpsc::SyncSender<()>> {
         let mut batch: Vec<Message> = Vec::with_capacity(1024);
         let mut acks = Vec::new();
+        let mut shutdown = None;
         let mut deadline: Option<Instant> = None;
         loop {
             let mut disconnected = false;
-            while acks.is_empty() && batch.len() < MAX_BATCH {
+            while acks.is_empty()
+                && shutdown.is_none()
+                && batch.len() < MAX_BATCH
+                && self.batch_bytes < MAX_BATCH_BYTES
+            {
                 match receiver.try_recv() {
+                    Ok(Message::Shutdown(ack)) => shutdown = Some(ack),
                     Ok(message) => self.accept(message, &mut batch, &mut acks),
                     Err(TryRecvError::Empty) => break,
                     Err(TryRecvError::Disconnected) => {
@@ -204,44 +361,78 @@ impl Writer {
                 }
             }
             let now = Instant::now();
+            let ending = disconnected || shutdown.is_some();
             if !acks.is_empty()
+                || ending
                 || batch.len() >= MAX_BATCH
-                || disconnected
+                || self.batch_bytes >= MAX_BATCH_BYTES
                 || deadline.is_some_and(|deadline| now >= deadline)
+                || self.next_retry.is_some_and(|retry| now >= retry)
             {
+                if ending {
+                    // the last writes wait only briefly on another process's lock
+                    let busy = self.options.busy_timeout.min(EXIT_BUSY_TIMEOUT);
+                    let _ = self.backend.conn.busy_timeout(busy);
+                }
                 self.write(&mut batch);
                 deadline = None;
-                for ack in acks.drain(..) {
-                    // the flushing side may have stopped waiting
-                    let _ = ack.send(());
+                if !acks.is_empty() || ending {
+                    // a barrier is answered once nothing sent before it is pending
+                    self.settle();
+                    let flushed = Flushed {
+                        rows_not_recorded: self.shared.rows_not_recorded(),
+                        writer_running: true,
+                    };
+                    for ack in acks.drain(..) {
+                        // the flushing side may have stopped waiting
+                        let _ = ack.send(flushed);
+                    }
+                }
+                if ending {
+                    return shutdown;
                 }
                 self.checkpoint_if_due();
-                if disconnected {
-                    break;
-                }
-            } else if batch.is_empty() {
+            } else if batch.is_empty() && self.retry.is_empty() {
                 // nothing waits: sleep until the next row, however long that takes
                 match receiver.recv() {
+                    Ok(Message::Shutdown(ack)) => shutdown = Some(ack),
                     Ok(message) => self.accept(message, &mut batch, &mut acks),
-                    Err(_) => break,
+                    Err(_) => return None,
                 }
             } else {
-                let deadline = *deadline.get_or_insert(now + self.flush_interval);
-                std::thread::park_timeout(deadline.saturating_duration_since(now));
+                // rows wait: sleep until the flush deadline or the next retry, whichever is first
+                if !batch.is_empty() && deadline.is_none() {
+                    deadline = Some(now + self.options.flush_interval);
+                }
+                let wake = [deadline, self.next_retry]
+                    .into_iter()
+                    .flatten()
+                    .min()
+                    .unwrap_or(now + self.options.flush_interval);
+                std::thread::park_timeout(wake.saturating_duration_since(now));
             }
         }
-        // the last batch's second chance was the end
-        let failure = std::mem::take(&mut self.retry_failure);
-        self.shared.not_recorded(rows_in(&self.retry), &failure);
-        self.shared.report_total();
+    }
+
+    /// Writes the refused rows again, after their backoff, until they are committed or counted
+    /// as not recorded (at most the retry window after they were first refused).
+    fn settle(&mut self) {
+        let mut empty = Vec::new();
+        while !self.retry.is_empty() {
+            if let Some(retry) = self.next_retry {
+                std::thread::sleep(retry.saturating_duration_since(Instant::now()));
+            }
+            self.write(&mut empty);
+        }
     }
 
     fn accept(
-        &self,
+        &mut self,
         message: Message,
         batch: &mut Vec<Message>,
-        acks: &mut Vec<futures::channel::oneshot::Sender<()>>,
+        acks: &mut Vec<futures::channel::oneshot::Sender<Flushed>>,
     ) {
+        self.batch_bytes += payload_bytes(&message);
         match message {
             Message::Barrier(ack) => acks.push(ack),
             Message::RunStart(mut run) => {
@@ -252,55 +443,76 @@ impl Writer {
         }
     }
 
-    /// Writes a batch (after the rows kept for a retry) in one transaction, and empties it.
+    /// Writes the refused rows and then `batch` in one transaction, and empties `batch`.
     ///
     /// Each transaction is all or nothing. When a row breaks a constraint, the rows are written
     /// again one per transaction so only that row is lost. When storage fails (full, locked,
-    /// read-only, I/O), the batch's rows are kept and written once more in front of the next
-    /// batch; the rows that fail that second time count as not recorded.
+    /// read-only, I/O), the rows are kept and written again after a backoff (10 ms, doubling up
+    /// to 200 ms), together with newer rows, until the retry window has passed since they were
+    /// first refused; then they count as not recorded. For [`REPORT_EVERY`] after such a loss,
+    /// refused rows get one attempt each.
     fn write(&mut self, batch: &mut Vec<Message>) {
-        let n_retried = self.retry.len();
-        let result = if n_retried == 0 {
+        self.batch_bytes = 0;
+        if self.retry.is_empty() {
             if batch.is_empty() {
                 return;
             }
-            write_batch(&mut self.backend.conn, batch)
+            // `retry` is empty: the batch moves there and `batch` gets its spare capacity
+            std::mem::swap(&mut self.retry, batch);
         } else {
             self.retry.append(batch);
-            write_batch(&mut self.backend.conn, &self.retry)
-        };
-        let error = match result {
+        }
+        let attempted = Instant::now();
+        let error = match write_batch(&mut self.backend.conn, &self.retry) {
             Ok(missing) => {
                 self.commits_since_checkpoint += 1;
                 self.retry.clear();
-                batch.clear();
+                self.refused_since = None;
+                self.next_retry = None;
+                self.backoff = FIRST_BACKOFF;
+                if std::mem::take(&mut self.lost_since_commit) {
+                    let now = Instant::now();
+                    if self
+                        .last_resumed
+                        .is_none_or(|at| now.duration_since(at) >= REPORT_EVERY)
+                    {
+                        self.last_resumed = Some(now);
+                        self.shared.resumed();
+                    }
+                }
                 self.shared
                     .not_recorded(missing, &"a step or run whose start was not recorded");
                 return;
             }
             Err(error) => error,
         };
-        if error.sqlite_error_code() != Some(ErrorCode::ConstraintViolation) {
-            if n_retried == 0 {
-                // `retry` is empty: the batch moves there and `batch` gets its spare capacity
-                std::mem::swap(&mut self.retry, batch);
-            } else {
-                let failure = std::mem::take(&mut self.retry_failure);
-                self.shared
-                    .not_recorded(rows_in(&self.retry[..n_retried]), &failure);
-                self.retry.drain(..n_retried);
-            }
-            self.retry_failure = self.shared.describe(&error);
-            return;
-        }
-        if n_retried == 0 {
-            self.write_one_by_one(batch);
-            batch.clear();
-        } else {
+        if error.sqlite_error_code() == Some(ErrorCode::ConstraintViolation) {
             let rows = std::mem::take(&mut self.retry);
             self.write_one_by_one(&rows);
+            self.refused_since = None;
+            self.next_retry = None;
+            return;
         }
-        self.retry_failure.clear();
+        self.retry_failure = self.shared.describe(&error);
+        let since = *self.refused_since.get_or_insert(attempted);
+        let now = Instant::now();
+        let after_loss = self
+            .last_loss
+            .is_some_and(|at| now.duration_since(at) < REPORT_EVERY);
+        if after_loss || now.duration_since(since) >= self.options.retry_window {
+            let failure = std::mem::take(&mut self.retry_failure);
+            self.shared.not_recorded(rows_in(&self.retry), &failure);
+            self.retry.clear();
+            self.refused_since = None;
+            self.next_retry = None;
+            self.backoff = FIRST_BACKOFF;
+            self.last_loss = Some(now);
+            self.lost_since_commit = true;
+        } else {
+            let window_end = since + self.options.retry_window;
+            self.next_retry = Some((now + self.backoff).min(window_end));
+            self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+        }
     }
 
     /// Writes each message in its own transaction, counting each that fails.
@@ -311,9 +523,23 @@ impl Writer {
                 Ok(missing) => self
                     .shared
                     .not_recorded(missing, &"a step or run whose start was not recorded"),
-                Err(error) => self.shared.not_recorded(1, &error),
+                Err(error) => self.shared.not_recorded(1, &self.shared.describe(&error)),
             }
         }
+    }
+}
+
+/// The payload bytes a message carries, to bound a batch's size.
+fn payload_bytes(message: &Message) -> usize {
+    let len = |blob: &Option<String>| blob.as_ref().map_or(0, String::len);
+    match message {
+        Message::RunStart(run) => len(&run.input_blob),
+        Message::StepStart(step) => len(&step.input_blob),
+        Message::StepEnd(close) => len(&close.output_blob) + len(&close.error_blob),
+        Message::RunEnd { end, .. } => {
+            len(&end.output_blob) + len(&end.final_context_blob) + len(&end.error_blob)
+        }
+        Message::Barrier(_) | Message::Shutdown(_) => 0,
     }
 }
 
@@ -370,7 +596,7 @@ fn write_batch(conn: &mut Connection, batch: &[Message]) -> rusqlite::Result<u64
                     missing += 1;
                 }
             }
-            Message::Barrier(_) => {}
+            Message::Barrier(_) | Message::Shutdown(_) => {}
         }
     }
     tx.commit()?;

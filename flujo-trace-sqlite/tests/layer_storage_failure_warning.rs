@@ -1,5 +1,6 @@
 //! What a user sees when rows cannot be recorded: one warning naming the file and the failure,
-//! and, when the writer stops, the total if more were lost after it. Runs as a child process so
+//! a line when recording works again, and, when the writer stops, the total if more were lost
+//! after the warning. Runs as a child process so
 //! its stderr can be read.
 
 mod layer_support;
@@ -43,8 +44,14 @@ fn one_warning_then_a_total() {
         warnings,
         [
             format!("flujo: warning: could not record to {shown}: database is locked; 3 rows not recorded so far (runs keep going; later rows are recorded once writing works again)").as_str(),
-            format!("flujo: warning: 6 rows in all were not recorded to {shown}").as_str(),
+            format!("flujo: warning: 9 rows in all were not recorded to {shown}").as_str(),
         ],
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "flujo: recording to {shown} works again (9 rows were not recorded before)"
+        )),
         "{stderr}"
     );
 }
@@ -54,6 +61,7 @@ fn child(path: &std::path::Path) {
         .with_busy_timeout(Duration::from_millis(20))
         // only the barriers write: each emitted run is one batch, whatever the timing
         .with_flush_interval(Duration::from_secs(3600))
+        .with_retry_window(Duration::from_millis(200))
         .open(path)
         .unwrap();
     let handle = layer.handle();
@@ -62,16 +70,16 @@ fn child(path: &std::path::Path) {
     let lock = other
         .transaction_with_behavior(rusqlite::TransactionBehavior::Exclusive)
         .unwrap();
-    // locked-1 is refused at its flush and again at locked-2's: lost; so is locked-2 at
-    // locked-3's; locked-3, refused once, is written with "after"
-    for run_id in ["locked-1", "locked-2", "locked-3"] {
+    // locked-1 is retried at its flush for the retry window, then lost (3 rows, the warning);
+    // after that loss locked-2 and locked-3 get one attempt each: lost too
+    for (run_id, lost) in [("locked-1", 3), ("locked-2", 6), ("locked-3", 9)] {
         tracing::dispatcher::with_default(&dispatch, || emit_run(run_id, "p", 1));
-        handle.flush_blocking();
+        assert_eq!(handle.flush_blocking().rows_not_recorded, lost);
     }
     lock.rollback().unwrap();
     tracing::dispatcher::with_default(&dispatch, || emit_run("after", "p", 1));
     handle.flush_blocking();
-    assert_eq!(handle.rows_not_recorded(), 6);
+    assert_eq!(handle.rows_not_recorded(), 9);
     let conn = Connection::open(path).unwrap();
     let recorded: Vec<String> = conn
         .prepare("SELECT run_id FROM runs ORDER BY run_id")
@@ -80,7 +88,7 @@ fn child(path: &std::path::Path) {
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap();
-    assert_eq!(recorded, ["after", "locked-3"]);
+    assert_eq!(recorded, ["after"]);
     // the writer stops when the last owner goes, and reports the total
     drop(handle);
     drop(dispatch);

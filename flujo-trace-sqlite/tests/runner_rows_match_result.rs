@@ -23,7 +23,10 @@ struct Barrier(SqliteHandle);
 
 impl RunObserver for Barrier {
     fn after_run<'a>(&'a self, _run_id: &'a str) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
-        Box::pin(self.0.flush())
+        let flush = self.0.flush();
+        Box::pin(async move {
+            flush.await;
+        })
     }
 }
 

@@ -151,8 +151,8 @@ impl SqliteBackend {
         Ok(RunPage { runs, matching })
     }
 
-    /// Calls `each` with every step of a run in execution order (`step_run_id`, a UUID v7), one
-    /// row at a time, so a run with thousands of large steps is never held in memory at once.
+    /// Calls `each` with every step of a run in execution order (the order the writer inserted
+    /// them, when each started: `rowid`, read through `idx_steps_run_id`), one row at a time, so a run with thousands of large steps is never held in memory at once.
     /// Stops at the first error `each` returns.
     pub fn for_each_run_step<E: From<Error>>(
         &self,
@@ -160,7 +160,7 @@ impl SqliteBackend {
         mut each: impl FnMut(StepRecord) -> Result<(), E>,
     ) -> Result<(), E> {
         let sql = format!(
-            "SELECT {} FROM steps WHERE run_id = ?1 ORDER BY step_run_id",
+            "SELECT {} FROM steps WHERE run_id = ?1 ORDER BY rowid",
             step_columns(self.schema_version)
         );
         let mut stmt = self.conn.prepare(&sql).map_err(|e| self.read_error(e))?;
@@ -176,7 +176,7 @@ impl SqliteBackend {
     /// steps that were running when its process died.
     pub fn running_steps(&self, run_id: &str) -> Result<Vec<StepRecord>, Error> {
         let sql = format!(
-            "SELECT {} FROM steps WHERE run_id = ?1 AND status = 'running' ORDER BY step_run_id",
+            "SELECT {} FROM steps WHERE run_id = ?1 AND status = 'running' ORDER BY rowid",
             step_columns(self.schema_version)
         );
         let read = || -> rusqlite::Result<Vec<StepRecord>> {
@@ -203,7 +203,7 @@ pub(crate) fn get_run_details(
 /// A run's steps in execution order (the `StateBackend` implementation calls this).
 pub(crate) fn list_run_steps(conn: &Connection, run_id: &str) -> rusqlite::Result<Vec<StepRecord>> {
     let sql = format!(
-        "SELECT {} FROM steps WHERE run_id = ?1 ORDER BY step_run_id",
+        "SELECT {} FROM steps WHERE run_id = ?1 ORDER BY rowid",
         step_columns(stored_version(conn)?.max(1))
     );
     let mut stmt = conn.prepare(&sql)?;
@@ -788,13 +788,16 @@ mod tests {
             ),
             (
                 "steps",
-                format!("SELECT {} FROM steps WHERE run_id = ?1 ORDER BY step_run_id", step_columns(2)),
+                format!(
+                    "SELECT {} FROM steps WHERE run_id = ?1 ORDER BY rowid",
+                    step_columns(2)
+                ),
                 vec![Value::Text("x".into())],
             ),
             (
                 "running steps",
                 format!(
-                    "SELECT {} FROM steps WHERE run_id = ?1 AND status = 'running' ORDER BY step_run_id",
+                    "SELECT {} FROM steps WHERE run_id = ?1 AND status = 'running' ORDER BY rowid",
                     step_columns(2)
                 ),
                 vec![Value::Text("x".into())],

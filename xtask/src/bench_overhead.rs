@@ -122,6 +122,34 @@ fn recording_dispatch(db: &Path) -> Result<(Dispatch, flujo::SqliteHandle)> {
     ))
 }
 
+/// What a database takes on disk, beside the payload bytes it holds.
+struct DiskUse {
+    /// The database file and its `-wal` (if any).
+    file_bytes: u64,
+    /// The bytes of the steps' input and output blobs.
+    payload_bytes: u64,
+    page_size: i64,
+}
+
+fn disk_use(db: &Path) -> Result<DiskUse> {
+    let mut wal = db.as_os_str().to_owned();
+    wal.push("-wal");
+    let file_bytes = std::fs::metadata(db)?.len() + std::fs::metadata(&wal).map_or(0, |m| m.len());
+    let conn =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    let payload_bytes: i64 = conn.query_row(
+        "SELECT total(length(CAST(input_blob AS BLOB)) + length(CAST(output_blob AS BLOB))) FROM steps",
+        [],
+        |row| row.get::<_, f64>(0).map(|bytes| bytes as i64),
+    )?;
+    let page_size: i64 = conn.query_row("PRAGMA page_size", [], |row| row.get(0))?;
+    Ok(DiskUse {
+        file_bytes,
+        payload_bytes: u64::try_from(payload_bytes).unwrap_or(0),
+        page_size,
+    })
+}
+
 /// Per-run wall times of `runs` runs of `flujo` under `dispatch`.
 async fn time_runs<I, O>(
     flujo: &Flujo<I, O>,
@@ -257,8 +285,10 @@ pub(crate) fn run(args: &OverheadArgs) -> Result<()> {
     let typical_steps = (2 * args.rounds * args.typical_runs + 3) * STEPS;
     drop((typical_on, noop_on, bare_on, burst_on));
     drop((typical_handle, noop_handle, bare_handle, burst_handle));
-    let typical_bytes = std::fs::metadata(&typical_db)?.len() as f64;
-    let burst_bytes = std::fs::metadata(&burst_db)?.len() as f64;
+    let typical_disk = disk_use(&typical_db)?;
+    let burst_disk = disk_use(&burst_db)?;
+    let typical_bytes = typical_disk.file_bytes as f64;
+    let burst_bytes = burst_disk.file_bytes as f64;
 
     let (tm_on, tm_off) = (median(t_on), median(t_off));
     let tm_no_barrier = median(t_no_barrier);
@@ -303,6 +333,14 @@ pub(crate) fn run(args: &OverheadArgs) -> Result<()> {
         burst_steps, burst_runs / 2 * 2, burst_elapsed.as_secs_f64(), burst_steps / burst_elapsed.as_secs_f64());
     println!("database size: {:.0} bytes per step with ~1 KB payloads, {:.0} bytes per step with tiny payloads",
         typical_bytes / typical_steps as f64, burst_bytes / burst_steps);
+    println!(
+        "disk per payload byte at ~1 KB payloads: (database + WAL after the writer's checkpoint) {} bytes / \
+         (steps' input and output) {} bytes = {:.3}x (goal <= 1.3x); page size {} bytes",
+        typical_disk.file_bytes,
+        typical_disk.payload_bytes,
+        typical_disk.file_bytes as f64 / typical_disk.payload_bytes as f64,
+        typical_disk.page_size
+    );
 
     // --- peak memory: separate processes, so each starts clean
     println!();

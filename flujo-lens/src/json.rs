@@ -7,7 +7,7 @@
 
 use std::io::Write;
 
-use flujo_trace_sqlite::{RunCount, RunRecord, StepRecord, WriterProcess};
+use flujo_trace_sqlite::{RunPage, RunRecord, StepRecord, WriterProcess};
 use serde::Serialize;
 use serde_json::value::RawValue;
 
@@ -189,13 +189,17 @@ pub(crate) struct ListJson<'a> {
 pub(crate) struct MatchingJson {
     count: u64,
     exact: bool,
+    /// Only when the search for `running` or `crashed` runs stopped after this many runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stopped_after: Option<u64>,
 }
 
-impl From<RunCount> for MatchingJson {
-    fn from(count: RunCount) -> MatchingJson {
+impl MatchingJson {
+    pub(crate) fn of(page: &RunPage) -> MatchingJson {
         MatchingJson {
-            count: count.count,
-            exact: count.exact,
+            count: page.matching.count,
+            exact: page.matching.exact,
+            stopped_after: page.stopped_after,
         }
     }
 }

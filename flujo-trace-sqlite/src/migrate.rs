@@ -15,7 +15,7 @@ use rusqlite::{Connection, ErrorCode, OpenFlags, TransactionBehavior};
 use crate::Error;
 
 /// The newest schema version this build writes and reads (`PRAGMA user_version`).
-pub(crate) const SCHEMA_VERSION: i64 = 2;
+pub(crate) const SCHEMA_VERSION: i64 = 3;
 
 /// Version 1: the DDL of FSD-08 section 5.2.
 const V1: &str = include_str!("schema/v1.sql");
@@ -62,6 +62,7 @@ const V1_TABLES: [(&str, &[&str]); 2] = [
 fn upgrade_from(version: i64) -> &'static str {
     match version {
         1 => include_str!("schema/v1_to_v2.sql"),
+        2 => include_str!("schema/v2_to_v3.sql"),
         _ => unreachable!(
             "no upgrade from schema version {version}: SCHEMA_VERSION is {SCHEMA_VERSION}"
         ),

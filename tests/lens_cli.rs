@@ -205,7 +205,8 @@ fn normalise(db: &Path) {
         let end = ts(run_start, 10 * steps.len() as i64 + 3);
         tx.execute(
             "UPDATE runs SET run_id = ?1, start_time = ?2, end_time = ?3, duration_ms = ?4,
-                    writer_host = 'build-host', writer_pid = 4242, writer_pid_start = 1
+                    writer_host = 'build-host', writer_pid = 4242, writer_pid_start = 1,
+                    writer_pid_ns = 4026531836
              WHERE run_id = ?5",
             rusqlite::params![
                 new_run,

@@ -268,20 +268,33 @@ async fn a_run_dropped_mid_way_is_recorded_cancelled() {
     let layer = SqliteLayer::open(&db).unwrap();
     let handle = layer.handle();
     let subscriber = tracing::Dispatch::new(tracing_subscriber::registry().with(layer));
-    let slow = step("slow", |x: u32, _: StepContext<()>| async move {
-        tokio::time::sleep(Duration::from_secs(30)).await;
-        Ok::<_, StepError>(x)
+    let started = std::sync::Arc::new(tokio::sync::Notify::new());
+    let slow_started = started.clone();
+    let slow = step("slow", move |x: u32, _: StepContext<()>| {
+        let slow_started = slow_started.clone();
+        async move {
+            slow_started.notify_one();
+            tokio::time::sleep(Duration::from_secs(600)).await;
+            Ok::<_, StepError>(x)
+        }
     });
     let fast = step("fast", |x: u32, _: StepContext<()>| async move {
         Ok::<_, StepError>(x)
     });
     let flujo = Flujo::new("dropped", Pipeline::new(fast).then(slow));
-    let outcome = tokio::time::timeout(
-        Duration::from_millis(200),
-        flujo.run(5).with_subscriber(subscriber),
-    )
+    // drop the run as soon as its slow step has started (the deadline only bounds a failure)
+    let cut_off = tokio::time::timeout(Duration::from_secs(60), async {
+        tokio::select! {
+            _ = flujo.run(5).with_subscriber(subscriber) => false,
+            () = started.notified() => true,
+        }
+    })
     .await;
-    assert!(outcome.is_err(), "the run was cut off");
+    assert_eq!(
+        cut_off,
+        Ok(true),
+        "the run was dropped mid-way, in its slow step"
+    );
     handle.flush().await;
 
     let conn = Connection::open_with_flags(&db, OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();

@@ -49,7 +49,8 @@ now (45s, 30m, 2h, 7d, 2w), a date (2026-01-05), a date and time (2026-01-05 14:
 RFC 3339 (2026-01-05T14:30:00+01:00).
 
 JSON (-o json): {\"runs\": [RUN...], \"matching\": {\"count\": N, \"exact\": BOOL}, \"limit\": N}
-where exact=false means more than count runs match. RUN: run_id, pipeline_name,
+where exact=false means more than count runs match (with \"stopped_after\": N, that only the
+newest N were checked for running or crashed). RUN: run_id, pipeline_name,
 pipeline_version, status, start_time, end_time, duration_ms, total_cost, total_tokens, n_steps,
 writer. -o jsonl: one RUN per line. Values are never cut; missing values are null.";
 

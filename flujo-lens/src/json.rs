@@ -1,15 +1,17 @@
 //! JSON output: the run and step objects documented in the crate root, written one per line.
 //!
 //! Stored payloads that are JSON are embedded byte for byte (never re-encoded, so no number loses
-//! precision); anything else becomes a JSON string. The written text escapes the C1 controls and
-//! the invisible bidi and zero-width characters serde_json passes through, so JSON printed to a
-//! terminal cannot drive it either.
+//! precision); anything else becomes a JSON string. The written text escapes, as `\uXXXX`, the
+//! controls and invisible characters serde_json passes through (`text::is_hidden`, the one list),
+//! so JSON printed to a terminal cannot drive it either, and still means the same value.
 
 use std::io::Write;
 
-use flujo_trace_sqlite::{RunCount, RunRecord, StepRecord, WriterProcess};
+use flujo_trace_sqlite::{RunPage, RunRecord, StepRecord, WriterProcess};
 use serde::Serialize;
 use serde_json::value::RawValue;
+
+use crate::text::is_hidden;
 
 /// A stored payload: its JSON text when it is JSON, else the text as a string.
 #[derive(Debug)]
@@ -189,13 +191,17 @@ pub(crate) struct ListJson<'a> {
 pub(crate) struct MatchingJson {
     count: u64,
     exact: bool,
+    /// Only when the search for `running` or `crashed` runs stopped after this many runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stopped_after: Option<u64>,
 }
 
-impl From<RunCount> for MatchingJson {
-    fn from(count: RunCount) -> MatchingJson {
+impl MatchingJson {
+    pub(crate) fn of(page: &RunPage) -> MatchingJson {
         MatchingJson {
-            count: count.count,
-            exact: count.exact,
+            count: page.matching.count,
+            exact: page.matching.exact,
+            stopped_after: page.stopped_after,
         }
     }
 }
@@ -212,30 +218,21 @@ pub(crate) fn write_line(out: &mut dyn Write, value: &impl Serialize) -> std::io
     out.write_all(b"\n")
 }
 
-/// Escapes, as `\uXXXX`, the characters serde_json leaves raw that a terminal may act on. In
-/// JSON text these can only occur inside strings, where the escape means the same character.
+/// Escapes, as `\uXXXX` (a UTF-16 surrogate pair beyond U+FFFF), the hidden characters
+/// (`text::is_hidden`) serde_json leaves raw. In JSON text these can only occur inside strings,
+/// where the escape means the same character; line breaks and tabs between tokens stay.
 fn terminal_safe(json: &str) -> std::borrow::Cow<'_, str> {
-    let unsafe_char = |c: char| {
-        matches!(c, '\u{7f}'..='\u{9f}')
-            || matches!(
-                c,
-                '\u{061c}'
-                    | '\u{200b}'..='\u{200f}'
-                    | '\u{2028}'..='\u{202e}'
-                    | '\u{2060}'..='\u{2069}'
-                    | '\u{feff}'
-                    | '\u{fff9}'..='\u{fffb}'
-            )
-    };
-    // raw JSON payloads are embedded as stored: C0 controls may appear in them too
-    let needs = |c: char| unsafe_char(c) || (c.is_control() && c != '\n' && c != '\t' && c != '\r');
+    let needs = |c: char| is_hidden(c) && !matches!(c, '\n' | '\t' | '\r');
     if !json.chars().any(needs) {
         return std::borrow::Cow::Borrowed(json);
     }
     let mut safe = String::with_capacity(json.len() + 16);
+    let mut units = [0u16; 2];
     for c in json.chars() {
         if needs(c) {
-            safe.push_str(&format!("\\u{:04x}", u32::from(c)));
+            for unit in c.encode_utf16(&mut units) {
+                safe.push_str(&format!("\\u{unit:04x}"));
+            }
         } else {
             safe.push(c);
         }
@@ -255,6 +252,29 @@ mod tests {
         assert!(!safe.contains('\u{9b}') && !safe.contains('\u{202e}') && !safe.contains('\u{1b}'));
         let back: serde_json::Value = serde_json::from_str(&safe).unwrap();
         assert_eq!(back, value);
+    }
+
+    #[test]
+    fn format_characters_are_escaped_as_json_and_joiners_kept() {
+        let hidden = "soft\u{ad}hyphen mvs\u{180e} zw\u{200b} fsi\u{2068}x\u{2069} bom\u{feff} \
+                      tag\u{e0001}\u{e0067}\u{e007f}";
+        let kept = "\u{1f469}\u{200d}\u{1f52c} می\u{200c}خواهم";
+        let value = serde_json::json!({"hidden": hidden, "kept": kept});
+        let text = serde_json::to_string(&value).unwrap();
+        let safe = terminal_safe(&text);
+        assert!(!safe.chars().any(is_hidden), "{safe}");
+        assert!(
+            safe.contains("\\u00ad") && safe.contains("\\u180e"),
+            "{safe}"
+        );
+        // beyond the BMP: a surrogate pair, as JSON spells it
+        assert!(
+            safe.contains("\\udb40\\udc01\\udb40\\udc67\\udb40\\udc7f"),
+            "{safe}"
+        );
+        assert!(safe.contains(kept), "joiners are kept raw: {safe}");
+        let back: serde_json::Value = serde_json::from_str(&safe).unwrap();
+        assert_eq!(back, value, "the same value, byte for byte once parsed");
     }
 
     #[test]

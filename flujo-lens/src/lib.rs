@@ -34,7 +34,8 @@
 //! A run object: `run_id`, `pipeline_name`, `pipeline_version`, `status` (`running`, `completed`,
 //! `failed`, `cancelled`, or `crashed`: a run stored as `running` whose process on this host is
 //! gone), `start_time`, `end_time`, `duration_ms`, `total_cost`, `total_tokens`, `n_steps`,
-//! `writer` (`{host, pid, pid_start}` or `null`); `show` adds `input`, `output` (the run's final
+//! `writer` (`{host, pid, pid_start, pid_ns}` or `null`; `pid_ns`, the PID namespace, is `null`
+//! for runs recorded before schema 3); `show` adds `input`, `output` (the run's final
 //! output, only for a completed run), `final_context`, `error`.
 //!
 //! A step object: `step_run_id`, `parent_step_run_id`, `step_name`, `step_index`, `step_kind`,
@@ -43,7 +44,10 @@
 //! `tokens`, `input`, `output`, `error`.
 //!
 //! - `list -o json`: `{"runs": [run, ...], "matching": {"count": N, "exact": bool}, "limit": N}`;
-//!   `exact: false` means more than `count` runs match.
+//!   `exact: false` means more than `count` runs match. Asking for only one of `running` and
+//!   `crashed` checks each candidate's process: that search stops after the page and one more
+//!   run, or after the newest 1,000 candidates, when `matching` adds `"stopped_after": N` and
+//!   `count` is the runs found among those N (older ones may match too).
 //! - `list -o jsonl`: one run object per line.
 //! - `show -o json`: `{"run": run, "steps": [step, ...]}`, steps in execution order.
 //! - `show -o jsonl`: the run object, then one step object per line; each carries

@@ -74,7 +74,7 @@ pub(crate) fn run(
     match config.format {
         Format::Table => {
             if page.runs.is_empty() {
-                return Err(nothing_found(config, list));
+                return Err(nothing_found(config, list, &page));
             }
             out.write_all(render_table(&page, list.limit, config.width, config.color).as_bytes())?;
         }
@@ -85,12 +85,12 @@ pub(crate) fn run(
                     .iter()
                     .map(|run| RunJson::new(run, RunShape::Summary, None))
                     .collect(),
-                matching: MatchingJson::from(page.matching),
+                matching: MatchingJson::of(&page),
                 limit: list.limit,
             };
             json::write_line(out, &document)?;
             if page.runs.is_empty() {
-                return Err(nothing_found(config, list));
+                return Err(nothing_found(config, list, &page));
             }
         }
         Format::Jsonl => {
@@ -98,7 +98,7 @@ pub(crate) fn run(
                 json::write_line(out, &RunJson::new(run, RunShape::Summary, None))?;
             }
             if page.runs.is_empty() {
-                return Err(nothing_found(config, list));
+                return Err(nothing_found(config, list, &page));
             }
         }
     }
@@ -111,7 +111,15 @@ pub(crate) fn render_table(page: &RunPage, limit: usize, width: usize, color: bo
     let mut rendered = render::grid(&COLUMNS, &rows, width, color);
     rendered.push('\n');
     let shown = page.runs.len() as u64;
-    if shown < page.matching.count || !page.matching.exact {
+    if let Some(examined) = page.stopped_after {
+        rendered.push_str(&format!(
+            "showing the {} matching runs among the newest {} looked at (telling running from \
+             crashed checks each run's process, so the search stops there): narrow with --since \
+             or --until\n",
+            text::thousands(shown),
+            text::thousands(examined),
+        ));
+    } else if shown < page.matching.count || !page.matching.exact {
         let total = if page.matching.exact {
             text::thousands(page.matching.count)
         } else {
@@ -140,7 +148,7 @@ fn row(run: &RunRecord) -> Vec<Cell> {
     ]
 }
 
-fn nothing_found(config: &Config, list: &ListConfig) -> LensError {
+fn nothing_found(config: &Config, list: &ListConfig, page: &RunPage) -> LensError {
     let filter = &list.filter;
     let mut conditions = Vec::new();
     if !filter.statuses.is_empty() {
@@ -162,7 +170,15 @@ fn nothing_found(config: &Config, list: &ListConfig) -> LensError {
         ));
     }
     let path = config.state.path.display();
-    if conditions.is_empty() {
+    if let Some(examined) = page.stopped_after {
+        LensError::NothingFound(format!(
+            "no runs match {} among the newest {} looked at in {path} (telling running from \
+             crashed checks each run's process, so the search stops there): narrow with --since \
+             or --until",
+            conditions.join(", "),
+            text::thousands(examined),
+        ))
+    } else if conditions.is_empty() {
         LensError::NothingFound(format!(
             "no runs recorded in {path} yet: run a pipeline, then try again"
         ))

@@ -14,31 +14,63 @@ pub(crate) struct Fit {
     pub(crate) keep_newlines: bool,
 }
 
-/// The terminal-safe form of `c`: `None` when it prints as itself, else an escape. Control
-/// characters (C0, DEL, C1), and the invisible characters that reorder or hide text (bidi
-/// overrides and isolates, zero-width characters, line and paragraph separators) never reach the
-/// terminal raw.
+/// The terminal-safe form of `c`: `None` when it prints as itself, else an escape. Hidden
+/// characters ([`is_hidden`]) never reach the terminal raw.
 pub(crate) fn escape_char(c: char) -> Option<String> {
     match c {
         '\n' => Some("\\n".to_owned()),
         '\t' => Some("\\t".to_owned()),
         '\r' => Some("\\r".to_owned()),
-        c if c.is_control() || is_invisible_format(c) => Some(format!("\\u{{{:x}}}", u32::from(c))),
+        c if is_hidden(c) => Some(format!("\\u{{{:x}}}", u32::from(c))),
         _ => None,
     }
 }
 
-fn is_invisible_format(c: char) -> bool {
-    matches!(
-        c,
-        '\u{061c}'
-            | '\u{200b}'..='\u{200f}'
-            | '\u{2028}'..='\u{202e}'
-            | '\u{2060}'..='\u{2069}'
-            | '\u{feff}'
-            | '\u{fff9}'..='\u{fffb}'
-    )
+/// Whether `c` must not reach a terminal raw: a control character (C0, DEL, C1) or an invisible
+/// one ([`INVISIBLE`]). The one list of such characters: table and JSON output both escape by it.
+pub(crate) fn is_hidden(c: char) -> bool {
+    use std::cmp::Ordering;
+    c.is_control()
+        || INVISIBLE
+            .binary_search_by(|&(first, last)| {
+                if last < c {
+                    Ordering::Less
+                } else if first > c {
+                    Ordering::Greater
+                } else {
+                    Ordering::Equal
+                }
+            })
+            .is_ok()
 }
+
+/// Characters that print as nothing yet hide, reorder or change the text around them: Unicode
+/// general category Cf (format characters, as of Unicode 16), the whole tag block
+/// U+E0000..E007F, and the line and paragraph separators (Zl, Zp). Kept out: the zero-width
+/// non-joiner and joiner (U+200C, U+200D), which emoji sequences and Persian or Indic text need.
+/// Sorted ranges that do not overlap (checked by a test), searched by [`is_hidden`].
+const INVISIBLE: [(char, char); 20] = [
+    ('\u{00ad}', '\u{00ad}'), // soft hyphen
+    ('\u{0600}', '\u{0605}'), // Arabic number signs
+    ('\u{061c}', '\u{061c}'), // Arabic letter mark
+    ('\u{06dd}', '\u{06dd}'),
+    ('\u{070f}', '\u{070f}'),
+    ('\u{0890}', '\u{0891}'),
+    ('\u{08e2}', '\u{08e2}'),
+    ('\u{180e}', '\u{180e}'), // Mongolian vowel separator
+    ('\u{200b}', '\u{200b}'), // zero-width space (U+200C, U+200D kept)
+    ('\u{200e}', '\u{200f}'), // left-to-right and right-to-left marks
+    ('\u{2028}', '\u{202e}'), // line and paragraph separators, bidi embeddings and overrides
+    ('\u{2060}', '\u{206f}'), // word joiner, invisible operators, bidi isolates, deprecated
+    ('\u{feff}', '\u{feff}'), // zero-width no-break space (byte order mark)
+    ('\u{fff9}', '\u{fffb}'), // interlinear annotation
+    ('\u{110bd}', '\u{110bd}'),
+    ('\u{110cd}', '\u{110cd}'),
+    ('\u{13430}', '\u{1343f}'), // Egyptian hieroglyph format controls
+    ('\u{1bca0}', '\u{1bca3}'), // shorthand format controls
+    ('\u{1d173}', '\u{1d17a}'), // musical symbol format controls
+    ('\u{e0000}', '\u{e007f}'), // tags
+];
 
 /// `text` with every control or invisible character escaped; line breaks too.
 pub(crate) fn escape(text: &str) -> String {
@@ -331,6 +363,65 @@ mod tests {
             "a\\u{202e}b\\u{200b}c\\u{0}"
         );
         assert_eq!(escape("café ✓"), "café ✓");
+    }
+
+    #[test]
+    fn format_characters_are_escaped_joiners_kept() {
+        let hidden = [
+            '\u{00ad}',
+            '\u{061c}',
+            '\u{180e}',
+            '\u{200b}',
+            '\u{200e}',
+            '\u{200f}',
+            '\u{2028}',
+            '\u{2029}',
+            '\u{202a}',
+            '\u{202e}',
+            '\u{2060}',
+            '\u{2066}',
+            '\u{2067}',
+            '\u{2068}',
+            '\u{2069}',
+            '\u{feff}',
+            '\u{fffb}',
+            '\u{110bd}',
+            '\u{1d173}',
+        ];
+        let tags = ('\u{e0000}'..='\u{e007f}').collect::<Vec<_>>();
+        for c in hidden.into_iter().chain(tags) {
+            assert!(is_hidden(c), "U+{:04X}", u32::from(c));
+            assert_eq!(escape_char(c), Some(format!("\\u{{{:x}}}", u32::from(c))));
+        }
+        for c in [
+            '\u{200c}',
+            '\u{200d}',
+            '\u{fe0f}',
+            '\u{301}',
+            'a',
+            '✓',
+            '\u{e0080}',
+        ] {
+            assert!(!is_hidden(c), "U+{:04X}", u32::from(c));
+        }
+        // an emoji ZWJ sequence and Persian with a non-joiner print as they are
+        assert_eq!(
+            escape("\u{1f469}\u{200d}\u{1f52c}"),
+            "\u{1f469}\u{200d}\u{1f52c}"
+        );
+        assert_eq!(escape("می\u{200c}خواهم"), "می\u{200c}خواهم");
+        // a tag sequence hidden in plain text does not
+        assert_eq!(escape("ok\u{e0001}\u{e0069}"), "ok\\u{e0001}\\u{e0069}");
+    }
+
+    #[test]
+    fn invisible_ranges_are_sorted_and_apart() {
+        for (first, last) in INVISIBLE {
+            assert!(first <= last, "{first:?}..{last:?}");
+        }
+        for pair in INVISIBLE.windows(2) {
+            assert!(pair[0].1 < pair[1].0, "{pair:?}");
+        }
     }
 
     #[test]

@@ -129,7 +129,7 @@ fn corrupt_data_page_found_while_reading() {
 fn database_from_a_newer_flujo() {
     let (dir, path) = fixture_dir();
     let conn = rusqlite::Connection::open(&path).unwrap();
-    conn.pragma_update(None, "user_version", 3).unwrap();
+    conn.pragma_update(None, "user_version", 99).unwrap();
     drop(conn);
     let outcome = check_refused(
         "lens_error_too_new",

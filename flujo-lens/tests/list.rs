@@ -209,6 +209,102 @@ fn limit_footer_bounded_beyond_ten_thousand() {
     assert_eq!(value["runs"].as_array().unwrap().len(), 3);
 }
 
+/// 1,500 runs stored as `running` by 1,500 dead processes of this host and one live run (this
+/// test's process) older than all of them: telling running from crashed checks each process,
+/// so `--status running` looks at the newest 1,000 only and says so; `--status crashed` stops
+/// once its page is full.
+#[test]
+fn running_or_crashed_search_stops_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut conn = create_v2(&dir.path().join("flujo_ops.db"));
+    let tx = conn.transaction().unwrap();
+    let host = host_name();
+    let me = i64::from(std::process::id());
+    for i in 0..1_501u32 {
+        // no pid above the kernel's PID_MAX_LIMIT (2^22) ever exists
+        let pid = if i == 0 { me } else { 5_000_000 + i64::from(i) };
+        tx.execute(
+            "INSERT INTO runs (run_id, pipeline_name, pipeline_version, status, start_time, \
+             writer_host, writer_pid, writer_pid_start) \
+             VALUES (?1, 'bulk', 'v1', 'running', ?2, ?3, ?4, 0)",
+            rusqlite::params![
+                format!("01900000-0000-7000-8000-{i:012x}"),
+                format!(
+                    "2026-01-01T{:02}:{:02}:{:02}.000000Z",
+                    i / 3600,
+                    (i / 60) % 60,
+                    i % 60
+                ),
+                host,
+                pid,
+            ],
+        )
+        .unwrap();
+    }
+    tx.commit().unwrap();
+    drop(conn);
+
+    let running = lens(dir.path(), &["lens", "list", "--status", "running"]);
+    assert_eq!(running.code, 1, "{}", running.stdout);
+    assert!(
+        running
+            .stderr
+            .contains("no runs match status running among the newest 1,000 looked at"),
+        "{}",
+        running.stderr
+    );
+    assert!(
+        running.stderr.contains("narrow with --since"),
+        "{}",
+        running.stderr
+    );
+    let json = lens(
+        dir.path(),
+        &["lens", "list", "--status", "running", "-o", "json"],
+    );
+    let value: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(
+        value["matching"],
+        serde_json::json!({"count": 0, "exact": false, "stopped_after": 1_000})
+    );
+    // narrowed in time, the live run is found
+    let narrowed = lens(
+        dir.path(),
+        &[
+            "lens",
+            "list",
+            "--status",
+            "running",
+            "--until",
+            "2026-01-01 00:10",
+            "-o",
+            "json",
+        ],
+    );
+    let value: serde_json::Value = serde_json::from_str(&narrowed.stdout).unwrap();
+    assert_eq!(
+        value["runs"][0]["run_id"],
+        "01900000-0000-7000-8000-000000000000"
+    );
+    assert_eq!(
+        value["matching"],
+        serde_json::json!({"count": 1, "exact": true})
+    );
+
+    let crashed = lens(
+        dir.path(),
+        &["lens", "list", "--status", "crashed", "--limit", "3"],
+    );
+    assert_eq!(crashed.code, 0, "{}", crashed.stderr);
+    assert!(
+        crashed
+            .stdout
+            .contains("showing the 3 newest of more than 3 matching runs"),
+        "{}",
+        crashed.stdout
+    );
+}
+
 #[test]
 fn json_output() {
     let outcome = check(

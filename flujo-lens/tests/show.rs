@@ -526,3 +526,60 @@ fn a_long_run_output_is_cut_and_whole_with_full() {
     let value: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
     assert_eq!(value["run"]["output"]["reply"], "word ".repeat(400));
 }
+
+/// Format characters (Unicode Cf: soft hyphen, Mongolian vowel separator, bidi isolates, tags)
+/// never reach the terminal raw, in the table or in JSON; the joiners emoji sequences and
+/// Persian text need print as they are, and JSON still means the stored value.
+#[test]
+fn format_characters_are_escaped_and_joiners_kept() {
+    let (dir, path) = fixture_dir();
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let stored = serde_json::json!({
+        "hidden": "pay\u{ad}pal\u{180e} \u{2066}x\u{2069} \u{e0001}\u{e0074}\u{e007f}",
+        "kept": "\u{1f469}\u{200d}\u{1f52c} می\u{200c}خواهم",
+    })
+    .to_string();
+    conn.execute(
+        "UPDATE steps SET output_blob = ?1 WHERE step_run_id = ?2",
+        rusqlite::params![stored, step_id(1, 3)],
+    )
+    .unwrap();
+    drop(conn);
+    let id = run_id(1);
+    let raw_hidden = |text: &str| {
+        text.chars()
+            .filter(|c| {
+                matches!(c, '\u{ad}' | '\u{180e}' | '\u{2066}' | '\u{2069}')
+                    || ('\u{e0000}'..='\u{e007f}').contains(c)
+            })
+            .count()
+    };
+    let table = lens(dir.path(), &["lens", "show", &id, "--full"]);
+    assert_eq!(table.code, 0, "{}", table.stderr);
+    assert_eq!(raw_hidden(&table.stdout), 0, "{}", table.stdout);
+    for escaped in [
+        "pay\\u{ad}pal\\u{180e}",
+        "\\u{2066}x\\u{2069}",
+        "\\u{e0001}\\u{e0074}",
+    ] {
+        assert!(
+            table.stdout.contains(escaped),
+            "{escaped}: {}",
+            table.stdout
+        );
+    }
+    assert!(table
+        .stdout
+        .contains("\u{1f469}\u{200d}\u{1f52c} می\u{200c}خواهم"));
+
+    let json = lens(dir.path(), &["lens", "show", &id, "-o", "json"]);
+    assert_eq!(raw_hidden(&json.stdout), 0, "{}", json.stdout);
+    assert!(json
+        .stdout
+        .contains("\u{1f469}\u{200d}\u{1f52c} می\u{200c}خواهم"));
+    let value: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(
+        value["steps"][2]["output"],
+        serde_json::from_str::<serde_json::Value>(&stored).unwrap()
+    );
+}

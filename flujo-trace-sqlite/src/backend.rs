@@ -47,7 +47,7 @@ pub struct RunRecord {
 }
 
 /// The process that wrote a run: enough to tell later whether it is still alive.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 pub struct WriterProcess {
     /// Host name.
     pub host: String,
@@ -56,6 +56,9 @@ pub struct WriterProcess {
     /// Start time of the process, in clock ticks since boot (`/proc/PID/stat` field 22), so a
     /// reused pid is not mistaken for the writer.
     pub pid_start: i64,
+    /// PID namespace of the process (the inode of `/proc/self/ns/pid`), so two containers with
+    /// one host name are told apart; `None` when not recorded (schema v2, or no `/proc`).
+    pub pid_ns: Option<i64>,
 }
 
 /// A step execution as stored in the `steps` table.
@@ -312,8 +315,8 @@ pub(crate) fn insert_run(conn: &Connection, run: &RunRecord) -> rusqlite::Result
     let mut stmt = conn.prepare_cached(
         "INSERT INTO runs (run_id, pipeline_name, pipeline_version, status, start_time, end_time, \
          duration_ms, total_cost, total_tokens, n_steps, input_blob, output_blob, \
-         final_context_blob, error_blob, writer_host, writer_pid, writer_pid_start) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+         final_context_blob, error_blob, writer_host, writer_pid, writer_pid_start, writer_pid_ns) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
     )?;
     let writer = run.writer.as_ref();
     stmt.execute(params![
@@ -334,6 +337,7 @@ pub(crate) fn insert_run(conn: &Connection, run: &RunRecord) -> rusqlite::Result
         writer.map(|w| w.host.as_str()),
         writer.map(|w| w.pid),
         writer.map(|w| w.pid_start),
+        writer.and_then(|w| w.pid_ns),
     ])?;
     Ok(())
 }

@@ -24,5 +24,5 @@ pub use error::Error;
 pub use layer::{SqliteHandle, SqliteLayer, SqliteLayerBuilder};
 pub use payload::{truncated, Truncated, DEFAULT_PAYLOAD_CAP, TRUNCATION_MARKER_PREFIX};
 pub use prune::{PruneCounts, PruneFilter, PruneProgress, PruneReport};
-pub use read::{RunCount, RunPage, CRASHED};
+pub use read::{RunCount, RunPage, CRASHED, RECHECK_BOUND};
 pub use writer::Flushed;

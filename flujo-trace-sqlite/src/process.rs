@@ -1,11 +1,15 @@
-//! The writing process's identity (host, pid, pid start time) and the liveness check readers use
-//! to tell a run that is still running from one whose process died (`crashed`).
+//! The writing process's identity (host, PID namespace, pid, pid start time) and the liveness
+//! check readers use to tell a run that is still running from one whose process died (`crashed`).
 //!
-//! A run is `crashed` only when that is certain: its writer ran on this host and its pid is gone,
-//! is a zombie, or now belongs to a process started at another time (a reused pid). A run written
-//! on another host, or by a writer that recorded no identity (schema v1), stays `running`.
+//! A run is `crashed` only when that is certain: its writer ran on this host, in this reader's PID
+//! namespace, and its pid is gone, is a zombie, or now belongs to a process started at another
+//! time (a reused pid). A run written on another host, or in another PID namespace (another
+//! container with the same host name on a shared volume: its pids are not ours to look up), or by
+//! a writer that recorded no identity (schema v1), stays `running`. A writer that recorded no
+//! namespace (schema v2) is judged by host and pid alone.
 
-use std::sync::{Mutex, OnceLock};
+use std::collections::HashMap;
+use std::sync::OnceLock;
 
 use crate::backend::WriterProcess;
 
@@ -21,31 +25,90 @@ pub(crate) fn current_writer() -> Option<WriterProcess> {
                 pid: i64::from(pid),
                 // 0: start time unknown (no /proc), the pid alone is compared
                 pid_start: process_start_ticks(pid).map_or(0, |stat| stat.start_ticks),
+                pid_ns: pid_namespace(),
             })
         })
         .clone()
 }
 
-/// True when the process that wrote a run certainly no longer runs. A writer found gone is
-/// remembered (a listing may hold many runs of one dead process); a live one is checked again
-/// each time.
-pub(crate) fn writer_is_gone(writer: &WriterProcess) -> bool {
-    static GONE: Mutex<Vec<(String, i64, i64)>> = Mutex::new(Vec::new());
-    // with a start time a dead writer stays dead; without one the pid could come back
-    let key = (writer.host.clone(), writer.pid, writer.pid_start);
-    let cacheable = writer.pid_start != 0;
-    if cacheable && GONE.lock().is_ok_and(|gone| gone.contains(&key)) {
-        return true;
+/// The PID namespace of this process: the inode of `/proc/self/ns/pid` (the number in its link
+/// target `pid:[4026531836]`), `None` without `/proc`.
+fn pid_namespace() -> Option<i64> {
+    use std::os::unix::fs::MetadataExt as _;
+    let namespace = std::fs::metadata("/proc/self/ns/pid").ok()?;
+    i64::try_from(namespace.ino()).ok()
+}
+
+/// The select list of a run's writer for a database of schema `version`, in the order
+/// [`writer_from_columns`] takes it (columns the schema lacks read as NULL).
+pub(crate) fn writer_columns(version: i64) -> &'static str {
+    match version {
+        3.. => "writer_host, writer_pid, writer_pid_start, writer_pid_ns",
+        2 => "writer_host, writer_pid, writer_pid_start, NULL",
+        _ => "NULL, NULL, NULL, NULL",
     }
-    let gone = check_writer_is_gone(writer);
-    if gone && cacheable {
-        if let Ok(mut cache) = GONE.lock() {
-            if cache.len() < 4096 {
-                cache.push(key);
-            }
+}
+
+/// The writer of a run from the columns of [`writer_columns`], starting at column `first`;
+/// `None` when no host and pid were recorded.
+pub(crate) fn writer_from_columns(
+    row: &rusqlite::Row<'_>,
+    first: usize,
+) -> rusqlite::Result<Option<WriterProcess>> {
+    let host: Option<String> = row.get(first)?;
+    let pid: Option<i64> = row.get(first + 1)?;
+    let pid_start: Option<i64> = row.get(first + 2)?;
+    let pid_ns: Option<i64> = row.get(first + 3)?;
+    Ok(match (host, pid) {
+        (Some(host), Some(pid)) => Some(WriterProcess {
+            host,
+            pid,
+            pid_start: pid_start.unwrap_or(0),
+            pid_ns,
+        }),
+        _ => None,
+    })
+}
+
+/// Which writers are gone, checked once per distinct writer: a listing over many runs of one
+/// process looks it up once. One value per query (a listing, a prune); it does not outlive it.
+#[derive(Debug, Default)]
+pub(crate) struct Liveness {
+    gone: HashMap<WriterProcess, bool>,
+}
+
+#[cfg(test)]
+thread_local! {
+    /// How many writers this thread looked up (each test runs on its own thread).
+    pub(crate) static LOOKUPS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+impl Liveness {
+    /// True when the process that wrote a run certainly no longer runs.
+    pub(crate) fn writer_is_gone(&mut self, writer: &WriterProcess) -> bool {
+        if let Some(&gone) = self.gone.get(writer) {
+            return gone;
+        }
+        #[cfg(test)]
+        LOOKUPS.with(|lookups| lookups.set(lookups.get() + 1));
+        let gone = check_writer_is_gone(writer);
+        self.gone.insert(writer.clone(), gone);
+        gone
+    }
+
+    /// The status a reader shows for a run stored with `status`: `crashed` for a `running` run
+    /// whose writer is certainly gone, else the stored status.
+    pub(crate) fn derived_status<'a>(
+        &mut self,
+        status: &'a str,
+        writer: Option<&WriterProcess>,
+    ) -> &'a str {
+        if status == "running" && writer.is_some_and(|writer| self.writer_is_gone(writer)) {
+            crate::read::CRASHED
+        } else {
+            status
         }
     }
-    gone
 }
 
 fn check_writer_is_gone(writer: &WriterProcess) -> bool {
@@ -53,6 +116,11 @@ fn check_writer_is_gone(writer: &WriterProcess) -> bool {
         return false;
     };
     if writer.host != current.host {
+        return false;
+    }
+    // another namespace's pids (another container with our host name) are not ours to look up;
+    // a writer that recorded none (schema v2) is judged by host and pid, as before
+    if writer.pid_ns.is_some() && writer.pid_ns != current.pid_ns {
         return false;
     }
     let Ok(pid) = u32::try_from(writer.pid) else {
@@ -161,20 +229,72 @@ mod tests {
     fn this_process_is_alive_and_a_reused_pid_is_not() {
         let me = current_writer().expect("host name readable in tests");
         assert_eq!(me.pid, i64::from(std::process::id()));
-        assert!(!writer_is_gone(&me));
+        let mut liveness = Liveness::default();
+        assert!(!liveness.writer_is_gone(&me));
         if std::path::Path::new("/proc/self/stat").exists() {
             assert!(me.pid_start > 0);
+            assert!(
+                me.pid_ns.is_some(),
+                "/proc/self/ns/pid is readable with /proc"
+            );
             let reused = WriterProcess {
                 pid_start: me.pid_start + 1,
                 ..me.clone()
             };
-            assert!(writer_is_gone(&reused));
+            assert!(liveness.writer_is_gone(&reused));
         }
         let other_host = WriterProcess {
             host: format!("{}-elsewhere", me.host),
             pid: i64::from(i32::MAX),
             ..me
         };
-        assert!(!writer_is_gone(&other_host));
+        assert!(!liveness.writer_is_gone(&other_host));
+    }
+
+    #[test]
+    fn a_writer_in_another_pid_namespace_is_never_judged() {
+        let me = current_writer().expect("host name readable in tests");
+        let my_namespace = me.pid_ns.expect("/proc/self/ns/pid is readable in tests");
+        // no pid above the kernel's PID_MAX_LIMIT (2^22) ever exists in this namespace
+        let gone_here = WriterProcess {
+            pid: 5_000_000,
+            ..me.clone()
+        };
+        let mut liveness = Liveness::default();
+        assert!(liveness.writer_is_gone(&gone_here));
+        let other_namespace = WriterProcess {
+            pid_ns: Some(my_namespace + 1),
+            ..gone_here.clone()
+        };
+        assert!(
+            !liveness.writer_is_gone(&other_namespace),
+            "same host and pid, another container: its process is not ours to see"
+        );
+        let no_namespace = WriterProcess {
+            pid_ns: None,
+            ..gone_here
+        };
+        assert!(
+            liveness.writer_is_gone(&no_namespace),
+            "a writer of schema v2 is judged by host and pid"
+        );
+    }
+
+    #[test]
+    fn each_writer_is_looked_up_once() {
+        let me = current_writer().expect("host name readable in tests");
+        let dead = WriterProcess {
+            pid: 5_000_001,
+            ..me.clone()
+        };
+        let mut liveness = Liveness::default();
+        let before = LOOKUPS.with(std::cell::Cell::get);
+        for _ in 0..100 {
+            assert_eq!(liveness.derived_status("running", Some(&dead)), "crashed");
+            assert_eq!(liveness.derived_status("running", Some(&me)), "running");
+            assert_eq!(liveness.derived_status("failed", Some(&dead)), "failed");
+            assert_eq!(liveness.derived_status("running", None), "running");
+        }
+        assert_eq!(LOOKUPS.with(std::cell::Cell::get) - before, 2);
     }
 }

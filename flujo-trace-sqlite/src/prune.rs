@@ -23,8 +23,7 @@ use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
 use crate::backend::{SqliteBackend, WriterProcess};
 use crate::migrate::{classify, DEFAULT_BUSY_TIMEOUT};
-use crate::process::writer_is_gone;
-use crate::read::CRASHED;
+use crate::process::{writer_columns, writer_from_columns, Liveness};
 use crate::Error;
 
 /// Runs looked at per transaction.
@@ -179,6 +178,7 @@ impl SqliteBackend {
             bytes_on_disk: bytes_on_disk(&self.path)?,
             ..PruneCounts::default()
         };
+        let mut liveness = Liveness::default();
         for status in arms.arms() {
             let (sql, params) = candidates_query(self.schema_version, filter, status, None);
             let mut stmt = self.conn.prepare(&sql).map_err(read)?;
@@ -187,7 +187,7 @@ impl SqliteBackend {
                 .map_err(read)?;
             while let Some(row) = rows.next().map_err(read)? {
                 let candidate = candidate_from_row(row).map_err(read)?;
-                if !arms.recheck || wanted(&candidate, &filter.statuses) {
+                if !arms.recheck || wanted(&candidate, &filter.statuses, &mut liveness) {
                     counts.runs += 1;
                     let steps: i64 = steps_of
                         .query_row([&candidate.run_id], |row| row.get(0))
@@ -223,6 +223,7 @@ impl SqliteBackend {
         let bytes_before = bytes_on_disk(&path)?;
         let arms = StatusArms::of(&filter.statuses);
         let (mut runs, mut steps) = (0u64, 0u64);
+        let mut liveness = Liveness::default();
         for status in arms.arms() {
             // the last run looked at: (start_time, rowid); kept or half-deleted runs lie after it
             let mut cursor = (String::new(), i64::MIN);
@@ -261,7 +262,7 @@ impl SqliteBackend {
                         .prepare("DELETE FROM runs WHERE rowid = ?1")
                         .map_err(sqlite)?;
                     for candidate in &candidates {
-                        if !arms.recheck || wanted(candidate, &filter.statuses) {
+                        if !arms.recheck || wanted(candidate, &filter.statuses, &mut liveness) {
                             let limit = i64::try_from(budget).unwrap_or(i64::MAX);
                             let deleted = delete_steps
                                 .execute(rusqlite::params![candidate.run_id, limit])
@@ -415,13 +416,8 @@ fn bytes_on_disk(path: &Path) -> Result<u64, Error> {
 }
 
 /// Whether a `running` candidate's derived status (`running` or `crashed`) was asked for.
-fn wanted(candidate: &Candidate, statuses: &[String]) -> bool {
-    let status =
-        if candidate.status == "running" && candidate.writer.as_ref().is_some_and(writer_is_gone) {
-            CRASHED
-        } else {
-            candidate.status.as_str()
-        };
+fn wanted(candidate: &Candidate, statuses: &[String], liveness: &mut Liveness) -> bool {
+    let status = liveness.derived_status(&candidate.status, candidate.writer.as_ref());
     statuses.iter().any(|s| s == status)
 }
 
@@ -464,11 +460,7 @@ fn candidates_query(
         );
         limit = format!(" ORDER BY start_time, rowid LIMIT ?{n}");
     }
-    let writer = if version >= 2 {
-        "writer_host, writer_pid, writer_pid_start"
-    } else {
-        "NULL, NULL, NULL"
-    };
+    let writer = writer_columns(version);
     let sql = format!(
         "SELECT rowid, run_id, start_time, status, {writer} FROM runs WHERE {}{limit}",
         conditions.join(" AND ")
@@ -477,22 +469,12 @@ fn candidates_query(
 }
 
 fn candidate_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Candidate> {
-    let host: Option<String> = row.get(4)?;
-    let pid: Option<i64> = row.get(5)?;
-    let pid_start: Option<i64> = row.get(6)?;
     Ok(Candidate {
         rowid: row.get(0)?,
         run_id: row.get(1)?,
         start_time: row.get(2)?,
         status: row.get(3)?,
-        writer: match (host, pid) {
-            (Some(host), Some(pid)) => Some(WriterProcess {
-                host,
-                pid,
-                pid_start: pid_start.unwrap_or(0),
-            }),
-            _ => None,
-        },
+        writer: writer_from_columns(row, 4)?,
     })
 }
 

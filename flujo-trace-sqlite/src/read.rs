@@ -9,7 +9,10 @@
 //! Schema v1 databases (the FSD's DDL) are read too: columns v1 lacks read as NULL.
 //!
 //! A run stored as `running` whose writer process is certainly gone reads as `crashed` (see
-//! `process.rs`); the database is never changed.
+//! `process.rs`); the database is never changed. Asking for only one of `running` and `crashed`
+//! is a filter SQL cannot decide: such a page walks the same index newest first, judges each
+//! writer once per query, and stops once the page and one more run are found, or after
+//! [`RECHECK_BOUND`] runs (the page then says so, [`RunPage::stopped_after`]).
 
 use std::io::Read as _;
 use std::path::Path;
@@ -17,13 +20,17 @@ use std::path::Path;
 use rusqlite::types::Value;
 use rusqlite::{Connection, OpenFlags, Row};
 
-use crate::backend::{RunFilter, RunRecord, SqliteBackend, StepRecord, WriterProcess};
+use crate::backend::{RunFilter, RunRecord, SqliteBackend, StepRecord};
 use crate::migrate::{classify, SCHEMA_VERSION};
-use crate::process::writer_is_gone;
+use crate::process::{writer_columns, writer_from_columns, Liveness};
 use crate::Error;
 
 /// The status readers give a `running` run whose writing process died.
 pub const CRASHED: &str = "crashed";
+
+/// A page of only `running` or only `crashed` runs looks at no more than this many runs (or the
+/// page's size plus one, when larger): each needs its writer process checked, which SQL cannot do.
+pub const RECHECK_BOUND: u64 = 1_000;
 
 /// How many runs match a filter: exact when counting was cheap, otherwise a lower bound.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,6 +49,10 @@ pub struct RunPage {
     pub runs: Vec<RunRecord>,
     /// How many runs match the filter.
     pub matching: RunCount,
+    /// `Some(n)` when only one of `running` and `crashed` was asked for and the walk stopped
+    /// after looking at the newest `n` candidate runs ([`RECHECK_BOUND`]) before the page was
+    /// full: older runs may match too, and `matching` (not exact) counts those found.
+    pub stopped_after: Option<u64>,
 }
 
 impl SqliteBackend {
@@ -107,36 +118,79 @@ impl SqliteBackend {
     /// A page of runs matching `filter`, newest first, without blobs, and how many match:
     /// counted exactly up to `count_bound`, beyond that reported as "more than `count_bound`".
     /// `filter.limit` of `None` returns every matching run.
+    ///
+    /// When exactly one of `running` and `crashed` is asked for, each candidate's writer must be
+    /// checked: the walk stops after the page and one more run (the count is then "more than
+    /// the page") or after [`RECHECK_BOUND`] candidates ([`RunPage::stopped_after`]).
     pub fn list_runs_page(&self, filter: &RunFilter, count_bound: u64) -> Result<RunPage, Error> {
         let version = self.schema_version;
         let read = |e| self.read_error(e);
+        let exact = |runs: Vec<RunRecord>| {
+            let count = runs.len() as u64;
+            RunPage {
+                runs,
+                matching: RunCount { count, exact: true },
+                stopped_after: None,
+            }
+        };
         let Some(limit) = filter.limit else {
-            let runs =
-                query_runs(&self.conn, version, filter, None, Columns::Summary).map_err(read)?;
+            let walk = query_runs(&self.conn, version, filter, None, None, Columns::Summary)
+                .map_err(read)?;
+            return Ok(exact(walk.runs));
+        };
+        let page_and_one = limit.saturating_add(1);
+        if status_plan(&filter.statuses).recheck {
+            let bound = RECHECK_BOUND.max(page_and_one as u64);
+            let walk = query_runs(
+                &self.conn,
+                version,
+                filter,
+                Some(page_and_one),
+                Some(bound),
+                Columns::Summary,
+            )
+            .map_err(read)?;
+            let mut runs = walk.runs;
+            if runs.len() > limit {
+                runs.truncate(limit);
+                return Ok(RunPage {
+                    runs,
+                    matching: RunCount {
+                        count: limit as u64,
+                        exact: false,
+                    },
+                    stopped_after: None,
+                });
+            }
+            if walk.complete {
+                return Ok(exact(runs));
+            }
             let count = runs.len() as u64;
             return Ok(RunPage {
                 runs,
-                matching: RunCount { count, exact: true },
+                matching: RunCount {
+                    count,
+                    exact: false,
+                },
+                stopped_after: Some(walk.examined),
             });
-        };
+        }
         let mut runs = query_runs(
             &self.conn,
             version,
             filter,
-            Some(limit.saturating_add(1)),
+            Some(page_and_one),
+            None,
             Columns::Summary,
         )
-        .map_err(read)?;
+        .map_err(read)?
+        .runs;
         if runs.len() <= limit {
-            let count = runs.len() as u64;
-            return Ok(RunPage {
-                runs,
-                matching: RunCount { count, exact: true },
-            });
+            return Ok(exact(runs));
         }
         runs.truncate(limit);
         let bound = count_bound.max(limit as u64 + 1);
-        let counted = count_runs(&self.conn, version, filter, bound).map_err(read)?;
+        let counted = count_runs(&self.conn, filter, bound).map_err(read)?;
         let matching = if counted > bound {
             RunCount {
                 count: bound,
@@ -148,7 +202,11 @@ impl SqliteBackend {
                 exact: true,
             }
         };
-        Ok(RunPage { runs, matching })
+        Ok(RunPage {
+            runs,
+            matching,
+            stopped_after: None,
+        })
     }
 
     /// Calls `each` with every step of a run in execution order (the order the writer inserted
@@ -214,13 +272,15 @@ pub(crate) fn list_run_steps(conn: &Connection, run_id: &str) -> rusqlite::Resul
 /// Runs matching `filter`, newest first, with their blobs (the `StateBackend` implementation
 /// calls this).
 pub(crate) fn list_runs(conn: &Connection, filter: &RunFilter) -> rusqlite::Result<Vec<RunRecord>> {
-    query_runs(
+    let walk = query_runs(
         conn,
         stored_version(conn)?.max(1),
         filter,
         filter.limit,
+        None,
         Columns::Detail,
-    )
+    )?;
+    Ok(walk.runs)
 }
 
 fn stored_version(conn: &Connection) -> rusqlite::Result<i64> {
@@ -278,35 +338,30 @@ enum Columns {
     Detail,
 }
 
-/// The select list of a run, in the order `run_from_row` reads it. Columns schema v1 lacks read
-/// as NULL. The step count is the stored `n_steps` (written when a run ends) or, for a run still
-/// running or a v1 database, counted on `steps(run_id)`.
-fn run_columns(version: i64, columns: Columns) -> &'static str {
-    match (version >= 2, columns) {
-        (true, Columns::Summary) => {
-            "run_id, pipeline_name, pipeline_version, status, start_time, end_time, duration_ms, \
-             total_cost, total_tokens, \
-             COALESCE(n_steps, (SELECT count(*) FROM steps WHERE steps.run_id = runs.run_id)), \
-             NULL, NULL, NULL, NULL, writer_host, writer_pid, writer_pid_start"
-        }
-        (true, Columns::Detail) => {
-            "run_id, pipeline_name, pipeline_version, status, start_time, end_time, duration_ms, \
-             total_cost, total_tokens, \
-             COALESCE(n_steps, (SELECT count(*) FROM steps WHERE steps.run_id = runs.run_id)), \
-             input_blob, output_blob, final_context_blob, error_blob, writer_host, writer_pid, \
-             writer_pid_start"
-        }
-        (false, Columns::Summary) => {
-            "run_id, pipeline_name, pipeline_version, status, start_time, end_time, NULL, \
-             total_cost, NULL, (SELECT count(*) FROM steps WHERE steps.run_id = runs.run_id), \
-             NULL, NULL, NULL, NULL, NULL, NULL, NULL"
-        }
-        (false, Columns::Detail) => {
-            "run_id, pipeline_name, pipeline_version, status, start_time, end_time, NULL, \
-             total_cost, NULL, (SELECT count(*) FROM steps WHERE steps.run_id = runs.run_id), \
-             NULL, NULL, final_context_blob, NULL, NULL, NULL, NULL"
-        }
-    }
+/// The select list of a run, in the order `run_from_row` reads it. Columns older schemas lack
+/// read as NULL. The step count is the stored `n_steps` (written when a run ends) or, for a run
+/// still running or a v1 database, counted on `steps(run_id)`.
+fn run_columns(version: i64, columns: Columns) -> String {
+    let counted = "(SELECT count(*) FROM steps WHERE steps.run_id = runs.run_id)";
+    let (duration, tokens, n_steps) = if version >= 2 {
+        (
+            "duration_ms",
+            "total_tokens",
+            format!("COALESCE(n_steps, {counted})"),
+        )
+    } else {
+        ("NULL", "NULL", counted.to_owned())
+    };
+    let blobs = match (version >= 2, columns) {
+        (_, Columns::Summary) => "NULL, NULL, NULL, NULL",
+        (true, Columns::Detail) => "input_blob, output_blob, final_context_blob, error_blob",
+        (false, Columns::Detail) => "NULL, NULL, final_context_blob, NULL",
+    };
+    format!(
+        "run_id, pipeline_name, pipeline_version, status, start_time, end_time, {duration}, \
+         total_cost, {tokens}, {n_steps}, {blobs}, {}",
+        writer_columns(version)
+    )
 }
 
 /// The select list of a step, in the order `step_from_row` reads it.
@@ -321,18 +376,9 @@ fn step_columns(version: i64) -> &'static str {
     }
 }
 
-fn run_from_row(row: &Row<'_>) -> rusqlite::Result<RunRecord> {
-    let writer_host: Option<String> = row.get(14)?;
-    let writer_pid: Option<i64> = row.get(15)?;
-    let writer_pid_start: Option<i64> = row.get(16)?;
-    let writer = match (writer_host, writer_pid) {
-        (Some(host), Some(pid)) => Some(WriterProcess {
-            host,
-            pid,
-            pid_start: writer_pid_start.unwrap_or(0),
-        }),
-        _ => None,
-    };
+/// A run as read, its status derived: `crashed` for a `running` run whose writer is gone.
+fn run_from_row(row: &Row<'_>, liveness: &mut Liveness) -> rusqlite::Result<RunRecord> {
+    let writer = writer_from_columns(row, 14)?;
     let mut run = RunRecord {
         run_id: row.get(0)?,
         pipeline_name: row.get(1)?,
@@ -356,7 +402,7 @@ fn run_from_row(row: &Row<'_>) -> rusqlite::Result<RunRecord> {
             .as_deref()
             .and_then(|end| duration_between(&run.start_time, end));
     }
-    if run.status == "running" && run.writer.as_ref().is_some_and(writer_is_gone) {
+    if liveness.derived_status(&run.status, run.writer.as_ref()) == CRASHED {
         run.status = CRASHED.to_owned();
     }
     Ok(run)
@@ -407,7 +453,10 @@ fn query_one_run(
 ) -> rusqlite::Result<Option<RunRecord>> {
     let mut stmt = conn.prepare(sql)?;
     let mut rows = stmt.query(rusqlite::params_from_iter(params))?;
-    rows.next()?.map(run_from_row).transpose()
+    let mut liveness = Liveness::default();
+    rows.next()?
+        .map(|row| run_from_row(row, &mut liveness))
+        .transpose()
 }
 
 /// The SQL of a prefix lookup: a range of the primary key, `[prefix, next(prefix))`.
@@ -450,7 +499,10 @@ fn runs_by_prefix(
 ) -> rusqlite::Result<Vec<RunRecord>> {
     let (sql, params) = prefix_query(version, prefix, max);
     let mut stmt = conn.prepare(&sql)?;
-    let runs = stmt.query_map(rusqlite::params_from_iter(&params), run_from_row)?;
+    let mut liveness = Liveness::default();
+    let runs = stmt.query_map(rusqlite::params_from_iter(&params), |row| {
+        run_from_row(row, &mut liveness)
+    })?;
     runs.filter(|run| !matches!(run, Ok(run) if !run.run_id.starts_with(prefix)))
         .collect()
 }
@@ -543,30 +595,58 @@ fn runs_arm(
     }
 }
 
+/// What a walk over the runs found.
+struct Walk {
+    /// The matching runs, newest first.
+    runs: Vec<RunRecord>,
+    /// How many rows were read (and their writers judged, once per writer).
+    examined: u64,
+    /// Whether the walk read every row its query selects (it stopped neither at `max` nor at
+    /// `examine_bound`).
+    complete: bool,
+}
+
 /// Up to `max` runs matching `filter`, newest first. When the derived status must be checked
-/// (`running` vs `crashed`), rows are read one at a time until `max` of them match.
+/// (`running` vs `crashed`), rows are read one at a time until `max` of them match or, with
+/// `examine_bound`, until that many rows were read.
 fn query_runs(
     conn: &Connection,
     version: i64,
     filter: &RunFilter,
     max: Option<usize>,
+    examine_bound: Option<u64>,
     columns: Columns,
-) -> rusqlite::Result<Vec<RunRecord>> {
+) -> rusqlite::Result<Walk> {
     let plan = status_plan(&filter.statuses);
     let select = run_columns(version, columns);
-    let sql_limit = if plan.recheck { None } else { max };
-    let (sql, params) = runs_query(filter, &plan, select, sql_limit);
+    let sql_limit = if plan.recheck {
+        examine_bound.map(|bound| usize::try_from(bound).unwrap_or(usize::MAX))
+    } else {
+        max
+    };
+    let (sql, params) = runs_query(filter, &plan, &select, sql_limit);
     let mut stmt = conn.prepare(&sql)?;
     let mut rows = stmt.query(rusqlite::params_from_iter(&params))?;
-    let mut runs = Vec::new();
-    while max.is_none_or(|max| runs.len() < max) {
-        let Some(row) = rows.next()? else { break };
-        let run = run_from_row(row)?;
+    let mut liveness = Liveness::default();
+    let mut walk = Walk {
+        runs: Vec::new(),
+        examined: 0,
+        complete: false,
+    };
+    while max.is_none_or(|max| walk.runs.len() < max) {
+        let Some(row) = rows.next()? else {
+            walk.complete = sql_limit.is_none_or(|limit| walk.examined < limit as u64);
+            break;
+        };
+        walk.examined += 1;
+        #[cfg(test)]
+        tests::EXAMINED.with(|examined| examined.set(examined.get() + 1));
+        let run = run_from_row(row, &mut liveness)?;
         if !plan.recheck || filter.statuses.contains(&run.status) {
-            runs.push(run);
+            walk.runs.push(run);
         }
     }
-    Ok(runs)
+    Ok(walk)
 }
 
 /// The bounded count query: `count(*)` over at most `bound + 1` matching index entries.
@@ -596,18 +676,8 @@ fn runs_query_unordered(
 }
 
 /// How many runs match `filter`, counting at most `bound + 1`.
-fn count_runs(
-    conn: &Connection,
-    version: i64,
-    filter: &RunFilter,
-    bound: u64,
-) -> rusqlite::Result<u64> {
+fn count_runs(conn: &Connection, filter: &RunFilter, bound: u64) -> rusqlite::Result<u64> {
     let plan = status_plan(&filter.statuses);
-    let max = usize::try_from(bound.saturating_add(1)).unwrap_or(usize::MAX);
-    if plan.recheck {
-        let runs = query_runs(conn, version, filter, Some(max), Columns::Summary)?;
-        return Ok(runs.len() as u64);
-    }
     let (sql, params) = count_query(filter, &plan, bound);
     let count: i64 = conn.query_row(&sql, rusqlite::params_from_iter(&params), |row| row.get(0))?;
     Ok(u64::try_from(count).unwrap_or(0))
@@ -618,6 +688,169 @@ mod tests {
     //! Query plans: every lens query is served by an index of schema v2.
 
     use super::*;
+    use crate::backend::WriterProcess;
+    use crate::process::{current_writer, LOOKUPS};
+    use std::cell::Cell;
+
+    thread_local! {
+        /// Rows `query_runs` read on this thread (each test runs on its own thread).
+        pub(super) static EXAMINED: Cell<u64> = const { Cell::new(0) };
+    }
+
+    /// Rows examined and writers looked up on this thread so far.
+    fn work_done() -> (u64, u64) {
+        (EXAMINED.with(Cell::get), LOOKUPS.with(Cell::get))
+    }
+
+    /// A database of the current schema with `n` runs stored as `running`, run `i` started `i`
+    /// seconds after the first and written by `writer(i)`.
+    fn running_runs(path: &Path, n: usize, writer: impl Fn(usize) -> WriterProcess) {
+        drop(SqliteBackend::open(path).unwrap());
+        let mut conn = Connection::open(path).unwrap();
+        let tx = conn.transaction().unwrap();
+        for i in 0..n {
+            let writer = writer(i);
+            tx.execute(
+                "INSERT INTO runs (run_id, pipeline_name, pipeline_version, status, start_time, \
+                 writer_host, writer_pid, writer_pid_start, writer_pid_ns) \
+                 VALUES (?1, 'p', 'v', 'running', ?2, ?3, ?4, ?5, ?6)",
+                rusqlite::params![
+                    format!("r{i:05}"),
+                    format!(
+                        "2026-01-01T{:02}:{:02}:{:02}.000000Z",
+                        i / 3600,
+                        i / 60 % 60,
+                        i % 60
+                    ),
+                    writer.host,
+                    writer.pid,
+                    writer.pid_start,
+                    writer.pid_ns,
+                ],
+            )
+            .unwrap();
+        }
+        tx.commit().unwrap();
+    }
+
+    fn only(status: &str, limit: usize) -> RunFilter {
+        RunFilter {
+            statuses: vec![status.to_owned()],
+            limit: Some(limit),
+            ..RunFilter::default()
+        }
+    }
+
+    /// No pid above the kernel's PID_MAX_LIMIT (2^22) ever exists: such a writer is gone.
+    fn gone_pid(i: usize) -> i64 {
+        5_000_000 + i as i64
+    }
+
+    #[test]
+    fn running_or_crashed_pages_look_at_the_page_not_the_table() {
+        let me = current_writer().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("flujo_ops.db");
+        running_runs(&path, 3_000, |i| WriterProcess {
+            pid: gone_pid(i),
+            ..me.clone()
+        });
+        let backend = SqliteBackend::open_read_only(&path).unwrap();
+
+        let before = work_done();
+        let page = backend.list_runs_page(&only(CRASHED, 5), 10_000).unwrap();
+        let ids: Vec<_> = page.runs.iter().map(|run| run.run_id.as_str()).collect();
+        assert_eq!(ids, ["r02999", "r02998", "r02997", "r02996", "r02995"]);
+        assert!(page.runs.iter().all(|run| run.status == CRASHED));
+        assert_eq!(
+            page.matching,
+            RunCount {
+                count: 5,
+                exact: false
+            },
+            "more than the page"
+        );
+        assert_eq!(page.stopped_after, None);
+        let after = work_done();
+        assert_eq!(
+            (after.0 - before.0, after.1 - before.1),
+            (6, 6),
+            "the page and one more run, not the 3,000 stored as running"
+        );
+
+        let page = backend.list_runs_page(&only("running", 5), 10_000).unwrap();
+        assert!(page.runs.is_empty());
+        assert_eq!(
+            page.matching,
+            RunCount {
+                count: 0,
+                exact: false
+            }
+        );
+        assert_eq!(page.stopped_after, Some(RECHECK_BOUND));
+        let last = work_done();
+        assert_eq!(
+            (last.0 - after.0, last.1 - after.1),
+            (RECHECK_BOUND, RECHECK_BOUND)
+        );
+    }
+
+    #[test]
+    fn many_runs_of_one_dead_writer_look_it_up_once() {
+        let me = current_writer().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("flujo_ops.db");
+        running_runs(&path, 3_000, |_| WriterProcess {
+            pid: gone_pid(0),
+            ..me.clone()
+        });
+        let backend = SqliteBackend::open_read_only(&path).unwrap();
+        let before = work_done();
+        let page = backend
+            .list_runs_page(&only(CRASHED, 5_000), 10_000)
+            .unwrap();
+        assert_eq!(page.runs.len(), 3_000);
+        assert_eq!(
+            page.matching,
+            RunCount {
+                count: 3_000,
+                exact: true
+            }
+        );
+        assert_eq!(page.stopped_after, None);
+        let after = work_done();
+        assert_eq!((after.0 - before.0, after.1 - before.1), (3_000, 1));
+    }
+
+    #[test]
+    fn a_short_walk_counts_exactly() {
+        let me = current_writer().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("flujo_ops.db");
+        // runs 0 and 2 by this live process, 1 and 3 by gone ones
+        running_runs(&path, 4, |i| WriterProcess {
+            pid: if i % 2 == 0 { me.pid } else { gone_pid(i) },
+            ..me.clone()
+        });
+        let backend = SqliteBackend::open_read_only(&path).unwrap();
+        for (status, ids) in [
+            (CRASHED, ["r00003", "r00001"]),
+            ("running", ["r00002", "r00000"]),
+        ] {
+            let page = backend.list_runs_page(&only(status, 5), 10_000).unwrap();
+            let found: Vec<_> = page.runs.iter().map(|run| run.run_id.as_str()).collect();
+            assert_eq!(found, ids, "{status}");
+            assert_eq!(
+                page.matching,
+                RunCount {
+                    count: 2,
+                    exact: true
+                },
+                "{status}"
+            );
+            assert_eq!(page.stopped_after, None);
+        }
+    }
 
     fn v2_database() -> Connection {
         let conn = Connection::open_in_memory().unwrap();
@@ -736,7 +969,7 @@ mod tests {
         for (name, filter, walk_ok) in filters() {
             let status = status_plan(&filter.statuses);
             let select = run_columns(2, Columns::Summary);
-            let (sql, params) = runs_query(&filter, &status, select, Some(51));
+            let (sql, params) = runs_query(&filter, &status, &select, Some(51));
             assert_indexed(
                 &format!("list {name}"),
                 &plan(&conn, &sql, &params),
@@ -759,8 +992,12 @@ mod tests {
             ..RunFilter::default()
         };
         let status = status_plan(&filter.statuses);
-        let (sql, params) =
-            runs_query(&filter, &status, run_columns(2, Columns::Summary), Some(51));
+        let (sql, params) = runs_query(
+            &filter,
+            &status,
+            &run_columns(2, Columns::Summary),
+            Some(51),
+        );
         let plan = plan(&conn, &sql, &params);
         assert!(plan.contains("MERGE (UNION ALL)"), "{plan}");
         assert_eq!(

@@ -79,16 +79,23 @@ fn rows_are_visible_to_another_connection_after_flush() {
         // started, not finished: the run and its step are `running`, with the writing process
         futures::executor::block_on(handle.flush());
         let conn = reader(&path);
-        let (status, pid, host): (String, i64, String) = conn
+        let (status, pid, host, pid_ns): (String, i64, String, Option<i64>) = conn
             .query_row(
-                "SELECT status, writer_pid, writer_host FROM runs WHERE run_id = 'run-1'",
+                "SELECT status, writer_pid, writer_host, writer_pid_ns FROM runs \
+                 WHERE run_id = 'run-1'",
                 [],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
             )
             .unwrap();
         assert_eq!(status, "running");
         assert_eq!(pid, i64::from(std::process::id()));
         assert!(!host.is_empty());
+        // the PID namespace: the inode of /proc/self/ns/pid (`pid:[4026531836]`)
+        let namespace = std::fs::read_link("/proc/self/ns/pid").unwrap();
+        assert_eq!(
+            pid_ns.map(|ns| format!("pid:[{ns}]")),
+            Some(namespace.to_string_lossy().into_owned())
+        );
         let step_status: String = conn
             .query_row(
                 "SELECT status FROM steps WHERE step_run_id = 'run-1-a'",

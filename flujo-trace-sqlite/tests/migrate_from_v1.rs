@@ -1,5 +1,6 @@
-//! A version 1 database (the frozen FSD DDL, with rows in it) is upgraded to version 2 in place,
-//! keeping its rows; so is one written by the FSD's own backend, which never set user_version.
+//! A version 1 database (the frozen FSD DDL, with rows in it) is upgraded to the newest version
+//! in place, keeping its rows; so is one written by the FSD's own backend, which never set
+//! user_version.
 
 use flujo_trace_sqlite::{SqliteBackend, StateBackend};
 use rusqlite::Connection;
@@ -59,12 +60,12 @@ fn check_upgraded(path: &std::path::Path) {
     assert_eq!(added, 4);
     let added: i64 = conn
         .query_row(
-            "SELECT count(*) FROM pragma_table_info('runs') WHERE name IN ('input_blob', 'output_blob', 'error_blob')",
+            "SELECT count(*) FROM pragma_table_info('runs') WHERE name IN ('input_blob', 'output_blob', 'error_blob', 'writer_pid_ns')",
             [],
             |r| r.get(0),
         )
         .unwrap();
-    assert_eq!(added, 3);
+    assert_eq!(added, 4);
 }
 
 #[test]

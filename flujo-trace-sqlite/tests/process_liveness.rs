@@ -1,11 +1,13 @@
 //! A run stored as `running` reads as `crashed` once its writer process is gone (killed, even
-//! before it is reaped), and as `running` while it lives or when it ran on another host.
+//! before it is reaped), and as `running` while it lives, when it ran on another host, or in
+//! another PID namespace (another container with the same host name).
 
 use flujo_trace_sqlite::{RunFilter, SqliteBackend, CRASHED};
 use rusqlite::params;
 
 const V1: &str = include_str!("../src/schema/v1.sql");
 const V1_TO_V2: &str = include_str!("../src/schema/v1_to_v2.sql");
+const V2_TO_V3: &str = include_str!("../src/schema/v2_to_v3.sql");
 
 fn host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -26,7 +28,27 @@ fn start_ticks(pid: u32) -> i64 {
         .unwrap()
 }
 
+/// The PID namespace of this process: the inode of `/proc/self/ns/pid`.
+fn pid_namespace() -> i64 {
+    use std::os::unix::fs::MetadataExt as _;
+    let inode = std::fs::metadata("/proc/self/ns/pid").unwrap().ino();
+    i64::try_from(inode).unwrap()
+}
+
+/// A schema v2 database (no namespace recorded) with run `r1` stored as `running`.
 fn database_with_running_run(path: &std::path::Path, host: &str, pid: i64, pid_start: i64) {
+    database_with_running_run_in(path, host, pid, pid_start, None);
+}
+
+/// Run `r1` stored as `running`, by a writer in PID namespace `pid_ns` (schema v3), or with no
+/// namespace recorded (`None`: schema v2).
+fn database_with_running_run_in(
+    path: &std::path::Path,
+    host: &str,
+    pid: i64,
+    pid_start: i64,
+    pid_ns: Option<i64>,
+) {
     let conn = rusqlite::Connection::open(path).unwrap();
     conn.execute_batch(V1).unwrap();
     conn.execute_batch(V1_TO_V2).unwrap();
@@ -38,6 +60,12 @@ fn database_with_running_run(path: &std::path::Path, host: &str, pid: i64, pid_s
         params![host, pid, pid_start],
     )
     .unwrap();
+    if let Some(pid_ns) = pid_ns {
+        conn.execute_batch(V2_TO_V3).unwrap();
+        conn.pragma_update(None, "user_version", 3).unwrap();
+        conn.execute("UPDATE runs SET writer_pid_ns = ?1", [pid_ns])
+            .unwrap();
+    }
     conn.execute(
         "INSERT INTO steps (step_run_id, run_id, step_name, step_index, status, start_time) \
          VALUES ('s1', 'r1', 'slow_step', 0, 'running', '2026-01-05T10:00:01.000000Z')",
@@ -79,8 +107,13 @@ fn killed_writer_makes_its_running_run_crashed() {
     assert_eq!(status(&path), "running");
 
     child.kill().unwrap();
-    // not reaped yet: a zombie is as dead as a writer gets
-    std::thread::sleep(std::time::Duration::from_millis(100));
+    // wait until it has exited, leaving it unreaped: a zombie is as dead as a writer gets
+    let exited = rustix::process::waitid(
+        rustix::process::WaitId::Pid(rustix::process::Pid::from_child(&child)),
+        rustix::process::WaitIdOptions::EXITED | rustix::process::WaitIdOptions::NOWAIT,
+    )
+    .unwrap();
+    assert!(exited.is_some(), "waitid without NOHANG returns a status");
     assert_eq!(status(&path), CRASHED);
     child.wait().unwrap();
     assert_eq!(status(&path), CRASHED);
@@ -143,4 +176,23 @@ fn live_writer_and_other_hosts_stay_running() {
         "running",
         "cannot judge a process on another host"
     );
+}
+
+#[test]
+fn a_writer_in_another_pid_namespace_is_not_judged() {
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let dead = i64::from(child.id());
+    child.wait().unwrap();
+
+    // same host and the pid of a process gone here, but written in another container
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("flujo_ops.db");
+    database_with_running_run_in(&path, &host_name(), dead, 1, Some(pid_namespace() + 1));
+    assert_eq!(status(&path), "running", "its pids are not ours to look up");
+
+    // the same run written in this reader's namespace is judged
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("flujo_ops.db");
+    database_with_running_run_in(&path, &host_name(), dead, 1, Some(pid_namespace()));
+    assert_eq!(status(&path), CRASHED);
 }

@@ -149,8 +149,13 @@ impl RunRedaction {
             // Not JSON we wrote: record nothing of it.
             return everything_redacted();
         };
-        scrub_value(&mut value, matcher.as_deref());
-        value.to_string()
+        // Rewritten only when something was scrubbed: a parsed text is not always written back
+        // the same (a number beyond 64 bits).
+        if scrub_value(&mut value, matcher.as_deref()) {
+            value.to_string()
+        } else {
+            text
+        }
     }
 }
 
@@ -159,17 +164,22 @@ fn everything_redacted() -> String {
     Value::String(REDACTED.to_owned()).to_string()
 }
 
-fn scrub_value(value: &mut Value, matcher: Option<&AhoCorasick>) {
+/// Scrubs the strings (keys included) and numbers of `value`; whether anything changed.
+fn scrub_value(value: &mut Value, matcher: Option<&AhoCorasick>) -> bool {
     match value {
-        Value::String(text) => {
-            if let Cow::Owned(scrubbed) = scrub_str(text, matcher) {
+        Value::String(text) => match scrub_str(text, matcher) {
+            Cow::Owned(scrubbed) => {
                 *text = scrubbed;
+                true
             }
-        }
+            Cow::Borrowed(_) => false,
+        },
         Value::Number(number) => {
-            if matcher.is_some_and(|m| m.is_match(&number.to_string())) {
+            let holds_seen = matcher.is_some_and(|m| m.is_match(&number.to_string()));
+            if holds_seen {
                 *value = Value::String(REDACTED.to_owned());
             }
+            holds_seen
         }
         Value::Object(map) => {
             let needs_new_keys = map
@@ -181,11 +191,14 @@ fn scrub_value(value: &mut Value, matcher: Option<&AhoCorasick>) {
                     .map(|(key, child)| (scrub_str(&key, matcher).into_owned(), child))
                     .collect();
             }
-            map.values_mut()
-                .for_each(|child| scrub_value(child, matcher));
+            map.values_mut().fold(needs_new_keys, |changed, child| {
+                scrub_value(child, matcher) | changed
+            })
         }
-        Value::Array(items) => items.iter_mut().for_each(|item| scrub_value(item, matcher)),
-        Value::Null | Value::Bool(_) => {}
+        Value::Array(items) => items
+            .iter_mut()
+            .fold(false, |changed, item| scrub_value(item, matcher) | changed),
+        Value::Null | Value::Bool(_) => false,
     }
 }
 
@@ -349,6 +362,13 @@ mod tests {
             text,
             r#"{"note":"was [REDACTED]","[REDACTED]":[1,"x[REDACTED]x"],"a":"banana"}"#
         );
+    }
+
+    #[test]
+    fn json_with_a_token_prefix_but_no_token_is_kept_byte_for_byte() {
+        let run = RunRedaction::new(Redaction::default());
+        let text = r#"{"region":"Asia","big":340282366920938463463374607431768211455}"#;
+        assert_eq!(run.scrub_json(text.to_owned()), text);
     }
 
     #[test]

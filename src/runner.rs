@@ -51,7 +51,7 @@ impl<In, Out, C> Flujo<In, Out, C> {
 
     /// Which keys' values are replaced by `"[REDACTED]"` in what every layer records (the values
     /// returned to you are never redacted). Default: [`Redaction::default`], or the keys in
-    /// `flujo.toml`.
+    /// `flujo.toml` ([`Redaction::everything`] while its redaction settings cannot be read).
     pub fn redaction(self, redaction: Redaction) -> Self {
         Flujo {
             inner: self.inner.with_redaction(redaction),

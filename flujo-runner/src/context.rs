@@ -1,8 +1,8 @@
 //! What a step sees of its run: the shared context, usage reporting, and the internal frame that
 //! links a step execution to its span, its parent and its children.
 
-use crate::redaction::Redaction;
 use crate::result::StepResult;
+use crate::scrub::RunRedaction;
 use serde::Serialize;
 use std::ops::{Add, AddAssign};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -82,14 +82,14 @@ impl UsageNode {
 /// What every step of one run shares.
 pub(crate) struct RunShared<C> {
     pub(crate) run_id: String,
-    /// What the spans of this run redact.
-    pub(crate) redaction: Redaction,
+    /// What the spans of this run redact, and the secret values they have seen.
+    pub(crate) redaction: RunRedaction,
     /// `None` once the run has returned it in `final_context`.
     context: Mutex<Option<C>>,
 }
 
 impl<C> RunShared<C> {
-    pub(crate) fn new(run_id: String, redaction: Redaction, context: C) -> Self {
+    pub(crate) fn new(run_id: String, redaction: RunRedaction, context: C) -> Self {
         RunShared {
             run_id,
             redaction,

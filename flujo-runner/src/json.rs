@@ -1,9 +1,9 @@
 //! JSON for results and span fields: values never fail (a value serde cannot represent, or whose
 //! `Serialize` panics, becomes a placeholder and an error message), and span text is made only
-//! when asked for, with secrets redacted.
+//! when asked for, with secrets redacted (see `scrub`).
 
 use crate::error::panic_message;
-use crate::redaction::Redaction;
+use crate::scrub::RunRedaction;
 use serde::Serialize;
 use serde_json::Value;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -45,40 +45,22 @@ pub(crate) fn not_serialisable_message(what: &str, error: &str) -> String {
     )
 }
 
-/// Span text for a value already made into JSON, secrets redacted.
-pub(crate) fn span_text_of_value(value: &Value, redaction: &Redaction) -> String {
-    // A `Value` always serialises (its map keys are strings, its numbers finite).
-    let text = value.to_string();
-    if !redaction.may_hold_secrets(&text) {
-        return text;
-    }
-    let mut redacted = value.clone();
-    redaction.redact(&mut redacted);
-    redacted.to_string()
+/// Span text for a value already made into JSON, secrets redacted and scrubbed.
+pub(crate) fn span_text_of_value(value: &Value, redaction: &RunRedaction) -> String {
+    redaction.json_text_of_value(value)
 }
 
-/// Span text for a value, secrets redacted; when it cannot be serialised, a placeholder and the
-/// reason. Serialises straight to text, and again to a `Value` only when the text holds a
-/// secret key.
+/// Span text for a value, secrets redacted and scrubbed; when it cannot be serialised, a
+/// placeholder (scrubbed too) and the reason. Serialises straight to text, and again to a
+/// `Value` only when the text holds a secret key.
 pub(crate) fn span_text<T: Serialize + ?Sized>(
     value: &T,
-    redaction: &Redaction,
+    redaction: &RunRedaction,
 ) -> (String, Option<NotSerialisable>) {
-    let text = match guarded(|| serde_json::to_string(value)) {
-        Ok(text) => text,
-        Err(error) => return (placeholder(&error).to_string(), Some(error)),
-    };
-    if !redaction.may_hold_secrets(&text) {
-        return (text, None);
-    }
-    match guarded(|| serde_json::to_value(value)) {
-        Ok(mut json) => {
-            redaction.redact(&mut json);
-            (json.to_string(), None)
-        }
-        // It serialised once and not twice: record nothing of it rather than risk a secret.
+    match guarded(|| serde_json::to_string(value)) {
+        Ok(text) => redaction.json_text(text, || guarded(|| serde_json::to_value(value))),
         Err(error) => (
-            Value::String(crate::redaction::REDACTED.to_owned()).to_string(),
+            redaction.json_text_of_value(&placeholder(&error)),
             Some(error),
         ),
     }

@@ -48,6 +48,7 @@ mod pipeline;
 mod redaction;
 mod result;
 mod runner;
+mod scrub;
 mod step;
 mod timefmt;
 

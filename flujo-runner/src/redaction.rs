@@ -11,9 +11,9 @@ pub(crate) const REDACTED: &str = "[REDACTED]";
 /// `token_count`, `promptTokenCount`, `password_length`.
 const MEASURE_WORDS: &[&str] = &["count", "length", "limit"];
 
-/// Which values are replaced by `"[REDACTED]"` in the JSON text the spans record (step
-/// `input` and `output`, run `input`, `output` and `final_context`), so that no layer (SQLite,
-/// OpenTelemetry, logs) ever sees them. The values a run returns ([`PipelineResult`],
+/// Which values are replaced by `"[REDACTED]"` in the text the spans record (step `input`,
+/// `output` and `error`, run `input`, `output`, `error` and `final_context`), so that no layer
+/// (SQLite, OpenTelemetry, logs) ever sees them. The values a run returns ([`PipelineResult`],
 /// [`StepResult`]) are the caller's own data and are never redacted.
 ///
 /// A value is redacted when its key, at any depth of the JSON, names a secret. Keys and the
@@ -31,10 +31,32 @@ const MEASURE_WORDS: &[&str] = &["count", "length", "limit"];
 /// - A `null` is kept (it reveals nothing, and says that no secret was given); any other value,
 ///   objects and arrays included, becomes the string `"[REDACTED]"`.
 ///
-/// Only keys are looked at: a secret passed as a bare string, or inside an error message, is
-/// recorded as it is. Checking costs one scan of the JSON text for its keys; the JSON is parsed
-/// and rewritten only when a key matches, and nothing is done at all for a span no subscriber
-/// records.
+/// Beyond keys, while redaction is enabled, two things are scrubbed (replaced by `[REDACTED]`)
+/// from every text a run records after they are seen, JSON and errors alike (in JSON, inside
+/// strings, keys included, and a number holding one becomes `"[REDACTED]"`, so it stays JSON):
+///
+/// - The values redacted under a secret key earlier in the same run (the run's input is
+///   recorded first): strings of at least [`MIN_SCRUBBED_CHARS`](Redaction::MIN_SCRUBBED_CHARS)
+///   characters and numbers written with at least as many, the leaves of a redacted object or
+///   array included, as they are and as JSON escapes them. A shorter value (`"password": "a"`)
+///   is only redacted under its key, so that it does not blank every `a`. A value recorded
+///   before its key was first seen (in an earlier step's output, say) cannot be scrubbed; a run
+///   remembers at most [`MAX_REMEMBERED`](Redaction::MAX_REMEMBERED) values (later ones are
+///   still redacted under their keys).
+/// - Well-known token shapes, wherever they are: `Bearer` tokens (12 characters or more; the
+///   word `Bearer` is kept), `sk-...` keys (16 characters or more after `sk-`), `sk_live_...`,
+///   `rk_test_...` keys, AWS access key ids (`AKIA...`, `ASIA...`), GitHub tokens (`ghp_...`,
+///   `github_pat_...`), Slack tokens (`xoxb-...`), JWTs (`eyJ...`, three dot-separated parts)
+///   and PEM private key blocks (`-----BEGIN ... PRIVATE KEY-----`, to their end).
+///
+/// A secret in any other shape, under a key that names none, is recorded as it is. Checking
+/// costs one scan of the JSON text for its keys, one for token prefixes and, once secrets were
+/// seen, one for them; the JSON is parsed and rewritten only when a scan finds something, and
+/// nothing is done at all for a span no subscriber records.
+///
+/// [`Redaction::everything`] records no value at all: every JSON field is `"[REDACTED]"` and
+/// every `error` a fixed note; the `flujo` facade uses it when `flujo.toml`'s redaction settings
+/// cannot be read.
 ///
 /// ```
 /// use flujo_runner::Redaction;
@@ -56,6 +78,8 @@ const MEASURE_WORDS: &[&str] = &["count", "length", "limit"];
 #[derive(Clone, PartialEq, Eq)]
 pub struct Redaction {
     names: Arc<[SecretName]>,
+    /// Every value is redacted, whatever its key.
+    everything: bool,
 }
 
 /// One configured name, as given and as its lowercase words.
@@ -86,15 +110,37 @@ impl Redaction {
         "credentials",
     ];
 
+    /// The shortest value, in characters, that is remembered under a secret key and scrubbed
+    /// from the rest of the run's texts.
+    pub const MIN_SCRUBBED_CHARS: usize = 8;
+
+    /// How many distinct values one run remembers for scrubbing; later ones are still redacted
+    /// under their keys.
+    pub const MAX_REMEMBERED: usize = 1024;
+
     /// Redacts nothing.
     pub fn disabled() -> Self {
         Redaction {
             names: Arc::from(Vec::new()),
+            everything: false,
+        }
+    }
+
+    /// Redacts every value: each JSON field of the spans is recorded as `"[REDACTED]"` and each
+    /// `error` as a fixed note, so a run records only its structure (names, statuses, times,
+    /// attempts, usage). For when what must be hidden is not known, e.g. a `flujo.toml` whose
+    /// `[redaction]` settings cannot be read. [`with_keys`](Redaction::with_keys) leaves this
+    /// mode.
+    pub fn everything() -> Self {
+        Redaction {
+            everything: true,
+            ..Redaction::disabled()
         }
     }
 
     /// This redaction with `keys` as its names, replacing the current ones (an empty list
-    /// disables it). A name with no letter or digit matches nothing and is ignored.
+    /// disables it; [`everything`](Redaction::everything) ends). A name with no letter or digit
+    /// matches nothing and is ignored.
     pub fn with_keys<I>(self, keys: I) -> Self
     where
         I: IntoIterator,
@@ -130,6 +176,7 @@ impl Redaction {
         }
         Redaction {
             names: names.into(),
+            everything: self.everything,
         }
     }
 
@@ -138,14 +185,19 @@ impl Redaction {
         self.names.iter().map(|name| name.name.as_str())
     }
 
-    /// Whether any name is configured.
+    /// Whether anything is redacted: a name is configured, or [`everything`](Redaction::everything).
     pub fn is_enabled(&self) -> bool {
-        !self.names.is_empty()
+        self.everything || !self.names.is_empty()
     }
 
     /// Whether a value under `key` is redacted.
     pub fn is_secret_key(&self, key: &str) -> bool {
-        self.is_secret(key, &mut Vec::new())
+        self.everything || self.is_secret(key, &mut Vec::new())
+    }
+
+    /// Whether every value is redacted ([`Redaction::everything`]).
+    pub(crate) fn redacts_everything(&self) -> bool {
+        self.everything
     }
 
     /// `is_secret_key`, with a buffer for the key's words.
@@ -217,21 +269,47 @@ impl Redaction {
         false
     }
 
-    /// Replaces, at any depth, every non-null value under a secret key with `"[REDACTED]"`.
-    pub(crate) fn redact(&self, value: &mut Value) {
+    /// Replaces, at any depth, every non-null value under a secret key with `"[REDACTED]"`, and
+    /// pushes onto `replaced` the texts it held that are long enough to be scrubbed elsewhere
+    /// (strings and numbers, at any depth; not the keys of a redacted object).
+    pub(crate) fn redact(&self, value: &mut Value, replaced: &mut Vec<String>) {
         match value {
             Value::Object(map) => {
                 for (key, child) in map.iter_mut() {
                     if !child.is_null() && self.is_secret_key(key) {
-                        *child = Value::String(REDACTED.to_owned());
+                        let child = std::mem::replace(child, Value::String(REDACTED.to_owned()));
+                        scrubbable_texts(child, replaced);
                     } else {
-                        self.redact(child);
+                        self.redact(child, replaced);
                     }
                 }
             }
-            Value::Array(items) => items.iter_mut().for_each(|item| self.redact(item)),
+            Value::Array(items) => items
+                .iter_mut()
+                .for_each(|item| self.redact(item, replaced)),
             _ => {}
         }
+    }
+}
+
+/// The texts of a redacted value, at any depth, that are long enough to be scrubbed.
+fn scrubbable_texts(value: Value, texts: &mut Vec<String>) {
+    let mut push = |text: String| {
+        if text.chars().count() >= Redaction::MIN_SCRUBBED_CHARS {
+            texts.push(text);
+        }
+    };
+    match value {
+        Value::String(text) => push(text),
+        Value::Number(number) => push(number.to_string()),
+        // Keys are names (`username`), not secrets.
+        Value::Object(map) => map
+            .into_iter()
+            .for_each(|(_, child)| scrubbable_texts(child, texts)),
+        Value::Array(items) => items
+            .into_iter()
+            .for_each(|item| scrubbable_texts(item, texts)),
+        Value::Null | Value::Bool(_) => {}
     }
 }
 
@@ -244,7 +322,11 @@ impl Default for Redaction {
 
 impl fmt::Debug for Redaction {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Redaction")
+        let mut debug = f.debug_struct("Redaction");
+        if self.everything {
+            debug.field("everything", &true);
+        }
+        debug
             .field("keys", &self.keys().collect::<Vec<_>>())
             .finish()
     }
@@ -427,7 +509,8 @@ mod tests {
             "refresh_token": null,
             "tokens": [1, 2]
         });
-        Redaction::default().redact(&mut value);
+        let mut replaced = Vec::new();
+        Redaction::default().redact(&mut value, &mut replaced);
         assert_eq!(
             value,
             serde_json::json!({
@@ -438,6 +521,29 @@ mod tests {
                 "refresh_token": null,
                 "tokens": [1, 2]
             })
+        );
+        // What the redacted values held, from 8 characters up: of "hunter2", "sk-1",
+        // "Bearer x", "a" and "b", only "Bearer x".
+        assert_eq!(replaced, ["Bearer x"]);
+        let mut value = serde_json::json!({"secret": {"long_key_name": [12345678, 1234567, true, "long enough"]}});
+        let mut replaced = Vec::new();
+        Redaction::default().redact(&mut value, &mut replaced);
+        assert_eq!(replaced, ["12345678", "long enough"]);
+    }
+
+    #[test]
+    fn everything_redacts_every_key_until_keys_replace_it() {
+        let everything = Redaction::everything();
+        assert!(everything.is_enabled() && everything.redacts_everything());
+        assert!(everything.is_secret_key("user") && everything.is_secret_key(""));
+        let extended = Redaction::everything().with_extra_keys(["ssn"]);
+        assert!(extended.redacts_everything() && extended.is_secret_key("user"));
+        let replaced = Redaction::everything().with_keys(["ssn"]);
+        assert!(!replaced.redacts_everything() && !replaced.is_secret_key("user"));
+        assert!(!Redaction::default().redacts_everything());
+        assert_eq!(
+            format!("{everything:?}"),
+            "Redaction { everything: true, keys: [] }"
         );
     }
 }

@@ -5,6 +5,7 @@ use crate::json::{not_serialisable_message, span_text};
 use crate::pipeline::Pipeline;
 use crate::redaction::Redaction;
 use crate::result::{PipelineResult, RunStatus};
+use crate::scrub::RunRedaction;
 use crate::step::join_errors;
 use crate::timefmt::{duration_ms, format_timestamp, now_timestamp};
 use serde::Serialize;
@@ -225,7 +226,8 @@ where
         let run_id = uuid::Uuid::now_v7().to_string();
         let start_time = OffsetDateTime::now_utc();
         let started = Instant::now();
-        let redaction = &self.redaction;
+        // The run's redaction, and the secrets it sees (the input's first).
+        let redaction = RunRedaction::new(self.redaction.clone());
         // Why a value the run span records could not be serialised (only looked at when the
         // span is enabled).
         let mut not_serialisable = Vec::new();
@@ -237,7 +239,7 @@ where
             pipeline_version = self.pipeline_version.as_str(),
             start_time = format_timestamp(start_time).as_str(),
             input = self
-                .span_text("input", &input, &mut not_serialisable)
+                .span_text(&redaction, "input", &input, &mut not_serialisable)
                 .as_str(),
             status = Empty,
             end_time = Empty,
@@ -248,7 +250,7 @@ where
             total_cost_usd = Empty,
             total_tokens = Empty,
         );
-        let shared = Arc::new(RunShared::new(run_id, redaction.clone(), context));
+        let shared = Arc::new(RunShared::new(run_id, redaction, context));
         let usage = UsageNode::root();
         let children = Arc::new(Children::default());
         let frame = Frame {
@@ -286,15 +288,21 @@ where
             span.record("end_time", format_timestamp(end_time).as_str());
             span.record("duration_ms", duration_ms(duration));
             if let Some(output) = &output {
-                let output = self.span_text("output", output, &mut not_serialisable);
+                let output = self.span_text(
+                    &guard.shared.redaction,
+                    "output",
+                    output,
+                    &mut not_serialisable,
+                );
                 span.record("output", output.as_str());
             }
             let context = guard.shared.with_context(|context| {
-                self.span_text("final context", context, &mut not_serialisable)
+                let redaction = &guard.shared.redaction;
+                self.span_text(redaction, "final context", context, &mut not_serialisable)
             });
             span.record("final_context", context.as_str());
             if let Some(error) = join_errors(error.clone(), not_serialisable) {
-                span.record("error", error.as_str());
+                span.record("error", &*guard.shared.redaction.error_text(&error));
             }
             span.record("total_cost_usd", totals.cost_usd);
             span.record("total_tokens", totals.tokens);
@@ -331,11 +339,12 @@ where
     /// it cannot be serialised, a placeholder, and the reason pushed onto `not_serialisable`.
     fn span_text<T: Serialize>(
         &self,
+        redaction: &RunRedaction,
         what: &str,
         value: &T,
         not_serialisable: &mut Vec<String>,
     ) -> String {
-        let (text, error) = span_text(value, &self.redaction);
+        let (text, error) = span_text(value, redaction);
         if let Some(error) = error {
             let what = format!("{what} of pipeline '{}'", self.pipeline_name);
             not_serialisable.push(not_serialisable_message(&what, &error));

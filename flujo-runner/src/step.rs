@@ -321,7 +321,7 @@ where
                 span.record("output", span_text_of_value(output, redaction).as_str());
             }
             if let Some(error) = &error {
-                span.record("error", error.as_str());
+                span.record("error", &*redaction.error_text(error));
             }
             span.record("fallback_taken", fallback_taken);
             span.record("tokens", usage.tokens);

@@ -24,7 +24,8 @@ pub const CONFIG_FILE_NAME: &str = "flujo.toml";
 pub const DEFAULT_STATE_URI: &str = "sqlite:///flujo_ops.db";
 
 /// The contents of a `flujo.toml`. Unknown keys are accepted, so that a file written for a newer
-/// flujo (or holding other tools' keys) still loads.
+/// flujo (or holding other tools' keys) still loads; [`FlujoToml::unknown_keys`] lists them, each
+/// with the known key it probably meant.
 ///
 /// ```toml
 /// state_uri = "sqlite:///flujo_ops.db"   # relative to this file's directory
@@ -47,6 +48,93 @@ pub struct FlujoToml {
     pub redaction: RedactionToml,
     /// How values are stored.
     pub storage: StorageToml,
+    /// The keys of the file that flujo does not know (set by [`load_flujo_toml`]).
+    #[serde(skip)]
+    unknown_keys: Vec<UnknownKey>,
+}
+
+impl FlujoToml {
+    /// The keys of the file that flujo does not know (typos, or settings of a newer flujo),
+    /// sorted by dotted path. A key inside an unknown table is not listed on its own.
+    pub fn unknown_keys(&self) -> &[UnknownKey] {
+        &self.unknown_keys
+    }
+}
+
+/// A key of a `flujo.toml` that flujo does not know.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct UnknownKey {
+    /// The key's dotted path, e.g. `redaction.extra_key` (a key of `[redaction]`) or `stat_uri`.
+    pub key: String,
+    /// The dotted path of the known key it is closest to, when one is close, e.g.
+    /// `redaction.extra_keys`.
+    pub did_you_mean: Option<&'static str>,
+}
+
+impl std::fmt::Display for UnknownKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "unknown key `{}`", self.key)?;
+        if let Some(known) = self.did_you_mean {
+            write!(f, " (did you mean `{known}`?)")?;
+        }
+        Ok(())
+    }
+}
+
+/// Every key a `flujo.toml` may hold, as dotted paths; a table comes before its keys.
+const KNOWN_KEYS: &[&str] = &[
+    "state_uri",
+    "redaction",
+    "redaction.enabled",
+    "redaction.keys",
+    "redaction.extra_keys",
+    "storage",
+    "storage.payload_cap_bytes",
+];
+
+/// The unknown keys of a parsed `flujo.toml`, at any depth under known tables.
+fn unknown_keys(table: &toml::Table, prefix: &str, found: &mut Vec<UnknownKey>) {
+    for (key, value) in table {
+        let path = if prefix.is_empty() {
+            key.clone()
+        } else {
+            format!("{prefix}.{key}")
+        };
+        if !KNOWN_KEYS.contains(&path.as_str()) {
+            found.push(UnknownKey {
+                did_you_mean: closest_known_key(&path),
+                key: path,
+            });
+        } else if let toml::Value::Table(inner) = value {
+            unknown_keys(inner, &path, found);
+        }
+    }
+    found.sort_by(|a, b| a.key.cmp(&b.key));
+}
+
+/// The known key `path` probably meant: the most similar by its last part (Jaro-Winkler, at
+/// least 0.8, ignoring ASCII case), in the same table first (`redaction.extra_key` ->
+/// `redaction.extra_keys`), then in any table (`extra_keys` at the top ->
+/// `redaction.extra_keys`); none when every known key is far.
+fn closest_known_key(path: &str) -> Option<&'static str> {
+    let (table, name) = split_key(path);
+    let name = name.to_ascii_lowercase();
+    let best = |same_table: bool| {
+        KNOWN_KEYS
+            .iter()
+            .filter(|known| (split_key(known).0 == table) == same_table)
+            .map(|known| (strsim::jaro_winkler(&name, split_key(known).1), *known))
+            .filter(|(similarity, _)| *similarity >= 0.8)
+            .max_by(|(a, _), (b, _)| a.total_cmp(b))
+            .map(|(_, known)| known)
+    };
+    best(true).or_else(|| best(false))
+}
+
+/// A dotted path's table (`""` at the top) and last part.
+fn split_key(path: &str) -> (&str, &str) {
+    path.rsplit_once('.').unwrap_or(("", path))
 }
 
 /// The `[redaction]` table of a `flujo.toml`.
@@ -178,7 +266,8 @@ pub fn find_flujo_toml(start: &Path) -> Option<PathBuf> {
 }
 
 /// Reads a `flujo.toml`. Never creates or rewrites it: a missing file is an error here, and one
-/// that does not parse is an [`Error::Config`] naming the file and the problem.
+/// that does not parse is an [`Error::Config`] naming the file and the problem. Unknown keys are
+/// no error: see [`FlujoToml::unknown_keys`].
 pub fn load_flujo_toml(path: &Path) -> Result<FlujoToml, Error> {
     // confy creates a missing file (and may rewrite a broken one in other calls): only ever hand it
     // a file that exists, and only `load_path`, which reads
@@ -190,7 +279,7 @@ pub fn load_flujo_toml(path: &Path) -> Result<FlujoToml, Error> {
             ),
         });
     }
-    confy::load_path::<FlujoToml>(path).map_err(|error| {
+    let mut config = confy::load_path::<FlujoToml>(path).map_err(|error| {
         let problem = match &error {
             confy::ConfyError::BadTomlData(cause) => {
                 let text = std::fs::read_to_string(path).unwrap_or_default();
@@ -213,7 +302,13 @@ pub fn load_flujo_toml(path: &Path) -> Result<FlujoToml, Error> {
                 problem.trim().replace('\n', " ")
             ),
         }
-    })
+    })?;
+    // It parsed as a FlujoToml, so it parses as a table.
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    if let Ok(table) = text.parse::<toml::Table>() {
+        unknown_keys(&table, "", &mut config.unknown_keys);
+    }
+    Ok(config)
 }
 
 /// Turns a state URI or plain path into a path (relative paths stay relative). The error is the
@@ -265,6 +360,45 @@ mod tests {
             }
             (actual, expected) => panic!("{uri}: got {actual:?}, expected {expected:?}"),
         }
+    }
+
+    fn check_unknown(toml: &str, expected: &[(&str, Option<&str>)]) {
+        let table = toml.parse::<toml::Table>().unwrap();
+        let mut found = Vec::new();
+        unknown_keys(&table, "", &mut found);
+        let found: Vec<(&str, Option<&str>)> = found
+            .iter()
+            .map(|unknown| (unknown.key.as_str(), unknown.did_you_mean))
+            .collect();
+        assert_eq!(found, expected, "{toml}");
+    }
+
+    #[test]
+    fn unknown_keys_come_with_the_key_they_probably_meant() {
+        check_unknown(
+            "state_uri = 'a'\n[redaction]\nenabled = true\nkeys = []\nextra_keys = []\n[storage]\npayload_cap_bytes = 1\n",
+            &[],
+        );
+        check_unknown(
+            "[redaction]\nextra_key = ['ssn']\nExtra_Keys = []\nkey = []\nenable = true\n",
+            &[
+                ("redaction.Extra_Keys", Some("redaction.extra_keys")),
+                ("redaction.enable", Some("redaction.enabled")),
+                ("redaction.extra_key", Some("redaction.extra_keys")),
+                ("redaction.key", Some("redaction.keys")),
+            ],
+        );
+        check_unknown(
+            "stat_uri = 'a'\nextra_keys = []\npayload_cap = 1\n[redactions]\nx = 1\n[storage]\npayload_cap = 2\n[tool.other]\nx = 1\n",
+            &[
+                ("extra_keys", Some("redaction.extra_keys")),
+                ("payload_cap", Some("storage.payload_cap_bytes")),
+                ("redactions", Some("redaction")),
+                ("stat_uri", Some("state_uri")),
+                ("storage.payload_cap", Some("storage.payload_cap_bytes")),
+                ("tool", None),
+            ],
+        );
     }
 
     #[test]

@@ -17,8 +17,8 @@ pub use backend::{
 };
 pub use config::{
     find_flujo_toml, load_flujo_toml, resolve_state_path, resolve_state_path_in, FlujoToml,
-    RedactionToml, StatePath, StateSource, StorageToml, CONFIG_FILE_NAME, DEFAULT_STATE_URI,
-    STATE_URI_ENV,
+    RedactionToml, StatePath, StateSource, StorageToml, UnknownKey, CONFIG_FILE_NAME,
+    DEFAULT_STATE_URI, STATE_URI_ENV,
 };
 pub use error::Error;
 pub use layer::{SqliteHandle, SqliteLayer, SqliteLayerBuilder};

@@ -93,6 +93,18 @@ fn unknown_keys_are_accepted() {
     .unwrap();
     let config: FlujoToml = load_flujo_toml(&path).unwrap();
     assert_eq!(config.state_uri.as_deref(), Some("x.db"));
+    let unknown: Vec<String> = config
+        .unknown_keys()
+        .iter()
+        .map(|k| k.to_string())
+        .collect();
+    assert_eq!(
+        unknown,
+        [
+            "unknown key `future`",
+            "unknown key `payload_cap` (did you mean `storage.payload_cap_bytes`?)"
+        ]
+    );
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! What a run returns: `PipelineResult`, one `StepResult` per step execution, and the statuses.
 
 use crate::context::Usage;
+use crate::error::StepError;
 use crate::timefmt::{serialize_duration_ms, serialize_timestamp};
 use serde::Serialize;
 use std::fmt;
@@ -160,6 +161,13 @@ pub struct PipelineResult<Out, C> {
     /// The message of the failure that failed the run (`None` when it completed; a value the
     /// run span could not serialise is noted in the span's `error` only).
     pub error: Option<String>,
+    /// The error value of the step whose failure failed the run (`None` when it completed): the
+    /// error its function returned (get your own type back with
+    /// [`StepError::downcast_ref`], its causes with `source()`), its timeout or its panic; for
+    /// a failed fallback, the fallback's; for a control-flow step's own failure (a loop at its
+    /// limit, a branch missing), an error with the message. Not serialised.
+    #[serde(skip)]
+    pub step_error: Option<StepError>,
     /// One result per top-level step executed; a failed run ends with the step that failed.
     pub step_history: Vec<StepResult>,
     /// Sum of the steps' cost in USD.

@@ -106,11 +106,13 @@ pub struct StepResult {
     /// The step's output as JSON when it completed, not redacted; a placeholder string when it
     /// could not be serialised.
     pub output: Option<serde_json::Value>,
-    /// The last error when it failed; when a fallback was taken, the primary's error. Then,
-    /// `; `-separated, a note for an input or output that could not be serialised (set even
-    /// when the step completed: the value itself flowed on).
+    /// The failure when it failed; when a fallback was taken, the primary's. After one failed
+    /// attempt that is its message; after retries, every failed attempt's, numbered
+    /// (`attempt 1/3: ...; attempt 2/3: ...`), which a step that completed on a retry also
+    /// records. Then, `; `-separated, a note for an input or output that could not be
+    /// serialised (set even when the step completed: the value itself flowed on).
     pub error: Option<String>,
-    /// Wall time of all attempts.
+    /// Wall time of all attempts, the waits between them included.
     #[serde(rename = "duration_ms", serialize_with = "serialize_duration_ms")]
     pub duration: Duration,
     /// Tokens reported by this step, children included.

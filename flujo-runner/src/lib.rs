@@ -57,7 +57,10 @@
 //! struct NoCustomer(String);
 //!
 //! let lookup = step("lookup", |email: String, _cx: StepContext<()>| async move {
-//!     Err::<u64, _>(NoCustomer(email).into())
+//!     if email.ends_with("@example.com") {
+//!         return Ok(42);
+//!     }
+//!     Err(NoCustomer(email).into())
 //! });
 //! let result = Flujo::new("crm", Pipeline::new(lookup)).run_blocking("kim@unknown.test".to_owned());
 //! assert_eq!(result.error.as_deref(), Some("step 'lookup' failed: no customer kim@unknown.test"));

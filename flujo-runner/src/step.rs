@@ -29,7 +29,7 @@ type RetryIf = Arc<dyn Fn(&StepError) -> bool + Send + Sync>;
 ///
 /// Make one with [`step`] (an async function) or with a control-flow constructor
 /// ([`loop_until`](crate::loop_until), [`branch_on`](crate::branch_on),
-/// [`parallel`](crate::parallel), [`map_over`](crate::map_over),
+/// [`parallel`](crate::parallel), [`join`](crate::join), [`map_over`](crate::map_over),
 /// [`Pipeline::into_step`](crate::Pipeline::into_step)); every kind takes the same options:
 /// [`max_retries`](Step::max_retries) with its [`backoff`](Step::backoff) and
 /// [`retry_if`](Step::retry_if), [`timeout`](Step::timeout) and [`fallback`](Step::fallback).

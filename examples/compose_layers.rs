@@ -7,7 +7,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use flujo::{step, Flujo, Pipeline, SqliteLayer, StepContext, StepError};
+use flujo::{step, Flujo, Pipeline, SqliteLayer, StepContext};
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
 use tracing_subscriber::prelude::*;
@@ -42,10 +42,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .init();
 
     let fetch = step("fetch", |url: String, _: StepContext<()>| async move {
-        Ok::<_, StepError>(format!("<html>{url}</html>"))
+        Ok(format!("<html>{url}</html>"))
     });
     let measure = step("measure", |page: String, _: StepContext<()>| async move {
-        Ok::<_, StepError>(page.len())
+        Ok(page.len())
     });
     let flujo = Flujo::new("page-size", Pipeline::new(fetch).then(measure));
     let result = flujo.run("https://example.com".to_owned()).await;

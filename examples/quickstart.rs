@@ -11,8 +11,7 @@
 use std::time::Duration;
 
 use flujo::{
-    branch_on, loop_until, parallel, step, Flujo, Pipeline, StepContext, StepError, StepResult,
-    Usage,
+    branch_on, join, loop_until, step, Flujo, Pipeline, StepContext, StepError, StepResult, Usage,
 };
 use serde::Serialize;
 
@@ -95,14 +94,15 @@ fn triage_pipeline() -> Pipeline<Ticket, Draft, Triage> {
                 t.ticket_id = ticket.id.to_owned();
                 t.classifier_attempts += 1;
                 t.classifier_attempts
-            });
+            })?;
             fake_llm(&cx, ticket.body, 12).await;
-            // the model endpoint is overloaded on the first try for this ticket: the step retries
+            // the model endpoint is overloaded on the first try for this ticket: the step waits
+            // (exponential backoff with jitter), then retries
             if ticket.id == "T-1002" && attempt == 1 {
-                return Err(StepError::new("model endpoint answered 503 (overloaded)"));
+                return Err(StepError::new("model endpoint answered 503 (overloaded)").transient());
             }
             let (category, urgency) = classify_ticket(&ticket);
-            cx.update(|t| t.category = category.to_owned());
+            cx.update(|t| t.category = category.to_owned())?;
             Ok(Classified {
                 ticket_id: ticket.id,
                 customer: ticket.customer,
@@ -112,6 +112,7 @@ fn triage_pipeline() -> Pipeline<Ticket, Draft, Triage> {
         },
     )
     .max_retries(2)
+    .retry_if(|error: &StepError| error.is_transient() || error.is_timeout())
     .timeout(Duration::from_secs(5));
 
     let search_kb = step(
@@ -129,7 +130,7 @@ fn triage_pipeline() -> Pipeline<Ticket, Draft, Triage> {
                 ],
                 _ => vec!["KB-01 Plans and discounts"],
             };
-            Ok::<_, StepError>(articles.into_iter().map(str::to_owned).collect::<Vec<_>>())
+            Ok(articles.into_iter().map(str::to_owned).collect::<Vec<_>>())
         },
     );
     let customer_history = step(
@@ -149,19 +150,13 @@ fn triage_pipeline() -> Pipeline<Ticket, Draft, Triage> {
             }
         },
     );
-    let retrieve = parallel("retrieve")
-        .branch(search_kb)
-        .branch(customer_history)
-        .combine(|mut found: Vec<Vec<String>>| {
-            let history = found.pop().unwrap_or_default();
-            let articles = found.pop().unwrap_or_default();
-            (articles, history)
-        });
+    // both branches run concurrently; their outputs come back as a tuple, one per branch
+    let retrieve = join("retrieve", (search_kb, customer_history));
     let research = step(
         "collect",
         |(articles, history): (Vec<String>, Vec<String>), cx: StepContext<Triage>| async move {
-            let category = cx.read(|t| t.category.clone());
-            Ok::<_, StepError>(Research {
+            let category = cx.read(|t| t.category.clone())?;
+            Ok(Research {
                 category,
                 articles,
                 history,
@@ -175,7 +170,7 @@ fn triage_pipeline() -> Pipeline<Ticket, Draft, Triage> {
             move |r: Research, cx: StepContext<Triage>| async move {
                 let prompt = format!("{opening} {:?} {:?}", r.articles, r.history);
                 fake_llm(&cx, &prompt, 180).await;
-                Ok::<_, StepError>(Draft {
+                Ok(Draft {
                     category: r.category.clone(),
                     reply: format!("{opening} See {}.", r.articles.join("; ")),
                     revision: 1,
@@ -210,20 +205,20 @@ fn triage_pipeline() -> Pipeline<Ticket, Draft, Triage> {
         } else {
             "add a closing line"
         };
-        cx.update(|t| t.reviewer_notes.push(format!("rev {}: {note}", d.revision)));
+        cx.update(|t| t.reviewer_notes.push(format!("rev {}: {note}", d.revision)))?;
         let reply = if approved {
             d.reply.clone()
         } else {
             format!("{} We're here if you need anything else.", d.reply)
         };
-        Ok::<_, StepError>(Draft {
+        Ok(Draft {
             reply,
             revision: d.revision + u32::from(!approved),
             approved,
             ..d
         })
     });
-    let review = loop_until("review", revise, |d: &Draft, _: &Triage| d.approved, 3);
+    let review = loop_until("review", revise, |d: &Draft, _: &Triage| d.approved).max_iterations(3);
 
     Pipeline::new(classify)
         .then(retrieve)
@@ -260,7 +255,7 @@ async fn main() {
             body: "I get an error when I log in.",
         },
     ];
-    let flujo = Flujo::new("support-triage", triage_pipeline()).pipeline_version("1.0");
+    let flujo = Flujo::new("support-triage", triage_pipeline()).with_pipeline_version("1.0");
     for ticket in tickets {
         let id = ticket.id;
         let result = flujo.run(ticket).await;

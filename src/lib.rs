@@ -1,7 +1,7 @@
 //! flujo: pipelines of async steps, with every run recorded by default.
 //!
 //! Build a [`Pipeline`] of [`step`]s and control flow ([`loop_until`], [`branch_on`],
-//! [`parallel`], [`map_over`], [`Pipeline::into_step`]) and run it with [`Flujo`]. Every run and
+//! [`parallel`], [`join`], [`map_over`], [`Pipeline::into_step`]) and run it with [`Flujo`]. Every run and
 //! every step is a `tracing` span (the span contract is in `ARCHITECTURE.md`); the
 //! [`SqliteLayer`] records them in `flujo_ops.db`, and `flujo lens` reads them back.
 //!
@@ -28,9 +28,9 @@ mod runner;
 mod settings;
 
 pub use flujo_runner::{
-    branch_on, format_timestamp, loop_until, map_over, parallel, step, BoxError, BranchOn,
-    IntoStep, Parallel, Pipeline, PipelineResult, Redaction, RunStatus, Step, StepContext,
-    StepError, StepKind, StepResult, Usage,
+    branch_on, format_timestamp, join, loop_until, map_over, parallel, step, Backoff, BoxError,
+    BranchOn, ContextError, IntoStep, Join, LoopUntil, Parallel, Pipeline, PipelineResult,
+    Redaction, RunStatus, Step, StepContext, StepError, StepKind, StepResult, Usage,
 };
 pub use flujo_trace_sqlite::{
     Error as StorageError, SqliteHandle, SqliteLayer, SqliteLayerBuilder,
@@ -40,3 +40,8 @@ pub use runner::Flujo;
 
 /// The runner without the default persistence wiring, for building your own integrations.
 pub use flujo_runner::{Flujo as BareFlujo, RunObserver};
+
+/// The README's Rust examples, compiled as doctests so they cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -9,8 +9,8 @@ use crate::recording::{Persistence, Recorder};
 
 /// The runner: a named, versioned pipeline whose every run is recorded (see [`Persistence`]).
 ///
-/// It has the run methods of [`BareFlujo`](crate::BareFlujo), plus [`persistence`](Flujo::persistence)
-/// and [`redaction`](Flujo::redaction).
+/// It has the run methods of [`BareFlujo`](crate::BareFlujo), plus
+/// [`with_persistence`](Flujo::with_persistence) and [`with_redaction`](Flujo::with_redaction).
 ///
 /// Each [`run`](Flujo::run) is one `flujo.run` span with its steps' spans nested in it, and
 /// returns a [`PipelineResult`] once the run's rows are committed. A step failure (an error
@@ -37,38 +37,50 @@ impl<In, Out, C> Flujo<In, Out, C> {
     /// A runner for `pipeline`, recorded under `pipeline_name`, version `latest`.
     pub fn new(pipeline_name: impl Into<String>, pipeline: Pipeline<In, Out, C>) -> Self {
         let inner = flujo_runner::Flujo::new(pipeline_name, pipeline)
-            .with_observer(Arc::new(Recorder))
             .with_redaction(crate::settings::settings().redaction.clone());
-        Flujo { inner }
+        Flujo { inner }.with_persistence(Persistence::Default)
     }
 
     /// Sets the version recorded with every run (default `latest`).
-    pub fn pipeline_version(self, pipeline_version: impl Into<String>) -> Self {
-        Flujo {
-            inner: self.inner.pipeline_version(pipeline_version),
-        }
+    pub fn with_pipeline_version(mut self, pipeline_version: impl Into<String>) -> Self {
+        self.inner = self.inner.with_pipeline_version(pipeline_version);
+        self
     }
 
     /// Which keys' values are replaced by `"[REDACTED]"` in what every layer records (the values
     /// returned to you are never redacted). Default: [`Redaction::default`], or the keys in
     /// `flujo.toml` ([`Redaction::everything`] while its redaction settings cannot be read).
-    pub fn redaction(self, redaction: Redaction) -> Self {
-        Flujo {
-            inner: self.inner.with_redaction(redaction),
-        }
+    pub fn with_redaction(mut self, redaction: Redaction) -> Self {
+        self.inner = self.inner.with_redaction(redaction);
+        self
     }
 
-    /// Whether runs are recorded; [`Persistence::Default`] unless changed.
-    pub fn persistence(self, persistence: Persistence) -> Self {
-        let bare =
-            flujo_runner::Flujo::new(self.inner.name().to_owned(), self.inner.pipeline().clone())
-                .pipeline_version(self.inner.version().to_owned())
-                .with_redaction(self.inner.redaction().clone());
-        let inner = match persistence {
-            Persistence::Default => bare.with_observer(Arc::new(Recorder)),
-            Persistence::Disabled => bare,
+    /// Whether runs are recorded; [`Persistence::Default`] unless changed. Changes only that:
+    /// every other setting of the runner is kept.
+    pub fn with_persistence(mut self, persistence: Persistence) -> Self {
+        self.inner = match persistence {
+            Persistence::Default => self.inner.with_observer(Arc::new(Recorder)),
+            Persistence::Disabled => self.inner.without_observer(),
         };
-        Flujo { inner }
+        self
+    }
+
+    /// Sets the version recorded with every run.
+    #[deprecated(since = "0.1.0", note = "renamed `with_pipeline_version`")]
+    pub fn pipeline_version(self, pipeline_version: impl Into<String>) -> Self {
+        self.with_pipeline_version(pipeline_version)
+    }
+
+    /// Sets what the spans redact.
+    #[deprecated(since = "0.1.0", note = "renamed `with_redaction`")]
+    pub fn redaction(self, redaction: Redaction) -> Self {
+        self.with_redaction(redaction)
+    }
+
+    /// Sets whether runs are recorded.
+    #[deprecated(since = "0.1.0", note = "renamed `with_persistence`")]
+    pub fn persistence(self, persistence: Persistence) -> Self {
+        self.with_persistence(persistence)
     }
 
     /// The pipeline's name.

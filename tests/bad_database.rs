@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use flujo::{step, Flujo, Pipeline, StepContext, StepError};
+use flujo::{step, Flujo, Pipeline, StepContext};
 
 /// Runs in a child only: one run with zero setup, in `FLUJO_TEST_BAD_DIR`.
 #[test]
@@ -18,9 +18,10 @@ fn pipeline_process_entry() {
         .expect("FLUJO_TEST_BAD_DIR is set by the parent test");
     std::env::set_current_dir(dir).unwrap();
     std::env::remove_var("FLUJO_STATE_URI");
-    let double = step("double", |x: u32, _: StepContext<()>| async move {
-        Ok::<_, StepError>(x * 2)
-    });
+    let double = step(
+        "double",
+        |x: u32, _: StepContext<()>| async move { Ok(x * 2) },
+    );
     let flujo = Flujo::new("bad-db", Pipeline::new(double));
     for input in [1, 2] {
         let result = flujo.run_blocking(input);

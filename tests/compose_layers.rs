@@ -5,7 +5,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use flujo::{step, Flujo, Pipeline, SqliteLayer, StepContext, StepError};
+use flujo::{step, Flujo, Pipeline, SqliteLayer, StepContext};
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
 use tracing::instrument::WithSubscriber;
@@ -21,12 +21,8 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for CountSpans {
 }
 
 fn pipeline() -> Pipeline<u32, u32> {
-    let inc = step("inc", |x: u32, _: StepContext<()>| async move {
-        Ok::<_, StepError>(x + 1)
-    });
-    let dbl = step("dbl", |x: u32, _: StepContext<()>| async move {
-        Ok::<_, StepError>(x * 2)
-    });
+    let inc = step("inc", |x: u32, _: StepContext<()>| async move { Ok(x + 1) });
+    let dbl = step("dbl", |x: u32, _: StepContext<()>| async move { Ok(x * 2) });
     Pipeline::new(inc).then(dbl)
 }
 

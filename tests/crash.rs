@@ -7,7 +7,7 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use flujo::{step, Flujo, Pipeline, SqliteLayer, StepContext, StepError};
+use flujo::{step, Flujo, Pipeline, SqliteLayer, StepContext};
 use tracing::instrument::WithSubscriber;
 use tracing_subscriber::layer::SubscriberExt;
 
@@ -18,15 +18,17 @@ fn victim_process_entry() {
     let db = std::env::var_os("FLUJO_TEST_VICTIM_DB")
         .expect("FLUJO_TEST_VICTIM_DB is set by the parent test");
     let subscriber = tracing_subscriber::registry().with(SqliteLayer::open(&db).unwrap());
-    let fetch = step("fetch", |x: u32, _: StepContext<()>| async move {
-        Ok::<_, StepError>(x + 1)
-    });
-    let parse = step("parse", |x: u32, _: StepContext<()>| async move {
-        Ok::<_, StepError>(x * 2)
-    });
+    let fetch = step(
+        "fetch",
+        |x: u32, _: StepContext<()>| async move { Ok(x + 1) },
+    );
+    let parse = step(
+        "parse",
+        |x: u32, _: StepContext<()>| async move { Ok(x * 2) },
+    );
     let hang = step("call_model", |x: u32, _: StepContext<()>| async move {
         tokio::time::sleep(Duration::from_secs(600)).await;
-        Ok::<_, StepError>(x)
+        Ok(x)
     });
     let flujo = Flujo::new("doomed", Pipeline::new(fetch).then(parse).then(hang));
     let runtime = tokio::runtime::Builder::new_current_thread()

@@ -3,7 +3,7 @@
 //!
 //! This file is its own test binary (its own process) because it installs the global default.
 
-use flujo::{step, Flujo, Pipeline, RunStatus, StepContext, StepError, Usage};
+use flujo::{step, Flujo, Pipeline, RunStatus, StepContext, Usage};
 
 fn writer_threads() -> usize {
     std::fs::read_dir("/proc/self/task")
@@ -27,7 +27,7 @@ fn first_run_installs_the_default_subscriber_once_and_records_into_the_cwd() {
             tokens: 10,
             cost_usd: 0.5,
         });
-        Ok::<_, StepError>(x * 2)
+        Ok(x * 2)
     });
     let flujo = Flujo::new("zero-setup", Pipeline::new(double));
     let threads: Vec<_> = (0..4u64)

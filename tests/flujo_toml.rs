@@ -6,7 +6,7 @@
 
 use std::process::Command;
 
-use flujo::{step, Flujo, Pipeline, StepContext, StepError};
+use flujo::{step, Flujo, Pipeline, StepContext};
 use serde::Serialize;
 
 #[derive(Serialize)]
@@ -24,7 +24,7 @@ fn pipeline_process_entry() {
         .expect("FLUJO_TEST_TOML_DIR is set by the parent test");
     std::env::set_current_dir(dir).unwrap();
     let echo = step("echo", |s: Signup, _: StepContext<()>| async move {
-        Ok::<_, StepError>(format!("{}{}", s.email.len(), "b".repeat(498)))
+        Ok(format!("{}{}", s.email.len(), "b".repeat(498)))
     });
     let result = Flujo::new("signup", Pipeline::new(echo)).run_blocking(Signup {
         email: "ana@example.com".into(),
@@ -135,7 +135,7 @@ async fn redaction_set_in_code_survives_persistence_in_either_order() {
     );
     let echo = || {
         Pipeline::new(step("echo", |s: Signup, _: StepContext<()>| async move {
-            Ok::<_, StepError>(s.email)
+            Ok(s.email)
         }))
     };
     let signup = || Signup {
@@ -145,14 +145,14 @@ async fn redaction_set_in_code_survives_persistence_in_either_order() {
     };
     let extra = Redaction::default().with_extra_keys(["ssn"]);
     let before = Flujo::new("a", echo())
-        .redaction(extra.clone())
-        .persistence(Persistence::Default);
+        .with_redaction(extra.clone())
+        .with_persistence(Persistence::Default);
     let after = Flujo::new("b", echo())
-        .persistence(Persistence::Default)
-        .redaction(extra);
+        .with_persistence(Persistence::Default)
+        .with_redaction(extra);
     let off = Flujo::new("c", echo())
-        .redaction(Redaction::disabled())
-        .persistence(Persistence::Default);
+        .with_redaction(Redaction::disabled())
+        .with_persistence(Persistence::Default);
     for flujo in [&before, &after, &off] {
         assert!(flujo
             .run(signup())

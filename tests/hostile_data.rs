@@ -5,7 +5,7 @@
 
 use std::process::Command;
 
-use flujo::{step, Flujo, Pipeline, SqliteLayer, StepContext, StepError};
+use flujo::{step, Flujo, Pipeline, SqliteLayer, StepContext};
 use serde::Serialize;
 use tracing::instrument::WithSubscriber;
 use tracing_subscriber::layer::SubscriberExt;
@@ -46,7 +46,7 @@ async fn hostile_strings_survive_and_never_reach_the_terminal_raw() {
     let db = dir.path().join("flujo_ops.db");
     let subscriber = tracing_subscriber::registry().with(SqliteLayer::open(&db).unwrap());
     let echo = step("echo", |r: Request, _: StepContext<()>| async move {
-        Ok::<_, StepError>(format!("{}|{}", r.prompt, r.auth.user))
+        Ok(format!("{}|{}", r.prompt, r.auth.user))
     });
     let flujo = Flujo::new("hostile", Pipeline::new(echo));
     let request = Request {
@@ -124,9 +124,7 @@ async fn filter_arguments_are_data_never_sql() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("flujo_ops.db");
     let subscriber = tracing_subscriber::registry().with(SqliteLayer::open(&db).unwrap());
-    let id = step("id", |x: u32, _: StepContext<()>| async move {
-        Ok::<_, StepError>(x)
-    });
+    let id = step("id", |x: u32, _: StepContext<()>| async move { Ok(x) });
     Flujo::new("real", Pipeline::new(id))
         .run(1)
         .with_subscriber(subscriber)

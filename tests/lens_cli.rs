@@ -46,16 +46,14 @@ fn triage() -> Pipeline<Ticket, String, Triage> {
             } else {
                 "technical"
             };
-            cx.update(|c| c.category = category.to_owned());
+            cx.update(|c| c.category = category.to_owned())?;
             Ok(t)
         },
     )
     .max_retries(2);
     let kb = step(
         "search_kb",
-        |t: Ticket, _: StepContext<Triage>| async move {
-            Ok::<_, StepError>(vec![format!("KB-{} article", t.id * 11)])
-        },
+        |t: Ticket, _: StepContext<Triage>| async move { Ok(vec![format!("KB-{} article", t.id * 11)]) },
     );
     let history = step(
         "customer_history",
@@ -80,7 +78,7 @@ fn triage() -> Pipeline<Ticket, String, Triage> {
                     tokens: 300,
                     cost_usd: 0.003,
                 });
-                Ok::<_, StepError>(format!("{opening} ({})", facts.join("; ")))
+                Ok(format!("{opening} ({})", facts.join("; ")))
             },
         )
     };
@@ -101,7 +99,7 @@ fn triage() -> Pipeline<Ticket, String, Triage> {
     )
     .fallback(step(
         "keep_original",
-        |text: String, _: StepContext<Triage>| async move { Ok::<_, StepError>(text) },
+        |text: String, _: StepContext<Triage>| async move { Ok(text) },
     ));
     let revise = step(
         "revise",
@@ -109,20 +107,18 @@ fn triage() -> Pipeline<Ticket, String, Triage> {
             let round = cx.update(|c| {
                 c.notes.push(format!("review {}", c.notes.len() + 1));
                 c.notes.len()
-            });
-            Ok::<_, StepError>(if round >= 2 {
+            })?;
+            Ok(if round >= 2 {
                 format!("{text} -- approved")
             } else {
                 text
             })
         },
     );
-    let review = loop_until(
-        "review",
-        revise,
-        |text: &String, _: &Triage| text.ends_with("approved"),
-        3,
-    );
+    let review = loop_until("review", revise, |text: &String, _: &Triage| {
+        text.ends_with("approved")
+    })
+    .max_iterations(3);
     Pipeline::new(classify)
         .then(retrieve)
         .then(draft)
@@ -134,7 +130,7 @@ fn report() -> Pipeline<u32, String> {
     let write = step(
         "write_report",
         |pages: u32, _: StepContext<()>| async move {
-            Ok::<_, StepError>(format!(
+            Ok(format!(
                 "{}END",
                 "Quarterly figures, all regions. ".repeat(pages as usize * 25)
             ))
@@ -147,7 +143,7 @@ fn report() -> Pipeline<u32, String> {
 async fn record(db: &Path) {
     let subscriber =
         tracing::Dispatch::new(tracing_subscriber::registry().with(SqliteLayer::open(db).unwrap()));
-    let flujo = Flujo::new("support-triage", triage()).pipeline_version("2.1");
+    let flujo = Flujo::new("support-triage", triage()).with_pipeline_version("2.1");
     for (id, customer, text) in [
         (1, "ana", "charged twice on my invoice"),
         (2, "li", "the app crashes on login"),

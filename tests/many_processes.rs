@@ -6,7 +6,7 @@
 
 use std::process::{Command, Stdio};
 
-use flujo::{step, Flujo, Pipeline, SqliteLayer, StepContext, StepError};
+use flujo::{step, Flujo, Pipeline, SqliteLayer, StepContext};
 use tracing::instrument::WithSubscriber;
 use tracing_subscriber::layer::SubscriberExt;
 
@@ -24,14 +24,12 @@ fn worker_process_entry() {
     let layer = SqliteLayer::open(&db).expect("worker opens the database");
     let handle = layer.handle();
     let subscriber = tracing::Dispatch::new(tracing_subscriber::registry().with(layer));
-    let a = step("fetch", |x: usize, _: StepContext<()>| async move {
-        Ok::<_, StepError>(x)
-    });
+    let a = step("fetch", |x: usize, _: StepContext<()>| async move { Ok(x) });
     let b = step("think", |x: usize, _: StepContext<()>| async move {
-        Ok::<_, StepError>(format!("item {x} {}", "x".repeat(x % 700)))
+        Ok(format!("item {x} {}", "x".repeat(x % 700)))
     });
     let c = step("store", |s: String, _: StepContext<()>| async move {
-        Ok::<_, StepError>(s.len())
+        Ok(s.len())
     });
     let flujo = Flujo::new(format!("worker-{worker}"), Pipeline::new(a).then(b).then(c));
     let runtime = tokio::runtime::Builder::new_current_thread()

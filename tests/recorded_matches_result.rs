@@ -32,44 +32,47 @@ fn pipeline(fail_at: u32) -> Pipeline<u32, u32, Ctx> {
     })
     .max_retries(3);
     let spread = step("spread", |x: u32, _: StepContext<Ctx>| async move {
-        Ok::<_, StepError>(vec![x, x + 1, x + 2])
+        Ok(vec![x, x + 1, x + 2])
     });
     let square = step("square", move |x: u32, cx: StepContext<Ctx>| async move {
         cx.add_usage(Usage {
             tokens: 3,
             cost_usd: 0.125,
         });
-        cx.update(|c| c.seen.push(x));
+        cx.update(|c| c.seen.push(x))?;
         if x == fail_at {
             return Err(StepError::new(format!("cannot square {x}")));
         }
         Ok(x * x)
     });
     let sum = step("sum", |xs: Vec<u32>, _: StepContext<Ctx>| async move {
-        Ok::<_, StepError>(xs.iter().sum::<u32>())
+        Ok(xs.iter().sum::<u32>())
     });
-    let halve = step("halve", |x: u32, _: StepContext<Ctx>| async move {
-        Ok::<_, StepError>(x / 2)
-    });
+    let halve = step(
+        "halve",
+        |x: u32, _: StepContext<Ctx>| async move { Ok(x / 2) },
+    );
     let both = parallel("both")
-        .branch(step("left", |x: u32, _: StepContext<Ctx>| async move {
-            Ok::<_, StepError>(x)
-        }))
+        .branch(step(
+            "left",
+            |x: u32, _: StepContext<Ctx>| async move { Ok(x) },
+        ))
         .branch(step("right", |x: u32, _: StepContext<Ctx>| async move {
-            Ok::<_, StepError>(x + 1)
+            Ok(x + 1)
         }))
         .combine(|xs: Vec<u32>| xs.iter().sum::<u32>());
     let rounded = step("round", |_: u32, _: StepContext<Ctx>| async move {
         Err::<u32, _>(StepError::new("rounding service down"))
     })
-    .fallback(step("keep", |x: u32, _: StepContext<Ctx>| async move {
-        Ok::<_, StepError>(x)
-    }));
+    .fallback(step(
+        "keep",
+        |x: u32, _: StepContext<Ctx>| async move { Ok(x) },
+    ));
     Pipeline::new(flaky)
         .then(spread)
         .then(map_over("squares", square, 2))
         .then(sum)
-        .then(loop_until("shrink", halve, |x: &u32, _: &Ctx| *x < 10, 10))
+        .then(loop_until("shrink", halve, |x: &u32, _: &Ctx| *x < 10).max_iterations(10))
         .then(both)
         .then(rounded)
 }
@@ -240,7 +243,7 @@ async fn completed_and_failed_runs_are_recorded_as_returned() {
         tracing_subscriber::registry().with(SqliteLayer::open(&db).unwrap()),
     );
 
-    let ok = Flujo::new("recorded", pipeline(u32::MAX)).pipeline_version("7");
+    let ok = Flujo::new("recorded", pipeline(u32::MAX)).with_pipeline_version("7");
     let result = ok.run(1).with_subscriber(subscriber.clone()).await;
     assert!(result.is_completed(), "{:?}", result.error);
     assert_eq!(result.step("flaky").unwrap().attempts, 2);
@@ -249,7 +252,7 @@ async fn completed_and_failed_runs_are_recorded_as_returned() {
     assert!(result.output.is_some());
     check(&db, &result);
 
-    let failing = Flujo::new("recorded", pipeline(3)).pipeline_version("7");
+    let failing = Flujo::new("recorded", pipeline(3)).with_pipeline_version("7");
     let result = failing.run(1).with_subscriber(subscriber).await;
     assert!(!result.is_completed());
     assert!(
@@ -275,12 +278,10 @@ async fn a_run_dropped_mid_way_is_recorded_cancelled() {
         async move {
             slow_started.notify_one();
             tokio::time::sleep(Duration::from_secs(600)).await;
-            Ok::<_, StepError>(x)
+            Ok(x)
         }
     });
-    let fast = step("fast", |x: u32, _: StepContext<()>| async move {
-        Ok::<_, StepError>(x)
-    });
+    let fast = step("fast", |x: u32, _: StepContext<()>| async move { Ok(x) });
     let flujo = Flujo::new("dropped", Pipeline::new(fast).then(slow));
     // drop the run as soon as its slow step has started (the deadline only bounds a failure)
     let cut_off = tokio::time::timeout(Duration::from_secs(60), async {

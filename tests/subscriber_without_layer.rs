@@ -6,7 +6,7 @@
 
 use std::process::Command;
 
-use flujo::{step, Flujo, Persistence, Pipeline, StepContext, StepError};
+use flujo::{step, Flujo, Persistence, Pipeline, StepContext};
 
 /// Runs in a child only.
 #[test]
@@ -14,15 +14,13 @@ use flujo::{step, Flujo, Persistence, Pipeline, StepContext, StepError};
 fn case_process_entry() {
     let case = std::env::var("FLUJO_TEST_CASE").expect("FLUJO_TEST_CASE is set by the parent test");
     std::env::set_current_dir(std::env::var("FLUJO_TEST_DIR").unwrap()).unwrap();
-    let inc = step("inc", |x: u32, _: StepContext<()>| async move {
-        Ok::<_, StepError>(x + 1)
-    });
+    let inc = step("inc", |x: u32, _: StepContext<()>| async move { Ok(x + 1) });
     let mut flujo = Flujo::new("no-layer", Pipeline::new(inc));
     match case.as_str() {
         "fmt-only" => tracing_subscriber::fmt()
             .with_writer(std::io::stderr)
             .init(),
-        "disabled" => flujo = flujo.persistence(Persistence::Disabled),
+        "disabled" => flujo = flujo.with_persistence(Persistence::Disabled),
         other => panic!("unknown case {other}"),
     }
     for i in 0..3 {

@@ -4,8 +4,9 @@
 use crate::result::StepResult;
 use crate::scrub::RunRedaction;
 use serde::Serialize;
+use std::fmt;
 use std::ops::{Add, AddAssign};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tracing::Span;
 
@@ -79,6 +80,61 @@ impl UsageNode {
     }
 }
 
+/// Why [`StepContext::read`] or [`StepContext::update`] could not reach the run's context.
+///
+/// A step can turn it into its error with `?`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContextError {
+    run_id: String,
+    reason: ContextErrorReason,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ContextErrorReason {
+    /// `read` or `update` called inside the closure of another on the same thread.
+    InUse,
+    /// The run has returned its context.
+    RunEnded,
+}
+
+impl fmt::Display for ContextError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let run_id = &self.run_id;
+        match self.reason {
+            ContextErrorReason::InUse => write!(
+                f,
+                "the context of run {run_id} is in use by an enclosing StepContext::read or \
+                 update on this thread: return what you need from the first call, then make the \
+                 second"
+            ),
+            ContextErrorReason::RunEnded => write!(
+                f,
+                "run {run_id} has ended and returned its context: a StepContext cannot be used \
+                 after its run"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ContextError {}
+
+/// An address unique to the current thread among running threads, never 0.
+fn thread_marker() -> usize {
+    thread_local! {
+        static MARKER: u8 = const { 0 };
+    }
+    MARKER.with(|marker| std::ptr::from_ref(marker) as usize)
+}
+
+/// Clears `holder` when the closure given the context returns or unwinds.
+struct Holding<'a>(&'a AtomicUsize);
+
+impl Drop for Holding<'_> {
+    fn drop(&mut self) {
+        self.0.store(0, Ordering::Relaxed);
+    }
+}
+
 /// What every step of one run shares.
 pub(crate) struct RunShared<C> {
     pub(crate) run_id: String,
@@ -86,6 +142,9 @@ pub(crate) struct RunShared<C> {
     pub(crate) redaction: RunRedaction,
     /// `None` once the run has returned it in `final_context`.
     context: Mutex<Option<C>>,
+    /// The [`thread_marker`] of the thread running a closure on the context, 0 when none: a
+    /// second lock taken by that thread would deadlock.
+    holder: AtomicUsize,
 }
 
 impl<C> RunShared<C> {
@@ -94,18 +153,30 @@ impl<C> RunShared<C> {
             run_id,
             redaction,
             context: Mutex::new(Some(context)),
+            holder: AtomicUsize::new(0),
         }
     }
 
-    pub(crate) fn with_context<R>(&self, f: impl FnOnce(&mut C) -> R) -> R {
+    /// Runs `f` on the context, or says why it cannot: the run has returned the context, or this
+    /// thread is inside such a closure already (locking again would deadlock).
+    pub(crate) fn with_context<R>(&self, f: impl FnOnce(&mut C) -> R) -> Result<R, ContextError> {
+        let error = |reason| ContextError {
+            run_id: self.run_id.clone(),
+            reason,
+        };
+        let me = thread_marker();
+        // Only this thread stores its own marker, so reading it back means this thread holds
+        // the lock; another thread's value is never `me`.
+        if self.holder.load(Ordering::Relaxed) == me {
+            return Err(error(ContextErrorReason::InUse));
+        }
         let mut guard = lock(&self.context);
-        let context = guard.as_mut().unwrap_or_else(|| {
-            panic!(
-                "run {} has ended and returned its context: a StepContext must not outlive its step",
-                self.run_id
-            )
-        });
-        f(context)
+        let context = guard
+            .as_mut()
+            .ok_or_else(|| error(ContextErrorReason::RunEnded))?;
+        self.holder.store(me, Ordering::Relaxed);
+        let _holding = Holding(&self.holder);
+        Ok(f(context))
     }
 
     pub(crate) fn take_context(&self) -> Option<C> {
@@ -116,8 +187,9 @@ impl<C> RunShared<C> {
 /// The handle a step function receives: report usage, read and update the run's context.
 ///
 /// The context is shared by every step of the run (parallel branches included) behind a lock
-/// held only while `read` or `update` runs their closure: don't call one inside the other, and
-/// don't keep a `StepContext` after the step returns.
+/// held only while `read` or `update` runs their closure. Calling one inside the other's
+/// closure, or using a `StepContext` kept after its run ended, returns a [`ContextError`]
+/// (never a deadlock or a panic); `?` makes it the step's error.
 pub struct StepContext<C> {
     run: Arc<RunShared<C>>,
     usage: Arc<UsageNode>,
@@ -152,13 +224,15 @@ impl<C> StepContext<C> {
         self.usage.add(usage);
     }
 
-    /// Reads the run's context.
-    pub fn read<R>(&self, f: impl FnOnce(&C) -> R) -> R {
+    /// Reads the run's context: returns what `f` returns, or a [`ContextError`] when called
+    /// inside another `read` or `update` closure, or after the run ended.
+    pub fn read<R>(&self, f: impl FnOnce(&C) -> R) -> Result<R, ContextError> {
         self.run.with_context(|context| f(context))
     }
 
-    /// Updates the run's context; later steps and `final_context` see the change.
-    pub fn update<R>(&self, f: impl FnOnce(&mut C) -> R) -> R {
+    /// Updates the run's context (later steps and `final_context` see the change): returns what
+    /// `f` returns, or a [`ContextError`] as [`read`](StepContext::read) does.
+    pub fn update<R>(&self, f: impl FnOnce(&mut C) -> R) -> Result<R, ContextError> {
         self.run.with_context(f)
     }
 

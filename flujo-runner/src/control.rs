@@ -1,6 +1,7 @@
 //! Control-flow steps: `loop_until`, `branch_on`, `parallel` and `map_over`.
 
 use crate::context::Frame;
+use crate::error::Failure;
 use crate::result::StepKind;
 use crate::step::{Body, IntoStep, Step};
 use futures::StreamExt;
@@ -10,52 +11,88 @@ use std::fmt::Debug;
 use std::hash::Hash;
 use std::sync::Arc;
 
-/// A step that runs `body` again on its own output until `until(output, context)` holds, at most
-/// `max_iterations` times. Each iteration is a child execution of `body` whose `step_index` is the
-/// iteration number (0-based). Reaching the limit without the condition holding fails the step.
+/// Starts a step that runs `body` again on its own output until `until(output, context)`
+/// holds; [`LoopUntil::max_iterations`] bounds it and makes it a step. Each iteration is a
+/// child execution of `body` whose `step_index` is the iteration number (0-based). Reaching the
+/// limit without the condition holding fails the step.
 ///
 /// For a body of several steps, pass [`Pipeline::into_step`](crate::Pipeline::into_step).
 ///
-/// # Panics
+/// ```
+/// use flujo_runner::{loop_until, step, StepContext};
 ///
-/// When `max_iterations` is 0.
-pub fn loop_until<T, C, B, F>(
-    name: impl Into<String>,
-    body: B,
-    until: F,
-    max_iterations: u32,
-) -> Step<T, T, C>
+/// let double = step("double", |n: u32, _cx: StepContext<()>| async move { Ok(n * 2) });
+/// let grow = loop_until("grow", double, |n: &u32, _: &()| *n >= 100).max_iterations(10);
+/// # let _ = grow;
+/// ```
+pub fn loop_until<T, C, B, F>(name: impl Into<String>, body: B, until: F) -> LoopUntil<T, C, F>
 where
-    T: Serialize + Send + 'static,
-    C: Send + 'static,
     B: IntoStep<C, In = T, Out = T>,
     F: Fn(&T, &C) -> bool + Send + Sync + 'static,
 {
-    assert!(max_iterations > 0, "loop_until needs max_iterations >= 1");
-    let name: Arc<str> = name.into().into();
-    let body = Arc::new(body.into_step());
-    let until = Arc::new(until);
-    let loop_name = name.clone();
-    let run: Body<T, T, C> = Arc::new(move |input, frame: Frame<C>| {
-        let body = body.clone();
-        let until = until.clone();
-        let name = loop_name.clone();
-        Box::pin(async move {
-            let mut current = input;
-            for iteration in 0..max_iterations {
-                let output = body.execute(current, &frame, u64::from(iteration)).await?;
-                if frame.run.with_context(|context| until(&output, context)) {
-                    return Ok(output);
+    LoopUntil {
+        name: name.into().into(),
+        body: body.into_step(),
+        until,
+    }
+}
+
+/// A loop under construction, built by [`loop_until`]; [`max_iterations`](LoopUntil::max_iterations)
+/// makes it a step.
+pub struct LoopUntil<T, C, F> {
+    name: Arc<str>,
+    body: Step<T, T, C>,
+    until: F,
+}
+
+impl<T, C, F> LoopUntil<T, C, F>
+where
+    T: Serialize + Send + 'static,
+    C: Send + 'static,
+    F: Fn(&T, &C) -> bool + Send + Sync + 'static,
+{
+    /// The step, running the body at most `max_iterations` times. A limit of 0 cannot run
+    /// anything: such a step fails when it runs, with
+    /// `step '<name>' has max_iterations 0: a loop needs at least 1 iteration`.
+    pub fn max_iterations(self, max_iterations: u32) -> Step<T, T, C> {
+        let LoopUntil { name, body, until } = self;
+        let body = Arc::new(body);
+        let until = Arc::new(until);
+        let loop_name = name.clone();
+        let run: Body<T, T, C> = Arc::new(move |input, frame: Frame<C>| {
+            let body = body.clone();
+            let until = until.clone();
+            let name = loop_name.clone();
+            Box::pin(async move {
+                if max_iterations == 0 {
+                    return Err(Failure::of_message(format!(
+                        "step '{name}' has max_iterations 0: a loop needs at least 1 iteration"
+                    )));
                 }
-                current = output;
-            }
-            Err(format!(
-                "step '{name}' reached its limit of {max_iterations} iterations without meeting \
-                 its exit condition: raise max_iterations or check the condition"
-            ))
-        })
-    });
-    Step::from_body(name, StepKind::Loop, run)
+                let mut current = input;
+                for iteration in 0..max_iterations {
+                    let output = body.execute(current, &frame, u64::from(iteration)).await?;
+                    let done = frame
+                        .run
+                        .with_context(|context| until(&output, context))
+                        .map_err(|error| {
+                            Failure::of_message(format!(
+                                "step '{name}' could not check its exit condition: {error}"
+                            ))
+                        })?;
+                    if done {
+                        return Ok(output);
+                    }
+                    current = output;
+                }
+                Err(Failure::of_message(format!(
+                    "step '{name}' reached its limit of {max_iterations} iterations without \
+                     meeting its exit condition: raise max_iterations or check the condition"
+                )))
+            })
+        });
+        Step::from_body(name, StepKind::Loop, run)
+    }
 }
 
 /// Computes a branch key from a step's input and the context.
@@ -124,12 +161,19 @@ where
             let otherwise = otherwise.clone();
             let name = branch_name.clone();
             Box::pin(async move {
-                let chosen = frame.run.with_context(|context| key(&input, context));
+                let chosen = frame
+                    .run
+                    .with_context(|context| key(&input, context))
+                    .map_err(|error| {
+                        Failure::of_message(format!(
+                            "step '{name}' could not compute its branch key: {error}"
+                        ))
+                    })?;
                 let Some(branch) = branches.get(&chosen).or(otherwise.as_ref()) else {
-                    return Err(format!(
+                    return Err(Failure::of_message(format!(
                         "step '{name}' has no branch for key {chosen:?} and no default: \
                          add a branch for it or an otherwise step"
-                    ));
+                    )));
                 };
                 branch.execute(input, &frame, 0).await
             })
@@ -145,10 +189,11 @@ pub struct Parallel<In, O, C> {
     branches: Vec<Step<In, O, C>>,
 }
 
-/// Starts a step running branches concurrently (in the caller's task, so the branches
-/// interleave at their `.await` points). Every branch runs to its end; the step fails with the
-/// first failed branch's error (by branch order). As a step its output is the branches' outputs
-/// in branch order; [`Parallel::combine`] turns them into one value.
+/// Starts a step running branches of one output type concurrently (in the caller's task, so the
+/// branches interleave at their `.await` points). Every branch runs to its end; the step fails
+/// with the first failed branch's error (by branch order). As a step its output is the branches'
+/// outputs in branch order; [`Parallel::combine`] turns them into one value. For 2 to 4
+/// branches of different output types, [`join`] returns a tuple.
 pub fn parallel<In, O, C>(name: impl Into<String>) -> Parallel<In, O, C> {
     Parallel {
         name: name.into().into(),
@@ -185,7 +230,7 @@ where
                     .zip(0u64..)
                     .map(|(branch, index)| branch.execute(input.clone(), &frame, index));
                 let results = futures::future::join_all(runs).await;
-                let outputs = results.into_iter().collect::<Result<Vec<O>, String>>()?;
+                let outputs = results.into_iter().collect::<Result<Vec<O>, Failure>>()?;
                 Ok(combine(outputs))
             })
         });
@@ -240,3 +285,72 @@ where
     });
     Step::from_body(name.into().into(), StepKind::Map, run)
 }
+
+/// A step running 2 to 4 differently typed branches concurrently on clones of its input, its
+/// output the tuple of their outputs: `join("retrieve", (search, history))` is a
+/// `Step<In, (A, B), C>`. It runs like [`parallel`] (kind `parallel`, branch `i` a child at
+/// `step_index` `i`, every branch to its end, the first failed branch by order fails it).
+///
+/// ```
+/// use flujo_runner::{join, step, Flujo, Pipeline, StepContext};
+///
+/// let count = step("count", |text: String, _cx: StepContext<()>| async move { Ok(text.len()) });
+/// let shout = step("shout", |text: String, _cx: StepContext<()>| async move {
+///     Ok(text.to_uppercase())
+/// });
+/// let both = join("both", (count, shout));
+/// let result = Flujo::new("join", Pipeline::new(both)).run_blocking("hi".to_owned());
+/// assert_eq!(result.output, Some((2, "HI".to_owned())));
+/// ```
+pub fn join<In, C, B: Join<In, C>>(name: impl Into<String>, branches: B) -> Step<In, B::Out, C> {
+    branches.join_step(name.into().into())
+}
+
+/// Branches [`join`] can run: tuples of 2 to 4 steps (or control-flow builders) taking the same
+/// input.
+pub trait Join<In, C>: sealed::Sealed {
+    /// The tuple of the branches' outputs.
+    type Out;
+    #[doc(hidden)]
+    fn join_step(self, name: Arc<str>) -> Step<In, Self::Out, C>;
+}
+
+mod sealed {
+    pub trait Sealed {}
+}
+
+macro_rules! impl_join {
+    ($(($branch:ident, $out:ident, $index:tt)),+; $last:ident, $last_out:ident, $last_index:tt) => {
+        impl<$($branch,)+ $last> sealed::Sealed for ($($branch,)+ $last,) {}
+
+        impl<In, C, $($branch,)+ $last> Join<In, C> for ($($branch,)+ $last,)
+        where
+            In: Clone + Serialize + Send + 'static,
+            C: Send + 'static,
+            $($branch: IntoStep<C, In = In>, $branch::Out: Serialize + Send + 'static,)+
+            $last: IntoStep<C, In = In>,
+            $last::Out: Serialize + Send + 'static,
+        {
+            type Out = ($($branch::Out,)+ $last::Out,);
+
+            fn join_step(self, name: Arc<str>) -> Step<In, Self::Out, C> {
+                let branches = Arc::new(($(self.$index.into_step(),)+ self.$last_index.into_step(),));
+                let run: Body<In, Self::Out, C> = Arc::new(move |input: In, frame: Frame<C>| {
+                    let branches = branches.clone();
+                    Box::pin(async move {
+                        let ($($out,)+ $last_out,) = futures::join!(
+                            $(branches.$index.execute(input.clone(), &frame, $index),)+
+                            branches.$last_index.execute(input, &frame, $last_index),
+                        );
+                        Ok(($($out?,)+ $last_out?,))
+                    })
+                });
+                Step::from_body(name, StepKind::Parallel, run)
+            }
+        }
+    };
+}
+
+impl_join!((A, a, 0); B, b, 1);
+impl_join!((A, a, 0), (B, b, 1); D, d, 2);
+impl_join!((A, a, 0), (B, b, 1), (D, d, 2); E, e, 3);

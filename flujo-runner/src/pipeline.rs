@@ -1,6 +1,7 @@
 //! `Pipeline`: steps in sequence, their types checked at compile time.
 
 use crate::context::Frame;
+use crate::error::Failure;
 use crate::result::StepKind;
 use crate::step::{Body, IntoStep, Step};
 use serde::Serialize;
@@ -10,12 +11,12 @@ use std::sync::Arc;
 /// stops the sequence.
 ///
 /// ```
-/// use flujo_runner::{step, Pipeline, StepContext, StepError};
+/// use flujo_runner::{step, Pipeline, StepContext};
 ///
 /// let parse = step("parse", |text: String, _cx: StepContext<()>| async move {
-///     text.trim().parse::<u32>().map_err(|e| StepError::new(e))
+///     Ok(text.trim().parse::<u32>()?)
 /// });
-/// let double = step("double", |n: u32, _cx: StepContext<()>| async move { Ok::<_, StepError>(n * 2) });
+/// let double = step("double", |n: u32, _cx: StepContext<()>| async move { Ok(n * 2) });
 /// let pipeline: Pipeline<String, u32> = Pipeline::new(parse).then(double);
 /// assert_eq!(pipeline.len(), 2);
 /// ```
@@ -107,7 +108,7 @@ where
         &self,
         input: In,
         frame: Frame<C>,
-    ) -> futures::future::BoxFuture<'static, Result<Out, String>> {
+    ) -> futures::future::BoxFuture<'static, Result<Out, Failure>> {
         (self.run)(input, frame)
     }
 }

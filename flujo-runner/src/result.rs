@@ -1,6 +1,7 @@
 //! What a run returns: `PipelineResult`, one `StepResult` per step execution, and the statuses.
 
 use crate::context::Usage;
+use crate::error::StepError;
 use crate::timefmt::{serialize_duration_ms, serialize_timestamp};
 use serde::Serialize;
 use std::fmt;
@@ -105,11 +106,13 @@ pub struct StepResult {
     /// The step's output as JSON when it completed, not redacted; a placeholder string when it
     /// could not be serialised.
     pub output: Option<serde_json::Value>,
-    /// The last error when it failed; when a fallback was taken, the primary's error. Then,
-    /// `; `-separated, a note for an input or output that could not be serialised (set even
-    /// when the step completed: the value itself flowed on).
+    /// The failure when it failed; when a fallback was taken, the primary's. After one failed
+    /// attempt that is its message; after retries, every failed attempt's, numbered
+    /// (`attempt 1/3: ...; attempt 2/3: ...`), which a step that completed on a retry also
+    /// records. Then, `; `-separated, a note for an input or output that could not be
+    /// serialised (set even when the step completed: the value itself flowed on).
     pub error: Option<String>,
-    /// Wall time of all attempts.
+    /// Wall time of all attempts, the waits between them included.
     #[serde(rename = "duration_ms", serialize_with = "serialize_duration_ms")]
     pub duration: Duration,
     /// Tokens reported by this step, children included.
@@ -160,6 +163,13 @@ pub struct PipelineResult<Out, C> {
     /// The message of the failure that failed the run (`None` when it completed; a value the
     /// run span could not serialise is noted in the span's `error` only).
     pub error: Option<String>,
+    /// The error value of the step whose failure failed the run (`None` when it completed): the
+    /// error its function returned (get your own type back with
+    /// [`StepError::downcast_ref`], its causes with `source()`), its timeout or its panic; for
+    /// a failed fallback, the fallback's; for a control-flow step's own failure (a loop at its
+    /// limit, a branch missing), an error with the message. Not serialised.
+    #[serde(skip)]
+    pub step_error: Option<StepError>,
     /// One result per top-level step executed; a failed run ends with the step that failed.
     pub step_history: Vec<StepResult>,
     /// Sum of the steps' cost in USD.

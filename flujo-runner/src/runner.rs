@@ -12,8 +12,8 @@ use serde::Serialize;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Instant;
 use time::OffsetDateTime;
+use tokio::time::Instant;
 use tracing::field::Empty;
 use tracing::{Instrument, Span};
 
@@ -83,10 +83,12 @@ impl<C: Serialize> Drop for RunCancelGuard<C> {
         // A step that panicked while updating the context leaves it usable (see `lock`). A
         // cancelled run records no `error`: a context that cannot be serialised is only a
         // placeholder here.
-        let (context, _) = self
+        if let Ok((context, _)) = self
             .shared
-            .with_context(|context| span_text(context, &self.shared.redaction));
-        span.record("final_context", context.as_str());
+            .with_context(|context| span_text(context, &self.shared.redaction))
+        {
+            span.record("final_context", context.as_str());
+        }
         span.record("total_cost_usd", usage.cost_usd);
         span.record("total_tokens", usage.tokens);
     }
@@ -154,14 +156,26 @@ impl<In, Out, C> Flujo<In, Out, C> {
     }
 
     /// Sets the version recorded with every run.
-    pub fn pipeline_version(mut self, pipeline_version: impl Into<String>) -> Self {
+    pub fn with_pipeline_version(mut self, pipeline_version: impl Into<String>) -> Self {
         self.pipeline_version = pipeline_version.into();
         self
+    }
+
+    /// Sets the version recorded with every run.
+    #[deprecated(since = "0.1.0", note = "renamed `with_pipeline_version`")]
+    pub fn pipeline_version(self, pipeline_version: impl Into<String>) -> Self {
+        self.with_pipeline_version(pipeline_version)
     }
 
     /// Calls `observer` around every run (replacing an earlier one).
     pub fn with_observer(mut self, observer: Arc<dyn RunObserver>) -> Self {
         self.observer = Some(observer);
+        self
+    }
+
+    /// Calls no observer around the runs (removing one set before).
+    pub fn without_observer(mut self) -> Self {
+        self.observer = None;
         self
     }
 
@@ -278,9 +292,14 @@ where
         let end_time = OffsetDateTime::now_utc();
         let duration = started.elapsed();
         let totals = guard.usage.total();
-        let (status, output, error) = match outcome {
-            Ok(output) => (RunStatus::Completed, Some(output), None),
-            Err(error) => (RunStatus::Failed, None, Some(error)),
+        let (status, output, error, step_error) = match outcome {
+            Ok(output) => (RunStatus::Completed, Some(output), None, None),
+            Err(failure) => (
+                RunStatus::Failed,
+                None,
+                Some(failure.message),
+                Some(failure.error),
+            ),
         };
         let span = &guard.span;
         if !span.is_disabled() {
@@ -296,11 +315,13 @@ where
                 );
                 span.record("output", output.as_str());
             }
-            let context = guard.shared.with_context(|context| {
+            // The run still holds its context and no step closure is running here.
+            if let Ok(context) = guard.shared.with_context(|context| {
                 let redaction = &guard.shared.redaction;
                 self.span_text(redaction, "final context", context, &mut not_serialisable)
-            });
-            span.record("final_context", context.as_str());
+            }) {
+                span.record("final_context", context.as_str());
+            }
             if let Some(error) = join_errors(error.clone(), not_serialisable) {
                 span.record("error", &*guard.shared.redaction.error_text(&error));
             }
@@ -325,6 +346,7 @@ where
             status,
             output,
             error,
+            step_error,
             step_history: children.take(),
             total_cost_usd: totals.cost_usd,
             total_tokens: totals.tokens,

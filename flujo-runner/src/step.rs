@@ -2,9 +2,10 @@
 //! fallback, and the execution that wraps every attempt in a `flujo.step` span.
 
 use crate::context::{Children, Frame, StepContext, UsageNode};
-use crate::error::{error_chain, panic_message, BoxError};
+use crate::error::{panic_message, Failure, StepError};
 use crate::json::{not_serialisable_message, span_text_of_value, to_json_value};
 use crate::result::{RunStatus, StepKind, StepResult};
+use crate::retry::{random_unit, Backoff};
 use crate::timefmt::{duration_ms, now_timestamp};
 use futures::future::BoxFuture;
 use futures::FutureExt;
@@ -12,27 +13,33 @@ use serde::Serialize;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 use tracing::field::Empty;
 use tracing::{Instrument, Span};
 
 /// What runs a step's body or a pipeline: the input and the frame it executes in.
 pub(crate) type Body<In, Out, C> =
-    Arc<dyn Fn(In, Frame<C>) -> BoxFuture<'static, Result<Out, String>> + Send + Sync>;
+    Arc<dyn Fn(In, Frame<C>) -> BoxFuture<'static, Result<Out, Failure>> + Send + Sync>;
+
+/// Which failed attempts are retried.
+type RetryIf = Arc<dyn Fn(&StepError) -> bool + Send + Sync>;
 
 /// A named unit of work from `In` to `Out`, sharing a context `C` with the rest of its run.
 ///
 /// Make one with [`step`] (an async function) or with a control-flow constructor
 /// ([`loop_until`](crate::loop_until), [`branch_on`](crate::branch_on),
-/// [`parallel`](crate::parallel), [`map_over`](crate::map_over),
+/// [`parallel`](crate::parallel), [`join`](crate::join), [`map_over`](crate::map_over),
 /// [`Pipeline::into_step`](crate::Pipeline::into_step)); every kind takes the same options:
-/// [`max_retries`](Step::max_retries), [`timeout`](Step::timeout) and
-/// [`fallback`](Step::fallback).
+/// [`max_retries`](Step::max_retries) with its [`backoff`](Step::backoff) and
+/// [`retry_if`](Step::retry_if), [`timeout`](Step::timeout) and [`fallback`](Step::fallback).
 pub struct Step<In, Out, C = ()> {
     name: Arc<str>,
     kind: StepKind,
     body: Body<In, Out, C>,
     max_retries: u32,
+    backoff: Backoff,
+    retry_if: Option<RetryIf>,
     clone_input: Option<fn(&In) -> In>,
     timeout: Option<Duration>,
     fallback: Option<Arc<Step<In, Out, C>>>,
@@ -45,6 +52,8 @@ impl<In, Out, C> Clone for Step<In, Out, C> {
             kind: self.kind,
             body: self.body.clone(),
             max_retries: self.max_retries,
+            backoff: self.backoff,
+            retry_if: self.retry_if.clone(),
             clone_input: self.clone_input,
             timeout: self.timeout,
             fallback: self.fallback.clone(),
@@ -58,6 +67,8 @@ impl<In, Out, C> std::fmt::Debug for Step<In, Out, C> {
             .field("name", &self.name)
             .field("kind", &self.kind)
             .field("max_retries", &self.max_retries)
+            .field("backoff", &self.backoff)
+            .field("retry_if", &self.retry_if.is_some())
             .field("timeout", &self.timeout)
             .field("fallback", &self.fallback.as_ref().map(|step| &step.name))
             .finish_non_exhaustive()
@@ -66,9 +77,9 @@ impl<In, Out, C> std::fmt::Debug for Step<In, Out, C> {
 
 /// A step from an async function of its input and a [`StepContext`].
 ///
-/// The function returns `Result<Out, E>` where `E` is anything that converts into a
-/// [`BoxError`]: [`StepError`](crate::StepError), `String`, `&str`, or any
-/// `std::error::Error` (return `Result<Out, BoxError>` to use `?` on several error types).
+/// The function returns `Result<Out, StepError>`: `Ok(value)` needs no annotation, `?` works on
+/// any `std::error::Error + Send + Sync + 'static`, and [`StepError::new`] makes an error from
+/// text.
 ///
 /// ```
 /// use flujo_runner::{step, StepContext, StepError, Usage};
@@ -78,21 +89,21 @@ impl<In, Out, C> std::fmt::Debug for Step<In, Out, C> {
 ///
 /// let classify = step("classify", |text: String, cx: StepContext<Ctx>| async move {
 ///     cx.add_usage(Usage { tokens: 120, cost_usd: 0.0004 });
-///     cx.update(|c| c.seen += 1);
+///     cx.update(|c| c.seen += 1)?;
 ///     if text.is_empty() {
 ///         return Err(StepError::new("empty ticket"));
 ///     }
-///     Ok(text.contains("invoice"))
+///     let words: u32 = text.split_whitespace().count().try_into()?;
+///     Ok(words > 3 && text.contains("invoice"))
 /// });
 /// ```
-pub fn step<In, Out, C, F, Fut, E>(name: impl Into<String>, f: F) -> Step<In, Out, C>
+pub fn step<In, Out, C, F, Fut>(name: impl Into<String>, f: F) -> Step<In, Out, C>
 where
     In: Serialize + Send + 'static,
     Out: Serialize + Send + 'static,
     C: Send + 'static,
     F: Fn(In, StepContext<C>) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<Out, E>> + Send + 'static,
-    E: Into<BoxError>,
+    Fut: Future<Output = Result<Out, StepError>> + Send + 'static,
 {
     let name: Arc<str> = name.into().into();
     let step_name = name.clone();
@@ -100,9 +111,9 @@ where
         let output = f(input, frame.step_context());
         let step_name = step_name.clone();
         Box::pin(async move {
-            output.await.map_err(|error| {
-                let error: BoxError = error.into();
-                format!("step '{step_name}' failed: {}", error_chain(&*error))
+            output.await.map_err(|error| Failure {
+                message: error.step_message(&step_name),
+                error,
             })
         })
     });
@@ -136,6 +147,8 @@ impl<In, Out, C> Step<In, Out, C> {
             kind,
             body,
             max_retries: 0,
+            backoff: Backoff::default(),
+            retry_if: None,
             clone_input: None,
             timeout: None,
             fallback: None,
@@ -153,17 +166,55 @@ impl<In, Out, C> Step<In, Out, C> {
     }
 
     /// Bounds each attempt: an attempt still running after `timeout` is dropped and fails with
-    /// `step '<name>' timed out after <timeout>` (and is retried like any failure).
-    /// Needs a tokio runtime with time enabled.
+    /// `step '<name>' timed out after <timeout>` (and is retried like any failure; a retry
+    /// predicate sees [`StepError::is_timeout`]). Needs a tokio runtime with time enabled.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
+        self
+    }
+
+    /// How long to wait before each retry (default: [`Backoff::default`], exponential from
+    /// 200 ms with jitter, capped at 10 s). Only matters with [`max_retries`](Step::max_retries).
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// Retries only the failed attempts for which `retry_if(error)` holds (default: every
+    /// failure: error, panic or timeout); an attempt it refuses fails the step at once (or runs
+    /// its fallback). Only matters with [`max_retries`](Step::max_retries).
+    ///
+    /// ```
+    /// use flujo_runner::{step, StepContext, StepError};
+    ///
+    /// let call_model = step("call_model", |prompt: String, _cx: StepContext<()>| async move {
+    ///     if prompt.is_empty() {
+    ///         return Err(StepError::new("empty prompt")); // not worth retrying
+    ///     }
+    ///     if prompt.len() > 1000 {
+    ///         return Err(StepError::new("429 Too Many Requests").transient());
+    ///     }
+    ///     Ok(prompt.len())
+    /// })
+    /// .max_retries(3)
+    /// .timeout(std::time::Duration::from_secs(30))
+    /// .retry_if(|error: &StepError| error.is_timeout() || error.is_transient());
+    /// ```
+    pub fn retry_if(
+        mut self,
+        retry_if: impl Fn(&StepError) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.retry_if = Some(Arc::new(retry_if));
         self
     }
 }
 
 impl<In: Clone, Out, C> Step<In, Out, C> {
     /// Retries a failed attempt (error, panic or timeout) up to `max_retries` times, each with a
-    /// clone of the input; `attempts` records how many were made.
+    /// clone of the input, after a wait ([`backoff`](Step::backoff): by default exponential from
+    /// 200 ms with jitter, capped at 10 s) and only when [`retry_if`](Step::retry_if) allows;
+    /// `attempts` records how many were made, and the step's recorded `error` lists the failed
+    /// attempts (`attempt 1/3: ...; attempt 2/3: ...`).
     pub fn max_retries(mut self, max_retries: u32) -> Self {
         self.max_retries = max_retries;
         self.clone_input = Some(In::clone);
@@ -182,9 +233,11 @@ impl<In: Clone, Out, C> Step<In, Out, C> {
 
 /// How the attempts of one execution ended.
 struct Attempted<Out> {
-    result: Result<Out, String>,
-    /// The primary's error, when the fallback ran.
-    primary_error: Option<String>,
+    result: Result<Out, Failure>,
+    /// What the step's `error` records: the failed attempts (and the fallback's failure).
+    error: Option<String>,
+    /// Whether the fallback produced the output.
+    fallback_taken: bool,
 }
 
 /// Records `cancelled` on a step span whose execution is dropped before it finishes.
@@ -224,7 +277,7 @@ where
         input: In,
         parent: &Frame<C>,
         index: u64,
-    ) -> Result<Out, String> {
+    ) -> Result<Out, Failure> {
         self.execute_as(input, parent, index, self.kind).await
     }
 
@@ -236,7 +289,7 @@ where
         parent: &Frame<C>,
         index: u64,
         kind: StepKind,
-    ) -> Result<Out, String> {
+    ) -> Result<Out, Failure> {
         let seq = parent.children.next_seq();
         let started = Instant::now();
         let (input_value, input_error) = to_json_value(&input);
@@ -287,18 +340,14 @@ where
 
         let duration = started.elapsed();
         let usage = frame.usage.total();
-        let (status, output_value, output_error, error) = match &attempted.result {
+        let (status, output_value, output_error) = match &attempted.result {
             Ok(output) => {
                 let (output_value, output_error) = to_json_value(output);
-                (
-                    RunStatus::Completed,
-                    Some(output_value),
-                    output_error,
-                    attempted.primary_error.clone(),
-                )
+                (RunStatus::Completed, Some(output_value), output_error)
             }
-            Err(error) => (RunStatus::Failed, None, None, Some(error.clone())),
+            Err(_) => (RunStatus::Failed, None, None),
         };
+        let error = attempted.error;
         // A value that could not be serialised is an error of the step, not a failure: the
         // value itself is fine and flows on.
         let error = join_errors(
@@ -311,7 +360,7 @@ where
                     Some(not_serialisable_message(&what, &error))
                 }),
         );
-        let fallback_taken = attempted.result.is_ok() && attempted.primary_error.is_some();
+        let fallback_taken = attempted.fallback_taken;
         if !span.is_disabled() {
             span.record("status", status.as_str());
             span.record("attempts", u64::from(guard.attempts));
@@ -370,7 +419,9 @@ where
         attempts: &mut u32,
     ) -> Attempted<Out> {
         let mut input = Some(input);
-        let last_error = loop {
+        // The messages of the failed attempts before the last one (none without retries).
+        let mut failed = Vec::new();
+        let last_failure = loop {
             *attempts += 1;
             let retries_left = *attempts <= self.max_retries;
             let needs_input_later = retries_left || self.fallback.is_some();
@@ -382,36 +433,90 @@ where
                 Ok(output) => {
                     return Attempted {
                         result: Ok(output),
-                        primary_error: None,
+                        error: self.attempts_text(&failed, None),
+                        fallback_taken: false,
                     }
                 }
-                Err(error) if !retries_left => break error,
-                Err(_) => {}
+                Err(failure) => {
+                    let retry = retries_left
+                        && self
+                            .retry_if
+                            .as_ref()
+                            .is_none_or(|retry_if| retry_if(&failure.error));
+                    if !retry {
+                        break failure;
+                    }
+                    failed.push(failure.message);
+                    self.wait_before_retry(*attempts).await;
+                }
             }
         };
+        let primary_error = self.attempts_text(&failed, Some(&last_failure.message));
         let (Some(fallback), Some(input)) = (&self.fallback, input) else {
             return Attempted {
-                result: Err(last_error),
-                primary_error: None,
+                result: Err(last_failure),
+                error: primary_error,
+                fallback_taken: false,
             };
         };
-        let result = fallback
+        match fallback
             .execute_as(input, frame, 0, StepKind::Fallback)
             .await
-            .map_err(|fallback_error| {
-                format!(
-                    "{last_error}; fallback '{}' also failed: {fallback_error}",
-                    fallback.name
-                )
-            });
-        Attempted {
-            result,
-            primary_error: Some(last_error),
+        {
+            Ok(output) => Attempted {
+                result: Ok(output),
+                error: primary_error,
+                fallback_taken: true,
+            },
+            Err(fallback_failure) => {
+                let also = format!(
+                    "; fallback '{}' also failed: {}",
+                    fallback.name, fallback_failure.message
+                );
+                Attempted {
+                    error: primary_error.map(|error| error + &also),
+                    result: Err(Failure {
+                        message: last_failure.message + &also,
+                        error: fallback_failure.error,
+                    }),
+                    fallback_taken: false,
+                }
+            }
+        }
+    }
+
+    /// What the step's `error` says of its attempts: the one failure as it is when there were
+    /// no retries, else each failed attempt numbered, `attempt 1/3: ...; attempt 2/3: ...`, the
+    /// last one included. `None` when no attempt failed.
+    fn attempts_text(&self, failed: &[String], last: Option<&str>) -> Option<String> {
+        let limit = u64::from(self.max_retries) + 1;
+        match (failed, last) {
+            ([], None) => None,
+            ([], Some(last)) => Some(last.to_owned()),
+            _ => Some(
+                failed
+                    .iter()
+                    .map(String::as_str)
+                    .chain(last)
+                    .zip(1u64..)
+                    .map(|(message, attempt)| format!("attempt {attempt}/{limit}: {message}"))
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            ),
+        }
+    }
+
+    /// Waits before retry number `retry` (1 for the first) as the backoff says; outside a tokio
+    /// runtime, not at all.
+    async fn wait_before_retry(&self, retry: u32) {
+        let delay = self.backoff.delay(retry, random_unit);
+        if !delay.is_zero() && tokio::runtime::Handle::try_current().is_ok() {
+            tokio::time::sleep(delay).await;
         }
     }
 
     /// One attempt: the body, bounded by the timeout, with panics caught.
-    async fn attempt(&self, input: In, frame: &Frame<C>, attempt: u32) -> Result<Out, String> {
+    async fn attempt(&self, input: In, frame: &Frame<C>, attempt: u32) -> Result<Out, Failure> {
         let frame = Frame {
             attempt,
             ..frame.clone()
@@ -425,16 +530,25 @@ where
                 None => output.await,
                 Some(limit) => match tokio::time::timeout(limit, output).await {
                     Ok(result) => result,
-                    Err(_) => Err(format!("step '{name}' timed out after {limit:?}")),
+                    Err(_) => {
+                        let error = StepError::timed_out(limit);
+                        Err(Failure {
+                            message: error.step_message(name),
+                            error,
+                        })
+                    }
                 },
             }
         };
         match AssertUnwindSafe(attempt).catch_unwind().await {
             Ok(result) => result,
-            Err(payload) => Err(format!(
-                "step '{name}' panicked: {}",
-                panic_message(&*payload)
-            )),
+            Err(payload) => {
+                let error = StepError::panicked(panic_message(&*payload));
+                Err(Failure {
+                    message: error.step_message(name),
+                    error,
+                })
+            }
         }
     }
 }

@@ -3,7 +3,7 @@
 mod common;
 
 use common::Capture;
-use flujo_runner::{branch_on, step, Flujo, Pipeline, RunStatus, StepContext, StepError};
+use flujo_runner::{branch_on, step, Flujo, Pipeline, RunStatus, StepContext};
 use tracing::instrument::WithSubscriber;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
@@ -22,7 +22,7 @@ fn reply(name: &'static str) -> flujo_runner::Step<Category, String, Ctx> {
     step(
         name,
         move |category: Category, _cx: StepContext<Ctx>| async move {
-            Ok::<_, StepError>(format!("{name}: {category:?}"))
+            Ok(format!("{name}: {category:?}"))
         },
     )
 }

@@ -35,8 +35,8 @@ impl RunObserver for CountingObserver {
 #[tokio::test(start_paused = true)]
 async fn dropping_the_run_mid_step_cancels_the_open_spans() {
     let fast = step("fast", |n: u32, cx: StepContext<Ctx>| async move {
-        cx.update(|c| c.steps_done += 1);
-        Ok::<_, StepError>(n)
+        cx.update(|c| c.steps_done += 1)?;
+        Ok(n)
     });
     let slow = step("slow", |n: u32, cx: StepContext<Ctx>| async move {
         cx.add_usage(Usage {
@@ -44,10 +44,10 @@ async fn dropping_the_run_mid_step_cancels_the_open_spans() {
             cost_usd: 0.5,
         });
         tokio::time::sleep(Duration::from_secs(60)).await;
-        Ok::<_, StepError>(n)
+        Ok(n)
     });
     let body = Pipeline::new(slow).into_step("body");
-    let refine = loop_until("refine", body, |_: &u32, _: &Ctx| true, 3);
+    let refine = loop_until("refine", body, |_: &u32, _: &Ctx| true).max_iterations(3);
     let observer = Arc::new(CountingObserver::default());
     let flujo =
         Flujo::new("cancel", Pipeline::new(fast).then(refine)).with_observer(observer.clone());

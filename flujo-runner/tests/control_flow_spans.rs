@@ -17,7 +17,7 @@ struct Ctx {
 
 fn add(name: &str, k: u32) -> flujo_runner::Step<u32, u32, Ctx> {
     step(name, move |n: u32, _cx: StepContext<Ctx>| async move {
-        Ok::<_, StepError>(n + k)
+        Ok(n + k)
     })
 }
 
@@ -33,10 +33,10 @@ fn tree(result: &StepResult) -> serde_json::Value {
 #[tokio::test]
 async fn every_step_kind_nests_under_its_parent() {
     let counted = step("count", |n: u32, cx: StepContext<Ctx>| async move {
-        cx.update(|c| c.rounds += 1);
-        Ok::<_, StepError>(n + 1)
+        cx.update(|c| c.rounds += 1)?;
+        Ok(n + 1)
     });
-    let refine = loop_until("refine", counted, |_: &u32, c: &Ctx| c.rounds == 2, 5);
+    let refine = loop_until("refine", counted, |_: &u32, c: &Ctx| c.rounds == 2).max_iterations(5);
     let route = branch_on("route", |n: &u32, _: &Ctx| n.is_multiple_of(2))
         .branch(true, add("even", 100))
         .branch(false, add("odd", 1000));
@@ -52,7 +52,7 @@ async fn every_step_kind_nests_under_its_parent() {
         2,
     );
     let sum = step("sum", |ns: Vec<u32>, _cx: StepContext<Ctx>| async move {
-        Ok::<_, StepError>(ns.iter().sum::<u32>())
+        Ok(ns.iter().sum::<u32>())
     });
     let pipeline = Pipeline::new(refine)
         .then(route)
@@ -143,12 +143,12 @@ async fn every_step_kind_nests_under_its_parent() {
 #[tokio::test]
 async fn a_failing_child_fails_every_enclosing_step_with_its_message() {
     let failing = step("deep", |_: u32, _cx: StepContext<Ctx>| async move {
-        Err::<u32, _>("bad input")
+        Err::<u32, _>(StepError::new("bad input"))
     });
     let inner = Pipeline::new(add("first", 1))
         .then(failing)
         .into_step("inner");
-    let outer = loop_until("outer", inner, |_: &u32, _: &Ctx| true, 2);
+    let outer = loop_until("outer", inner, |_: &u32, _: &Ctx| true).max_iterations(2);
     let capture = Capture::new();
     let result = Flujo::new("nested", Pipeline::new(outer))
         .run(1)

@@ -13,11 +13,11 @@ fn primary() -> flujo_runner::Step<String, String, ()> {
             tokens: 10,
             cost_usd: 0.5,
         });
-        Err::<String, _>("model overloaded")
+        Err::<String, _>(StepError::new("model overloaded"))
     })
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_successful_fallback_completes_the_step() {
     let backup = step(
         "template",
@@ -26,7 +26,7 @@ async fn a_successful_fallback_completes_the_step() {
                 tokens: 1,
                 cost_usd: 0.25,
             });
-            Ok::<_, StepError>(format!("template about {topic}"))
+            Ok(format!("template about {topic}"))
         },
     );
     let capture = Capture::new();
@@ -38,7 +38,9 @@ async fn a_successful_fallback_completes_the_step() {
     .with_subscriber(capture.dispatch())
     .await;
 
-    let primary_error = "step 'draft' failed: model overloaded";
+    // the primary's error, each of its attempts
+    let primary_error = "attempt 1/2: step 'draft' failed: model overloaded; \
+                         attempt 2/2: step 'draft' failed: model overloaded";
     assert_eq!(result.status, RunStatus::Completed);
     assert_eq!(result.output.as_deref(), Some("template about refunds"));
     assert_eq!(result.total_tokens, 21);
@@ -77,7 +79,7 @@ async fn a_successful_fallback_completes_the_step() {
 #[tokio::test]
 async fn a_failing_fallback_fails_the_step_with_both_errors() {
     let backup = step("template", |_: String, _cx: StepContext<()>| async move {
-        Err::<String, _>("no template")
+        Err::<String, _>(StepError::new("no template"))
     });
     let capture = Capture::new();
     let result = Flujo::new("fallback", Pipeline::new(primary().fallback(backup)))
@@ -100,10 +102,10 @@ async fn a_failing_fallback_fails_the_step_with_both_errors() {
 #[tokio::test]
 async fn a_step_that_succeeds_never_runs_its_fallback() {
     let ok = step("draft", |topic: String, _cx: StepContext<()>| async move {
-        Ok::<_, StepError>(topic)
+        Ok(topic)
     });
     let backup = step("template", |_: String, _cx: StepContext<()>| async move {
-        Ok::<_, StepError>(String::new())
+        Ok(String::new())
     });
     let capture = Capture::new();
     let result = Flujo::new("fallback", Pipeline::new(ok.fallback(backup)))

@@ -4,7 +4,7 @@
 mod common;
 
 use common::Capture;
-use flujo_runner::{step, Flujo, Pipeline, RunStatus, StepContext, StepError};
+use flujo_runner::{step, Flujo, Pipeline, RunStatus, StepContext};
 use serde_json::{json, Value};
 use tracing::instrument::WithSubscriber;
 
@@ -25,7 +25,7 @@ fn hostile_strings() -> Vec<String> {
 #[tokio::test]
 async fn any_string_goes_through_spans_as_valid_json() {
     let echo = step("echo", |text: String, _cx: StepContext<()>| async move {
-        Ok::<_, StepError>(text)
+        Ok(text)
     });
     let flujo = Flujo::new("strings", Pipeline::new(echo));
     for text in hostile_strings() {
@@ -58,7 +58,7 @@ async fn any_string_goes_through_spans_as_valid_json() {
 #[tokio::test]
 async fn keys_written_with_escapes_are_still_redacted() {
     let echo = step("echo", |value: Value, _cx: StepContext<()>| async move {
-        Ok::<_, StepError>(value)
+        Ok(value)
     });
     let input = json!({"X\u{0}Api\u{1b}Key": "sk-1", "note\u{0}": "kept"});
     let capture = Capture::new();

@@ -4,7 +4,7 @@
 mod common;
 
 use common::Capture;
-use flujo_runner::{step, Flujo, Pipeline, RunStatus, StepContext, StepError};
+use flujo_runner::{step, Flujo, Pipeline, RunStatus, StepContext};
 use serde::{Serialize, Serializer};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use tracing::Dispatch;
@@ -40,8 +40,8 @@ fn serialisations(dispatch: &Dispatch) -> (usize, usize, usize) {
     let echo = step(
         "echo",
         |input: Counted, cx: StepContext<Counted>| async move {
-            cx.update(|c| c.0 += 1);
-            Ok::<_, StepError>(Counted(input.0 + 1, &OUTPUT))
+            cx.update(|c| c.0 += 1)?;
+            Ok(Counted(input.0 + 1, &OUTPUT))
         },
     );
     let flujo = Flujo::new("lazy", Pipeline::new(echo));

@@ -3,7 +3,7 @@
 mod common;
 
 use common::Capture;
-use flujo_runner::{loop_until, step, Flujo, Pipeline, RunStatus, StepContext, StepError};
+use flujo_runner::{loop_until, step, Flujo, Pipeline, RunStatus, StepContext};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use tracing::instrument::WithSubscriber;
@@ -17,8 +17,8 @@ fn double(calls: Arc<AtomicU32>) -> flujo_runner::Step<u32, u32, Ctx> {
     step("double", move |n: u32, cx: StepContext<Ctx>| {
         calls.fetch_add(1, Ordering::SeqCst);
         async move {
-            cx.update(|c| c.iterations += 1);
-            Ok::<_, StepError>(n * 2)
+            cx.update(|c| c.iterations += 1)?;
+            Ok(n * 2)
         }
     })
 }
@@ -26,12 +26,10 @@ fn double(calls: Arc<AtomicU32>) -> flujo_runner::Step<u32, u32, Ctx> {
 /// Runs `loop_until(double, output >= target, max)` on 1; returns the result and the calls made.
 async fn check(target: u32, max: u32) -> (flujo_runner::PipelineResult<u32, Ctx>, u32) {
     let calls = Arc::new(AtomicU32::new(0));
-    let grow = loop_until(
-        "grow",
-        double(calls.clone()),
-        move |n: &u32, _: &Ctx| *n >= target,
-        max,
-    );
+    let grow = loop_until("grow", double(calls.clone()), move |n: &u32, _: &Ctx| {
+        *n >= target
+    })
+    .max_iterations(max);
     let flujo = Flujo::new("loops", Pipeline::new(grow));
     let result = common::checked(flujo.run(1)).await;
     (result, calls.load(Ordering::SeqCst))
@@ -87,12 +85,8 @@ async fn an_exact_limit_is_enough() {
 #[tokio::test]
 async fn the_condition_sees_the_context() {
     let calls = Arc::new(AtomicU32::new(0));
-    let grow = loop_until(
-        "grow",
-        double(calls),
-        |_: &u32, c: &Ctx| c.iterations == 2,
-        10,
-    );
+    let grow =
+        loop_until("grow", double(calls), |_: &u32, c: &Ctx| c.iterations == 2).max_iterations(10);
     let capture = Capture::new();
     let result = Flujo::new("loops", Pipeline::new(grow))
         .run(5)
@@ -108,8 +102,14 @@ async fn the_condition_sees_the_context() {
     assert_eq!(indices, [0, 1]);
 }
 
-#[test]
-#[should_panic(expected = "max_iterations >= 1")]
-fn zero_iterations_is_refused() {
-    let _ = loop_until("never", double(Arc::default()), |_: &u32, _: &Ctx| true, 0);
+#[tokio::test]
+async fn zero_iterations_fails_the_step_with_a_clear_error_not_a_panic() {
+    let (result, calls) = check(0, 0).await;
+    assert_eq!(calls, 0, "a loop of at most 0 iterations runs nothing");
+    assert_eq!(result.status, RunStatus::Failed);
+    let message = "step 'grow' has max_iterations 0: a loop needs at least 1 iteration";
+    assert_eq!(result.error.as_deref(), Some(message));
+    assert_eq!(result.step_history[0].error.as_deref(), Some(message));
+    let error = result.step_error.expect("the loop's own error value");
+    assert_eq!(error.to_string(), message);
 }

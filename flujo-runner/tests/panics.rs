@@ -13,7 +13,7 @@ struct Ctx {
     touched: bool,
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_panic_fails_step_and_run_with_its_message() {
     let calls = Arc::new(AtomicU32::new(0));
     let boom = {
@@ -27,8 +27,8 @@ async fn a_panic_fails_step_and_run_with_its_message() {
                     if n > 0 {
                         panic!("index {n} out of range");
                     }
-                });
-                Ok::<_, StepError>(n)
+                })?;
+                Ok(n)
             }
         })
         .max_retries(1)
@@ -52,7 +52,10 @@ async fn a_panic_fails_step_and_run_with_its_message() {
     capture.assert_contract();
     let span = capture.step("boom");
     assert_eq!(span.str("status"), "failed");
-    assert_eq!(span.str("error"), message);
+    assert_eq!(
+        span.str("error"),
+        format!("attempt 1/2: {message}; attempt 2/2: {message}")
+    );
     assert_eq!(span.u64("attempts"), 2);
     assert_eq!(capture.run().str("error"), message);
     assert_eq!(

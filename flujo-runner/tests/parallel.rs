@@ -25,8 +25,8 @@ fn meet(name: &'static str, barrier: Arc<Barrier>) -> flujo_runner::Step<u32, St
                 cost_usd: 0.125,
             });
             barrier.wait().await;
-            cx.update(|c| c.arrived.push(name.to_owned()));
-            Ok::<_, StepError>(format!("{name}:{n}"))
+            cx.update(|c| c.arrived.push(name.to_owned()))?;
+            Ok(format!("{name}:{n}"))
         }
     })
 }
@@ -79,10 +79,10 @@ async fn branches_run_concurrently_and_combine_in_branch_order() {
 async fn a_failed_branch_fails_the_step_after_all_branches_end() {
     let slow_ok = step("slow_ok", |n: u32, _cx: StepContext<()>| async move {
         tokio::time::sleep(Duration::from_secs(5)).await;
-        Ok::<_, StepError>(n)
+        Ok(n)
     });
     let fails = step("fails", |_: u32, _cx: StepContext<()>| async move {
-        Err::<u32, _>("no quota")
+        Err::<u32, _>(StepError::new("no quota"))
     });
     let fan_out = parallel("fan_out").branch(slow_ok).branch(fails);
     let capture = Capture::new();
@@ -114,12 +114,14 @@ async fn a_failed_branch_fails_the_step_after_all_branches_end() {
 
 #[tokio::test]
 async fn without_combine_the_output_is_the_branch_outputs() {
-    let one = step("one", |n: u32, _cx: StepContext<()>| async move {
-        Ok::<_, StepError>(n + 1)
-    });
-    let two = step("two", |n: u32, _cx: StepContext<()>| async move {
-        Ok::<_, StepError>(n + 2)
-    });
+    let one = step(
+        "one",
+        |n: u32, _cx: StepContext<()>| async move { Ok(n + 1) },
+    );
+    let two = step(
+        "two",
+        |n: u32, _cx: StepContext<()>| async move { Ok(n + 2) },
+    );
     let flujo = Flujo::new(
         "parallel",
         Pipeline::new(parallel("both").branch(one).branch(two)),

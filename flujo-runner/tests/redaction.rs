@@ -4,7 +4,7 @@
 mod common;
 
 use common::Capture;
-use flujo_runner::{step, Flujo, Pipeline, Redaction, RunStatus, StepContext, StepError};
+use flujo_runner::{step, Flujo, Pipeline, Redaction, RunStatus, StepContext};
 use serde_json::{json, Value};
 use tracing::instrument::WithSubscriber;
 
@@ -49,8 +49,8 @@ fn echo() -> Flujo<Value, Value, Ctx> {
                     access_token: "tok-context".to_owned(),
                     total_tokens: 40,
                 }
-            });
-            Ok::<_, StepError>(input)
+            })?;
+            Ok(input)
         },
     );
     Flujo::new("secrets", Pipeline::new(call))
@@ -187,7 +187,7 @@ async fn text_without_secret_keys_is_recorded_as_serde_json_writes_it() {
         note: "the password and api_key are in values, not keys",
     };
     let count = step("count", |u: Usage, _cx: StepContext<()>| async move {
-        Ok::<_, StepError>(u.total_tokens)
+        Ok(u.total_tokens)
     });
     let capture = Capture::new();
     Flujo::new("usage", Pipeline::new(count))

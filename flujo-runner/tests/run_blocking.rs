@@ -3,7 +3,7 @@
 mod common;
 
 use common::Capture;
-use flujo_runner::{step, Flujo, Pipeline, RunStatus, StepContext, StepError};
+use flujo_runner::{step, Flujo, Pipeline, RunStatus, StepContext};
 use std::time::Duration;
 
 #[derive(Default, serde::Serialize)]
@@ -13,9 +13,9 @@ struct Ctx {
 
 fn flujo() -> Flujo<u32, u32, Ctx> {
     let slow_double = step("slow_double", |n: u32, cx: StepContext<Ctx>| async move {
-        cx.update(|c| c.calls += 1);
+        cx.update(|c| c.calls += 1)?;
         tokio::time::sleep(Duration::from_millis(n.into())).await;
-        Ok::<_, StepError>(n * 2)
+        Ok(n * 2)
     })
     .timeout(Duration::from_millis(500));
     Flujo::new("blocking", Pipeline::new(slow_double))

@@ -3,7 +3,7 @@
 mod common;
 
 use common::Capture;
-use flujo_runner::{step, Flujo, Pipeline, RunStatus, StepContext, StepError, Usage};
+use flujo_runner::{step, Flujo, Pipeline, RunStatus, StepContext, Usage};
 use serde::Serialize;
 use serde_json::json;
 use tracing::instrument::WithSubscriber;
@@ -27,8 +27,8 @@ fn triage() -> Flujo<Ticket, String, Ctx> {
                 tokens: 120,
                 cost_usd: 0.25,
             });
-            cx.update(|c| c.seen += 1);
-            Ok::<_, StepError>(if ticket.text.contains("invoice") {
+            cx.update(|c| c.seen += 1)?;
+            Ok(if ticket.text.contains("invoice") {
                 "billing"
             } else {
                 "general"
@@ -42,11 +42,11 @@ fn triage() -> Flujo<Ticket, String, Ctx> {
                 tokens: 30,
                 cost_usd: 0.5,
             });
-            cx.update(|c| c.seen += 1);
-            Ok::<_, StepError>(format!("re: {category}"))
+            cx.update(|c| c.seen += 1)?;
+            Ok(format!("re: {category}"))
         },
     );
-    Flujo::new("triage", Pipeline::new(classify).then(draft)).pipeline_version("2")
+    Flujo::new("triage", Pipeline::new(classify).then(draft)).with_pipeline_version("2")
 }
 
 #[tokio::test]
@@ -161,9 +161,10 @@ async fn the_result_mirrors_the_spans() {
 fn default_version_is_latest_and_statuses_are_lowercase() {
     let flujo = Flujo::new(
         "p",
-        Pipeline::new(step("s", |n: u32, _cx: StepContext<()>| async move {
-            Ok::<_, StepError>(n)
-        })),
+        Pipeline::new(step(
+            "s",
+            |n: u32, _cx: StepContext<()>| async move { Ok(n) },
+        )),
     );
     assert_eq!(flujo.version(), "latest");
     let check = |status: RunStatus, text: &str| {

@@ -3,7 +3,7 @@
 mod common;
 
 use common::Capture;
-use flujo_runner::{parallel, step, Flujo, Pipeline, RunStatus, StepContext, StepError, Usage};
+use flujo_runner::{parallel, step, Flujo, Pipeline, RunStatus, StepContext, Usage};
 use std::collections::BTreeSet;
 use std::time::Duration;
 use tracing::instrument::WithSubscriber;
@@ -20,12 +20,12 @@ async fn concurrent_spawned_runs_keep_their_spans_apart() {
             tokens: n,
             cost_usd: 0.0,
         });
-        cx.update(|c| c.seen += 1);
+        cx.update(|c| c.seen += 1)?;
         tokio::time::sleep(Duration::from_millis(5)).await;
-        Ok::<_, StepError>(n)
+        Ok(n)
     });
     let both = parallel("both").branch(work.clone()).branch(work);
-    let flujo = Flujo::new("spawned", Pipeline::new(both)).pipeline_version("3");
+    let flujo = Flujo::new("spawned", Pipeline::new(both)).with_pipeline_version("3");
     let capture = Capture::new();
     let handles: Vec<_> = (1..=8u64)
         .map(|n| {

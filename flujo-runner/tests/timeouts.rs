@@ -3,7 +3,7 @@
 mod common;
 
 use common::Capture;
-use flujo_runner::{step, Flujo, Pipeline, RunStatus, StepContext, StepError};
+use flujo_runner::{step, Backoff, Flujo, Pipeline, RunStatus, StepContext};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,7 +19,7 @@ async fn a_slow_step_times_out_and_fails_the_run() {
             async move {
                 let wait = if call < 2 { 10 } else { 1 };
                 tokio::time::sleep(Duration::from_secs(wait)).await;
-                Ok::<_, StepError>(n)
+                Ok(n)
             }
         })
         .timeout(Duration::from_secs(2))
@@ -44,9 +44,11 @@ async fn a_slow_step_times_out_and_fails_the_run() {
     assert_eq!(span.str("error"), message);
     assert_eq!(span.u64("attempts"), 1);
 
-    // Each attempt has the full limit; the third (a fast one) succeeds.
+    // Each attempt has the full limit; the third (a fast one) succeeds. (No backoff, so the
+    // elapsed time is the attempts' alone.)
     let start = tokio::time::Instant::now();
-    let flujo = Flujo::new("timeouts", Pipeline::new(draft.max_retries(2)));
+    let draft = draft.max_retries(2).backoff(Backoff::none());
+    let flujo = Flujo::new("timeouts", Pipeline::new(draft));
     let result = common::checked(flujo.run(5)).await;
     assert_eq!(result.status, RunStatus::Completed);
     assert_eq!(result.output, Some(5));
@@ -59,7 +61,7 @@ async fn a_slow_step_times_out_and_fails_the_run() {
 async fn a_step_within_its_limit_completes() {
     let quick = step("quick", |n: u32, _cx: StepContext<()>| async move {
         tokio::time::sleep(Duration::from_millis(1500)).await;
-        Ok::<_, StepError>(n * 2)
+        Ok(n * 2)
     })
     .timeout(Duration::from_millis(1600));
     let flujo = Flujo::new("timeouts", Pipeline::new(quick));
@@ -72,7 +74,7 @@ async fn a_step_within_its_limit_completes() {
 async fn sub_second_limits_are_named_in_the_message() {
     let slow = step("slow", |n: u32, _cx: StepContext<()>| async move {
         tokio::time::sleep(Duration::from_secs(1)).await;
-        Ok::<_, StepError>(n)
+        Ok(n)
     })
     .timeout(Duration::from_millis(250));
     let flujo = Flujo::new("timeouts", Pipeline::new(slow));

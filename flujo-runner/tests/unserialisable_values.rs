@@ -33,10 +33,10 @@ const PLACEHOLDER: &str = "<not serialisable as JSON: key must be a string>";
 #[tokio::test]
 async fn an_output_that_cannot_be_serialised_is_an_error_on_a_completed_step() {
     let make = step("make", |n: u8, _cx: StepContext<()>| async move {
-        Ok::<_, StepError>(HashMap::from([((n, n), n)]))
+        Ok(HashMap::from([((n, n), n)]))
     });
     let count = step("count", |map: Pairs, _cx: StepContext<()>| async move {
-        Ok::<_, StepError>(map.len())
+        Ok(map.len())
     });
     let capture = Capture::new();
     let result = Flujo::new("maps", Pipeline::new(make).then(count))
@@ -78,7 +78,7 @@ async fn an_output_that_cannot_be_serialised_is_an_error_on_a_completed_step() {
 #[tokio::test]
 async fn a_run_input_that_cannot_be_serialised_is_an_error_on_the_run_span() {
     let count = step("count", |map: Pairs, _cx: StepContext<()>| async move {
-        Ok::<_, StepError>(map.len())
+        Ok(map.len())
     });
     let capture = Capture::new();
     let result = Flujo::new("maps", Pipeline::new(count))
@@ -134,12 +134,12 @@ async fn a_failed_step_keeps_its_failure_first_and_the_run_error_unchanged() {
 #[tokio::test]
 async fn a_panicking_serialize_is_recorded_not_raised() {
     let arm = step("arm", |n: u32, cx: StepContext<Explosive>| async move {
-        cx.update(|c| c.0 = n);
-        Ok::<_, StepError>(Explosive(n))
+        cx.update(|c| c.0 = n)?;
+        Ok(Explosive(n))
     });
     let defuse = step(
         "defuse",
-        |e: Explosive, _cx: StepContext<Explosive>| async move { Ok::<_, StepError>(e.0 + 1) },
+        |e: Explosive, _cx: StepContext<Explosive>| async move { Ok(e.0 + 1) },
     );
     let capture = Capture::new();
     let result = Flujo::new("bombs", Pipeline::new(arm).then(defuse))
@@ -174,7 +174,7 @@ async fn a_panicking_serialize_is_recorded_not_raised() {
 #[test]
 fn nothing_panics_without_a_subscriber_either() {
     let arm = step("arm", |n: u32, _cx: StepContext<()>| async move {
-        Ok::<_, StepError>(Explosive(n))
+        Ok(Explosive(n))
     });
     let flujo = Flujo::new("bombs", Pipeline::new(arm));
     let result = tracing::dispatcher::with_default(&Dispatch::none(), || flujo.run_blocking(1));

@@ -23,8 +23,8 @@ fn paid(name: &'static str, tokens: u64) -> flujo_runner::Step<u64, u64, Ctx> {
             tokens,
             cost_usd: tokens as f64 / 100.0,
         });
-        cx.update(|c| c.notes.push(name.to_owned()));
-        Ok::<_, StepError>(n + 1)
+        cx.update(|c| c.notes.push(name.to_owned()))?;
+        Ok(n + 1)
     })
 }
 
@@ -44,14 +44,14 @@ async fn usage_sums_through_nesting_into_the_totals() {
             tokens: 1,
             cost_usd: 0.01,
         });
-        cx.update(|c| c.rounds += 1);
-        Ok::<_, StepError>(n)
+        cx.update(|c| c.rounds += 1)?;
+        Ok(n)
     });
     let body = Pipeline::new(fan_out).then(counted).into_step("round");
-    let rounds = loop_until("rounds", body, |_: &u64, c: &Ctx| c.rounds == 2, 5);
+    let rounds = loop_until("rounds", body, |_: &u64, c: &Ctx| c.rounds == 2).max_iterations(5);
     let each = map_over("each", paid("item", 5), 2);
     let to_items = step("split", |n: u64, _cx: StepContext<Ctx>| async move {
-        Ok::<_, StepError>(vec![n; 3])
+        Ok(vec![n; 3])
     });
     let pipeline = Pipeline::new(paid("first", 100))
         .then(rounds)
@@ -91,11 +91,11 @@ async fn usage_sums_through_nesting_into_the_totals() {
 #[tokio::test]
 async fn context_updates_are_seen_by_later_steps_and_returned() {
     let read_back = step("read_back", |n: u64, cx: StepContext<Ctx>| async move {
-        let notes = cx.read(|c| c.notes.clone());
+        let notes = cx.read(|c| c.notes.clone())?;
         assert_eq!(notes, ["seed", "first"]);
         assert!(!cx.run_id().is_empty());
         assert_eq!(cx.step_name(), "read_back");
-        Ok::<_, StepError>(n + notes.len() as u64)
+        Ok(n + notes.len() as u64)
     });
     let capture = Capture::new();
     let initial = Ctx {
@@ -122,14 +122,14 @@ async fn context_updates_are_seen_by_later_steps_and_returned() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn usage_of_a_failed_run_still_counts() {
     let failing = step("failing", |_: u64, cx: StepContext<Ctx>| async move {
         cx.add_usage(Usage {
             tokens: 40,
             cost_usd: 0.5,
         });
-        Err::<u64, _>("model refused")
+        Err::<u64, _>(StepError::new("model refused"))
     })
     .max_retries(1);
     let flujo = Flujo::new("usage", Pipeline::new(paid("first", 2)).then(failing));

@@ -9,7 +9,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use flujo_runner::{step, Flujo, Pipeline, RunObserver, RunStatus, StepContext, StepError};
+use flujo_runner::{step, Flujo, Pipeline, RunObserver, RunStatus, StepContext};
 use flujo_trace_sqlite::{SqliteBackend, SqliteHandle, SqliteLayer};
 use rusqlite::Connection;
 use tracing::instrument::WithSubscriber;
@@ -37,13 +37,13 @@ struct Ctx {}
 /// Three steps, each passing a few KB on.
 fn pipeline() -> Pipeline<String, usize, Ctx> {
     Pipeline::new(step("fetch", |s: String, _: StepContext<Ctx>| async move {
-        Ok::<_, StepError>(s.repeat(400))
+        Ok(s.repeat(400))
     }))
     .then(step("upper", |s: String, _: StepContext<Ctx>| async move {
-        Ok::<_, StepError>(s.to_uppercase())
+        Ok(s.to_uppercase())
     }))
     .then(step("len", |s: String, _: StepContext<Ctx>| async move {
-        Ok::<_, StepError>(s.len())
+        Ok(s.len())
     }))
 }
 

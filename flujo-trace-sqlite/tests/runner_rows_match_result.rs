@@ -43,14 +43,12 @@ fn pipeline() -> Pipeline<String, String, Ctx> {
                 tokens: 120,
                 cost_usd: 0.0004,
             });
-            Ok::<_, StepError>(
-                if ticket.contains("invoice") {
-                    "billing"
-                } else {
-                    "general"
-                }
-                .to_owned(),
-            )
+            Ok(if ticket.contains("invoice") {
+                "billing"
+            } else {
+                "general"
+            }
+            .to_owned())
         },
     );
     let flaky = step("call_model", |_: String, cx: StepContext<Ctx>| async move {
@@ -58,48 +56,45 @@ fn pipeline() -> Pipeline<String, String, Ctx> {
             tokens: 5,
             cost_usd: 0.01,
         });
-        Err::<String, _>("model overloaded")
+        Err::<String, _>(StepError::new("model overloaded"))
     })
     .max_retries(1)
     .fallback(step(
         "template",
-        |category: String, _: StepContext<Ctx>| async move {
-            Ok::<_, StepError>(format!("{category} template"))
-        },
+        |category: String, _: StepContext<Ctx>| async move { Ok(format!("{category} template")) },
     ));
     let draft = step("draft", |text: String, cx: StepContext<Ctx>| async move {
         let n = cx.update(|c| {
             c.drafts += 1;
             c.drafts
-        });
-        Ok::<_, StepError>(format!("{text} draft {n}"))
+        })?;
+        Ok(format!("{text} draft {n}"))
     });
-    let refine = loop_until("refine", draft, |_: &String, c: &Ctx| c.drafts >= 2, 5);
+    let refine = loop_until("refine", draft, |_: &String, c: &Ctx| c.drafts >= 2).max_iterations(5);
     let fan_out = parallel("fan_out")
         .branch(step("upper", |s: String, _: StepContext<Ctx>| async move {
-            Ok::<_, StepError>(s.to_uppercase())
+            Ok(s.to_uppercase())
         }))
         .branch(step("len", |s: String, _: StepContext<Ctx>| async move {
-            Ok::<_, StepError>(s.len().to_string())
+            Ok(s.len().to_string())
         }))
         .combine(|parts: Vec<String>| parts.join(" | "));
     let words = step("split", |s: String, _: StepContext<Ctx>| async move {
-        Ok::<_, StepError>(s.split(' ').map(str::to_owned).collect::<Vec<_>>())
+        Ok(s.split(' ').map(str::to_owned).collect::<Vec<_>>())
     });
     let each = map_over(
         "each_word",
         step("word", |w: String, _: StepContext<Ctx>| async move {
-            Ok::<_, StepError>(w.len())
+            Ok(w.len())
         }),
         2,
     );
     let join = step("join", |lens: Vec<usize>, _: StepContext<Ctx>| async move {
-        Ok::<_, StepError>(
-            lens.iter()
-                .map(|n| n.to_string())
-                .collect::<Vec<_>>()
-                .join(","),
-        )
+        Ok(lens
+            .iter()
+            .map(|n| n.to_string())
+            .collect::<Vec<_>>()
+            .join(","))
     });
     Pipeline::new(classify)
         .then(flaky)
@@ -226,7 +221,7 @@ async fn a_run_is_committed_when_it_returns_and_matches_its_result() {
     let handle = layer.handle();
     let dispatch = tracing::Dispatch::new(tracing_subscriber::registry().with(layer));
     let flujo = Flujo::new("triage", pipeline())
-        .pipeline_version("2")
+        .with_pipeline_version("2")
         .with_observer(Arc::new(Barrier(handle.clone())));
 
     let result = flujo
@@ -263,10 +258,10 @@ async fn a_failed_run_is_recorded_with_its_error() {
     let handle = layer.handle();
     let dispatch = tracing::Dispatch::new(tracing_subscriber::registry().with(layer));
     let failing = Pipeline::new(step("fetch", |s: String, _: StepContext<Ctx>| async move {
-        Ok::<_, StepError>(s)
+        Ok(s)
     }))
     .then(step("parse", |_: String, _: StepContext<Ctx>| async move {
-        Err::<String, _>("unexpected token")
+        Err::<String, _>(StepError::new("unexpected token"))
     }));
     let flujo = Flujo::new("triage", failing).with_observer(Arc::new(Barrier(handle)));
 

@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use flujo::{step, BareFlujo, Flujo, Persistence, Pipeline, SqliteLayer, StepContext, StepError};
+use flujo::{step, BareFlujo, Flujo, Persistence, Pipeline, SqliteLayer, StepContext};
 use serde::Serialize;
 use tracing::instrument::WithSubscriber;
 use tracing::Dispatch;
@@ -78,7 +78,7 @@ fn sleep_step(i: usize) -> flujo::Step<Payload, Payload> {
         format!("call_{i}"),
         |p: Payload, _: StepContext<()>| async move {
             tokio::time::sleep(Duration::from_millis(1)).await;
-            Ok::<_, StepError>(Payload {
+            Ok(Payload {
                 step: p.step + 1,
                 ..p
             })
@@ -97,7 +97,7 @@ fn noop<T: Serialize + Send + 'static>() -> Pipeline<T, T> {
 
 fn noop_step<T: Serialize + Send + 'static>(i: usize) -> flujo::Step<T, T> {
     step(format!("noop_{i}"), |x: T, _: StepContext<()>| async move {
-        Ok::<_, StepError>(x)
+        Ok(x)
     })
 }
 
@@ -190,9 +190,10 @@ pub(crate) fn run(args: &OverheadArgs) -> Result<()> {
     let (noop_on, noop_handle) = recording_dispatch(&noop_db)?;
     let typical_flujo = Flujo::new("bench-typical", typical());
     let typical_off_flujo =
-        Flujo::new("bench-typical", typical()).persistence(Persistence::Disabled);
+        Flujo::new("bench-typical", typical()).with_persistence(Persistence::Disabled);
     let noop_flujo = Flujo::new("bench-noop", noop::<u64>());
-    let noop_off_flujo = Flujo::new("bench-noop", noop::<u64>()).persistence(Persistence::Disabled);
+    let noop_off_flujo =
+        Flujo::new("bench-noop", noop::<u64>()).with_persistence(Persistence::Disabled);
     let (mut t_on, mut t_off, mut n_on, mut n_off) = (vec![], vec![], vec![], vec![]);
     // recorded by the layer but without waiting for the commit: where the overhead goes
     let mut t_no_barrier = vec![];
@@ -397,7 +398,7 @@ pub(crate) fn child(args: &ChildArgs) -> Result<()> {
             )
         }
         "off" => (
-            Flujo::new("bench-memory", noop::<Payload>()).persistence(Persistence::Disabled),
+            Flujo::new("bench-memory", noop::<Payload>()).with_persistence(Persistence::Disabled),
             Dispatch::none(),
             None,
         ),

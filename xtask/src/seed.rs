@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use flujo::{
-    loop_until, map_over, parallel, step, BareFlujo, Pipeline, SqliteLayer, StepContext, StepError,
-    Usage,
+    loop_until, map_over, parallel, step, Backoff, BareFlujo, Pipeline, SqliteLayer, StepContext,
+    StepError, Usage,
 };
 use serde::Serialize;
 use tracing::instrument::WithSubscriber;
@@ -106,9 +106,11 @@ fn support_triage() -> Pipeline<Doc, Doc, Ctx> {
             ..d
         })
     })
-    .max_retries(2);
+    .max_retries(2)
+    // seeding fills a database as fast as it can: the retry does not wait
+    .backoff(Backoff::none());
     let kb = step("search_kb", |d: Doc, _: StepContext<Ctx>| async move {
-        Ok::<_, StepError>(text(d.seed ^ 7))
+        Ok(text(d.seed ^ 7))
     });
     let crm = step(
         "customer_history",
@@ -130,8 +132,8 @@ fn support_triage() -> Pipeline<Doc, Doc, Ctx> {
         "draft",
         |evidence: String, cx: StepContext<Ctx>| async move {
             usage(&cx, 300 + evidence.len() as u64 / 4);
-            let seed = cx.read(|c| c.seed);
-            Ok::<_, StepError>(Doc {
+            let seed = cx.read(|c| c.seed)?;
+            Ok(Doc {
                 seed,
                 title: "reply".into(),
                 body: text(seed ^ 11),
@@ -140,8 +142,8 @@ fn support_triage() -> Pipeline<Doc, Doc, Ctx> {
     );
     let review = step("review", |d: Doc, cx: StepContext<Ctx>| async move {
         usage(&cx, 80);
-        cx.update(|c| c.notes.push("approved".into()));
-        Ok::<_, StepError>(d)
+        cx.update(|c| c.notes.push("approved".into()))?;
+        Ok(d)
     });
     Pipeline::new(classify)
         .then(retrieve)
@@ -151,23 +153,21 @@ fn support_triage() -> Pipeline<Doc, Doc, Ctx> {
 
 fn doc_summarise() -> Pipeline<Doc, String, Ctx> {
     let split = step("split", |d: Doc, _: StepContext<Ctx>| async move {
-        Ok::<_, StepError>(
-            (0..3)
-                .map(|i| text(d.seed.wrapping_add(i)))
-                .collect::<Vec<_>>(),
-        )
+        Ok((0..3)
+            .map(|i| text(d.seed.wrapping_add(i)))
+            .collect::<Vec<_>>())
     });
     let summarise_chunk = step(
         "summarise_chunk",
         |chunk: String, cx: StepContext<Ctx>| async move {
             usage(&cx, chunk.len() as u64 / 3);
-            Ok::<_, StepError>(chunk.chars().take(120).collect::<String>())
+            Ok(chunk.chars().take(120).collect::<String>())
         },
     );
     let join = step(
         "join",
         |parts: Vec<String>, cx: StepContext<Ctx>| async move {
-            let seed = cx.read(|c| c.seed);
+            let seed = cx.read(|c| c.seed)?;
             if fails(seed, 3, 30) {
                 return Err(StepError::new(
                     "summary exceeds the 4,096-token context window",
@@ -183,7 +183,7 @@ fn doc_summarise() -> Pipeline<Doc, String, Ctx> {
 
 fn lead_scoring() -> Pipeline<Doc, u64, Ctx> {
     let enrich = step("enrich", |d: Doc, _: StepContext<Ctx>| async move {
-        Ok::<_, StepError>(Doc {
+        Ok(Doc {
             body: format!("{} {}", d.body, text(d.seed ^ 5)),
             ..d
         })
@@ -191,15 +191,15 @@ fn lead_scoring() -> Pipeline<Doc, u64, Ctx> {
     .timeout(Duration::from_secs(5));
     let score = step("score", |d: Doc, cx: StepContext<Ctx>| async move {
         usage(&cx, 60);
-        Ok::<_, StepError>(mix(d.seed) % 100)
+        Ok(mix(d.seed) % 100)
     });
     let refine = step("refine", |s: u64, cx: StepContext<Ctx>| async move {
         usage(&cx, 20);
-        cx.update(|c| c.notes.push(format!("score {s}")));
-        Ok::<_, StepError>(s + 7)
+        cx.update(|c| c.notes.push(format!("score {s}")))?;
+        Ok(s + 7)
     });
     let route = step("route", |s: u64, cx: StepContext<Ctx>| async move {
-        let seed = cx.read(|c| c.seed);
+        let seed = cx.read(|c| c.seed)?;
         if fails(seed, 4, 12) {
             return Err(StepError::new(
                 "CRM API rejected the update: 422 missing owner",
@@ -210,10 +210,12 @@ fn lead_scoring() -> Pipeline<Doc, u64, Ctx> {
     Pipeline::new(enrich)
         .then(score)
         .then(
-            loop_until("refine_loop", refine, |s: &u64, _: &Ctx| *s >= 100, 5).fallback(step(
-                "cap_score",
-                |_: u64, _: StepContext<Ctx>| async move { Ok::<_, StepError>(100) },
-            )),
+            loop_until("refine_loop", refine, |s: &u64, _: &Ctx| *s >= 100)
+                .max_iterations(5)
+                .fallback(step(
+                    "cap_score",
+                    |_: u64, _: StepContext<Ctx>| async move { Ok(100) },
+                )),
         )
         .then(route)
 }
@@ -231,10 +233,11 @@ pub(crate) fn run(args: &SeedArgs) -> Result<u64> {
         .build()
         .context("starting tokio")?;
     let triage =
-        Arc::new(BareFlujo::new("support-triage", support_triage()).pipeline_version("3.2"));
+        Arc::new(BareFlujo::new("support-triage", support_triage()).with_pipeline_version("3.2"));
     let summarise =
-        Arc::new(BareFlujo::new("doc-summarise", doc_summarise()).pipeline_version("1.0"));
-    let scoring = Arc::new(BareFlujo::new("lead-scoring", lead_scoring()).pipeline_version("0.9"));
+        Arc::new(BareFlujo::new("doc-summarise", doc_summarise()).with_pipeline_version("1.0"));
+    let scoring =
+        Arc::new(BareFlujo::new("lead-scoring", lead_scoring()).with_pipeline_version("0.9"));
     let started = Instant::now();
     let total = args.runs;
     let concurrency = args.concurrency.max(1) as u64;

@@ -37,7 +37,7 @@ async fn secrets_quoted_in_later_errors_outputs_and_context_are_not_in_the_datab
     let subscriber = tracing_subscriber::registry().with(SqliteLayer::open(&db).unwrap());
     let prepare = step("prepare", |r: Request, cx: StepContext<Ctx>| async move {
         let header = format!("Bearer {}", r.api_key);
-        cx.update(|c| c.last_header = header.clone());
+        cx.update(|c| c.last_header = header.clone())?;
         Ok::<_, StepError>(Call {
             user: r.user,
             header,

@@ -4,7 +4,7 @@
 mod common;
 
 use common::Capture;
-use flujo_runner::{step, Flujo, Pipeline, Redaction, RunStatus, StepContext};
+use flujo_runner::{step, Flujo, Pipeline, Redaction, RunStatus, StepContext, StepError};
 use serde_json::{json, Value};
 use tracing::instrument::WithSubscriber;
 
@@ -221,7 +221,7 @@ fn leaky() -> Flujo<Value, Value, LastUsed> {
         |input: Value, cx: StepContext<LastUsed>| async move {
             let key = input["api_key"].as_str().unwrap().to_owned();
             let password = input["db"]["password"].as_str().unwrap().to_owned();
-            cx.update(|c| c.last_used = format!("{key} / {password}"));
+            cx.update(|c| c.last_used = format!("{key} / {password}"))?;
             Ok::<_, StepError>(json!({
                 "header": format!("Bearer {key}"),
                 "note": format!("logging in with {password}"),

@@ -172,14 +172,19 @@ impl SqliteBackend {
     /// only) when missing, upgrades an older schema in one transaction, and refuses a database
     /// written by a newer flujo or a file that is not a flujo database, leaving it untouched.
     pub fn open(path: impl AsRef<Path>) -> Result<SqliteBackend, Error> {
-        Self::open_with_busy_timeout(path.as_ref(), migrate::DEFAULT_BUSY_TIMEOUT)
+        Self::open_with_busy_timeout(
+            path.as_ref(),
+            migrate::DEFAULT_BUSY_TIMEOUT,
+            migrate::PAGE_SIZE,
+        )
     }
 
     pub(crate) fn open_with_busy_timeout(
         path: &Path,
         busy_timeout: Duration,
+        page_size: i64,
     ) -> Result<SqliteBackend, Error> {
-        let conn = migrate::open_for_writing(path, busy_timeout)?;
+        let conn = migrate::open_for_writing(path, busy_timeout, page_size)?;
         Ok(SqliteBackend {
             conn,
             path: path.to_path_buf(),

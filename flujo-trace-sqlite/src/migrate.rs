@@ -20,7 +20,7 @@ pub(crate) const SCHEMA_VERSION: i64 = 3;
 /// Version 1: the DDL of FSD-08 section 5.2.
 const V1: &str = include_str!("schema/v1.sql");
 
-/// The page size of new databases (see `open_for_writing`).
+/// The page size of new databases by default (see `open_for_writing`).
 pub(crate) const PAGE_SIZE: i64 = 16 * 1024;
 
 /// How long a writer waits for another connection's lock before giving up.
@@ -75,7 +75,11 @@ fn upgrade_from(version: i64) -> &'static str {
 /// Opens the database at `path` for writing: creates it (mode 0600) when missing, refuses a
 /// newer or foreign file untouched, upgrades an older one, and sets WAL, `synchronous=NORMAL`,
 /// `foreign_keys=ON` and the busy timeout.
-pub(crate) fn open_for_writing(path: &Path, busy_timeout: Duration) -> Result<Connection, Error> {
+pub(crate) fn open_for_writing(
+    path: &Path,
+    busy_timeout: Duration,
+    page_size: i64,
+) -> Result<Connection, Error> {
     create_owner_only(path)?;
     let sqlite = |source| Error::Sqlite {
         path: path.to_path_buf(),
@@ -107,7 +111,7 @@ pub(crate) fn open_for_writing(path: &Path, busy_timeout: Duration) -> Result<Co
     // (about 2.3x the payload bytes on disk at 4 KiB, about 1.3x at 16 KiB; `cargo xtask bench
     // overhead` prints the ratio). Larger pages would make each small commit write more WAL.
     if version == 0 {
-        conn.pragma_update(None, "page_size", PAGE_SIZE)
+        conn.pragma_update(None, "page_size", page_size)
             .map_err(sqlite)?;
         conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")
             .map_err(sqlite)?;

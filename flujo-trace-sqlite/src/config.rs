@@ -5,7 +5,7 @@
 //! `sqlite:///flujo_ops.db` in the current directory.
 //!
 //! Accepted forms: `sqlite:///relative.db`, `sqlite:////absolute.db`, `sqlite://` + `~`-free path,
-//! and a plain path. A relative path is relative to the current directory, except in `flujo.toml`
+//! a plain path, and `off` (any ASCII case; a file named `off` is `./off`): record nothing. A relative path is relative to the current directory, except in `flujo.toml`
 //! where it is relative to the file's directory.
 
 use std::path::{Path, PathBuf};
@@ -19,6 +19,9 @@ pub const STATE_URI_ENV: &str = "FLUJO_STATE_URI";
 
 /// The configuration file searched for in the current directory and its parents.
 pub const CONFIG_FILE_NAME: &str = "flujo.toml";
+
+/// The state URI that turns recording off (`FLUJO_STATE_URI=off`, `state_uri = "off"`).
+pub const STATE_URI_OFF: &str = "off";
 
 /// The state URI used when nothing is configured.
 pub const DEFAULT_STATE_URI: &str = "sqlite:///flujo_ops.db";
@@ -192,24 +195,44 @@ pub struct StatePath {
     pub source: StateSource,
 }
 
-/// Resolves the state database from `explicit`, `FLUJO_STATE_URI`, the nearest `flujo.toml` and
-/// the default, relative to the process's current directory.
-pub fn resolve_state_path(explicit: Option<&str>) -> Result<StatePath, Error> {
-    let cwd = std::env::current_dir().map_err(|source| Error::Config {
-        message: format!(
-            "cannot read the current directory ({source}): run flujo from an existing directory"
-        ),
-    })?;
-    let env = std::env::var_os(STATE_URI_ENV);
-    let env = match env {
-        None => None,
-        Some(value) => Some(value.into_string().map_err(|_| Error::Config {
+/// What the state URI says: record into this database, or record nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StateSetting {
+    /// Record into this database.
+    Store(StatePath),
+    /// The setting is `off`: record nothing, and say nothing about it.
+    Off {
+        /// Where the `off` came from.
+        source: StateSource,
+    },
+}
+
+/// The value of `FLUJO_STATE_URI`, `None` when unset; not UTF-8 is an error.
+fn state_uri_env() -> Result<Option<String>, Error> {
+    match std::env::var_os(STATE_URI_ENV) {
+        None => Ok(None),
+        Some(value) => value.into_string().map(Some).map_err(|_| Error::Config {
             message: format!(
                 "{STATE_URI_ENV} is not valid UTF-8: set it to a path or a sqlite:/// URI"
             ),
-        })?),
-    };
-    resolve_state_path_in(explicit, env.as_deref(), &cwd)
+        }),
+    }
+}
+
+fn current_dir() -> Result<PathBuf, Error> {
+    std::env::current_dir().map_err(|source| Error::Config {
+        message: format!(
+            "cannot read the current directory ({source}): run flujo from an existing directory"
+        ),
+    })
+}
+
+/// Resolves the state database from `explicit`, `FLUJO_STATE_URI`, the nearest `flujo.toml` and
+/// the default, relative to the process's current directory. A setting of `off` is an
+/// [`Error::Config`] here (there is no database to read): [`resolve_state_setting`] tells it apart.
+pub fn resolve_state_path(explicit: Option<&str>) -> Result<StatePath, Error> {
+    let env = state_uri_env()?;
+    resolve_state_path_in(explicit, env.as_deref(), &current_dir()?)
 }
 
 /// [`resolve_state_path`] with the environment value and the current directory given explicitly
@@ -219,42 +242,88 @@ pub fn resolve_state_path_in(
     env: Option<&str>,
     cwd: &Path,
 ) -> Result<StatePath, Error> {
-    if let Some(uri) = explicit {
+    let nearest = |cwd: &Path| match find_flujo_toml(cwd) {
+        None => Ok(None),
+        Some(file) => load_flujo_toml(&file).map(|toml| Some((file, toml.state_uri))),
+    };
+    match resolve_in(explicit, env, cwd, nearest)? {
+        StateSetting::Store(state) => Ok(state),
+        StateSetting::Off { source } => Err(Error::Config {
+            message: format!(
+                "recording is off ({source} is {STATE_URI_OFF:?}), so there is no database to \
+                 read: point --state-uri or {STATE_URI_ENV} at the flujo_ops.db your pipelines \
+                 write"
+            ),
+        }),
+    }
+}
+
+/// What the state URI of a process says (`FLUJO_STATE_URI`, then `state_uri` in `nearest`, then
+/// the default), relative to the current directory; `off` is [`StateSetting::Off`].
+///
+/// `nearest` is the nearest `flujo.toml` as its caller already read it (with
+/// [`find_flujo_toml`] and [`load_flujo_toml`]), so that a process reads the file once: its path
+/// and what loading it gave. A file that did not load is an error only when the environment
+/// does not decide first.
+pub fn resolve_state_setting(
+    nearest: Option<(&Path, Result<&FlujoToml, &Error>)>,
+) -> Result<StateSetting, Error> {
+    let env = state_uri_env()?;
+    let cwd = current_dir()?;
+    resolve_in(None, env.as_deref(), &cwd, |_| match nearest {
+        None => Ok(None),
+        Some((file, Ok(toml))) => Ok(Some((file.to_owned(), toml.state_uri.clone()))),
+        Some((_, Err(error))) => Err(Error::Config {
+            message: error.to_string(),
+        }),
+    })
+}
+
+/// The one resolution order. `nearest` gives the nearest `flujo.toml` and its `state_uri`; it
+/// is only called when neither `explicit` nor `env` decides.
+fn resolve_in(
+    explicit: Option<&str>,
+    env: Option<&str>,
+    cwd: &Path,
+    nearest: impl FnOnce(&Path) -> Result<Option<(PathBuf, Option<String>)>, Error>,
+) -> Result<StateSetting, Error> {
+    let setting = |uri: &str, dir: &Path, source: StateSource, name: &dyn Fn() -> String| {
+        if is_off(uri) {
+            return Ok(StateSetting::Off { source });
+        }
         let path = parse_state_uri(uri).map_err(|problem| Error::Config {
-            message: format!("--state-uri {uri:?} {problem}"),
+            message: format!("{} {problem}", name()),
         })?;
-        return Ok(StatePath {
-            path: cwd.join(path),
-            source: StateSource::Argument,
+        Ok(StateSetting::Store(StatePath {
+            path: dir.join(path),
+            source,
+        }))
+    };
+    if let Some(uri) = explicit {
+        return setting(uri, cwd, StateSource::Argument, &|| {
+            format!("--state-uri {uri:?}")
         });
     }
     if let Some(uri) = env.filter(|value| !value.is_empty()) {
-        let path = parse_state_uri(uri).map_err(|problem| Error::Config {
-            message: format!("{STATE_URI_ENV}={uri:?} {problem}"),
-        })?;
-        return Ok(StatePath {
-            path: cwd.join(path),
-            source: StateSource::Env,
+        return setting(uri, cwd, StateSource::Env, &|| {
+            format!("{STATE_URI_ENV}={uri:?}")
         });
     }
-    if let Some(file) = find_flujo_toml(cwd) {
-        let config = load_flujo_toml(&file)?;
-        if let Some(uri) = config.state_uri {
-            let path = parse_state_uri(&uri).map_err(|problem| Error::Config {
-                message: format!("state_uri {uri:?} in {} {problem}", file.display()),
-            })?;
-            let dir = file.parent().unwrap_or(cwd);
-            return Ok(StatePath {
-                path: dir.join(path),
-                source: StateSource::File(file),
-            });
-        }
+    if let Some((file, Some(uri))) = nearest(cwd)? {
+        let dir = file.parent().unwrap_or(cwd).to_owned();
+        let name = || format!("state_uri {uri:?} in {}", file.display());
+        return setting(&uri, &dir, StateSource::File(file.clone()), &name);
     }
     let path = parse_state_uri(DEFAULT_STATE_URI).expect("the default state URI is valid");
-    Ok(StatePath {
+    Ok(StateSetting::Store(StatePath {
         path: cwd.join(path),
         source: StateSource::Default,
-    })
+    }))
+}
+
+/// Whether a state URI turns recording off.
+fn is_off(uri: &str) -> bool {
+    uri.trim().eq_ignore_ascii_case(STATE_URI_OFF)
 }
 
 /// The nearest `flujo.toml`: in `start`, then in each parent directory.
@@ -416,6 +485,7 @@ mod tests {
         check("/abs/ops.db", Ok("/abs/ops.db"));
         check("ops.db", Ok("ops.db"));
         check("", Err("is empty"));
+        assert!(is_off("off") && is_off(" OFF ") && !is_off("./off") && !is_off("sqlite:///off"));
         check("sqlite:///", Err("names no file"));
         check("sqlite:///:memory:", Err("names no file"));
         check(

@@ -16,9 +16,9 @@ pub use backend::{
     RunEnd, RunFilter, RunRecord, SqliteBackend, StateBackend, StepRecord, WriterProcess,
 };
 pub use config::{
-    find_flujo_toml, load_flujo_toml, resolve_state_path, resolve_state_path_in, FlujoToml,
-    RedactionToml, StatePath, StateSource, StorageToml, UnknownKey, CONFIG_FILE_NAME,
-    DEFAULT_STATE_URI, STATE_URI_ENV,
+    find_flujo_toml, load_flujo_toml, resolve_state_path, resolve_state_path_in,
+    resolve_state_setting, FlujoToml, RedactionToml, StatePath, StateSetting, StateSource,
+    StorageToml, UnknownKey, CONFIG_FILE_NAME, DEFAULT_STATE_URI, STATE_URI_ENV, STATE_URI_OFF,
 };
 pub use error::Error;
 pub use layer::{SqliteHandle, SqliteLayer, SqliteLayerBuilder};

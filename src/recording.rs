@@ -9,7 +9,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 
 use flujo_runner::RunObserver;
-use flujo_trace_sqlite::{SqliteHandle, SqliteLayer, StateSetting};
+use flujo_trace_core::StateSetting;
+use flujo_trace_sqlite::{SqliteHandle, SqliteLayer};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::Layer;

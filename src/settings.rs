@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use flujo_runner::Redaction;
-use flujo_trace_sqlite::{FlujoToml, StateSetting, UnknownKey};
+use flujo_trace_core::{ConfigError, FlujoToml, StateSetting, UnknownKey};
 
 /// What a `flujo.toml` sets for runners, read once per process.
 #[derive(Debug, Default)]
@@ -18,14 +18,14 @@ pub(crate) struct Settings {
     pub(crate) redaction: Redaction,
     pub(crate) payload_cap: Option<usize>,
     /// The nearest `flujo.toml` and what loading it gave; `None` when there is none.
-    nearest_file: Option<(PathBuf, Result<FlujoToml, flujo_trace_sqlite::Error>)>,
+    nearest_file: Option<(PathBuf, Result<FlujoToml, ConfigError>)>,
 }
 
 impl Settings {
     /// Where this process records its runs (`FLUJO_STATE_URI`, then `state_uri` of the file
     /// read here, then the default), or that it records nothing.
-    pub(crate) fn state(&self) -> Result<StateSetting, flujo_trace_sqlite::Error> {
-        flujo_trace_sqlite::resolve_state_setting(
+    pub(crate) fn state(&self) -> Result<StateSetting, ConfigError> {
+        flujo_trace_core::resolve_state_setting(
             self.nearest_file
                 .as_ref()
                 .map(|(file, loaded)| (file.as_path(), loaded.as_ref())),
@@ -47,7 +47,7 @@ pub(crate) fn settings() -> &'static Settings {
     SETTINGS.get_or_init(|| {
         let Some(file) = std::env::current_dir()
             .ok()
-            .and_then(|cwd| flujo_trace_sqlite::find_flujo_toml(&cwd))
+            .and_then(|cwd| flujo_trace_core::find_flujo_toml(&cwd))
         else {
             return Settings::default();
         };
@@ -61,7 +61,7 @@ pub(crate) fn settings() -> &'static Settings {
 
 /// The settings of `file`, and the warnings to print about it.
 fn settings_of(file: &Path) -> (Settings, Vec<String>) {
-    let loaded = flujo_trace_sqlite::load_flujo_toml(file);
+    let loaded = flujo_trace_core::load_flujo_toml(file);
     let (mut settings, warnings) = match &loaded {
         Ok(toml) => settings_of_toml(file, toml),
         Err(error) => {

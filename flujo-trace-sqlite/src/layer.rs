@@ -1,17 +1,16 @@
 //! `SqliteLayer`: the `tracing_subscriber::Layer` that turns flujo's run and step spans into rows
 //! (the FSD's StateManager role), and `SqliteHandle`, its durability barrier.
 //!
-//! Span callbacks only copy field values into row structs and hand them to the writer thread
-//! (`writer.rs`) over a bounded channel; they never touch SQLite.
+//! Span callbacks only decode the span contract into the core's row structs and hand them to
+//! the core's writer thread (`flujo_trace_core::WriterLink`, driving this crate's `SqliteSink`)
+//! over a bounded channel; they never touch SQLite.
 
 use std::any::{Any, TypeId};
 use std::fmt;
 use std::future::Future;
-use std::path::Path;
-use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex, Once, Weak};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
 use tracing::level_filters::LevelFilter;
 use tracing::span::{Attributes, Id, Record};
@@ -24,11 +23,12 @@ use tracing_subscriber::Layer;
 
 use flujo_trace_core::{
     decode_run_record, decode_run_start, decode_step_record, decode_step_start, finish_run,
-    finish_step, RunEnd, StepClose, DEFAULT_PAYLOAD_CAP, RUN_SPAN, STEP_SPAN, TARGET,
+    finish_step, Flushed, Row, RunEnd, StepClose, WriterLink, WriterOptions, DEFAULT_PAYLOAD_CAP,
+    DEFAULT_RETRY_WINDOW, RUN_SPAN, STEP_SPAN, TARGET,
 };
 
 use crate::backend::SqliteBackend;
-use crate::writer::{Flushed, Message, Shared, Writer, WriterOptions, DEFAULT_RETRY_WINDOW};
+use crate::sink::SqliteSink;
 use crate::{migrate, Error};
 
 /// A [`Layer`] that records flujo runs and steps (the span contract in `ARCHITECTURE.md`) in a
@@ -57,22 +57,31 @@ use crate::{migrate, Error};
 /// left to decide for themselves. It needs a [`Registry`](tracing_subscriber::Registry) at the
 /// root of the stack, like every per-layer filtered layer.
 pub struct SqliteLayer {
-    recorder: Recorder,
-    /// `Filtered<Recorder, FlujoSpans, S>`, built in `on_layer` once the subscriber type `S` is
+    recorder: SpanRecorder,
+    /// `Filtered<SpanRecorder, FlujoSpans, S>`, built in `on_layer` once the subscriber type `S` is
     /// known; until then (or outside a registry stack) the recorder is called directly.
     filtered: Option<Box<dyn Any + Send + Sync>>,
 }
 
 /// The recording half of the layer: turns span callbacks into rows for the writer.
 #[derive(Clone)]
-struct Recorder {
-    inner: Arc<Inner>,
+struct SpanRecorder {
+    writer: Arc<SqliteWriter>,
 }
 
 /// A cheap, cloneable handle on a [`SqliteLayer`]'s writer: the durability barrier.
 #[derive(Clone)]
 pub struct SqliteHandle {
-    inner: Arc<Inner>,
+    writer: Arc<SqliteWriter>,
+}
+
+/// What the layer and its handles share: the link to the writer thread (the last one dropped
+/// stops it, after it has committed everything sent), the database file and the payload cap.
+struct SqliteWriter {
+    link: Arc<WriterLink>,
+    path: PathBuf,
+    /// Payloads longer than this are stored cut.
+    payload_cap: usize,
 }
 
 /// Options of a [`SqliteLayer`]; `SqliteLayer::builder().with_...(..).open(path)`.
@@ -162,30 +171,30 @@ impl SqliteLayerBuilder {
         if let Some(max_db_bytes) = self.max_db_bytes {
             migrate::set_max_db_bytes(&backend.conn, path, max_db_bytes)?;
         }
-        let shared = Arc::new(Shared::new(path.to_path_buf(), self.max_db_bytes));
-        let (sender, receiver) = sync_channel(self.queue_capacity);
+        let sink = SqliteSink::new(backend, self.busy_timeout, self.max_db_bytes);
         let options = WriterOptions {
             flush_interval: self.flush_interval,
-            busy_timeout: self.busy_timeout,
             retry_window: self.retry_window,
+            process: crate::process::current_writer(),
         };
-        let writer = Writer::new(backend, Arc::clone(&shared), options);
-        let thread = std::thread::Builder::new()
-            .name("flujo-sqlite-writer".to_owned())
-            .spawn(move || writer.run(receiver))
-            .map_err(|source| Error::Io {
-                path: path.to_path_buf(),
-                source,
-            })?;
-        let inner = Arc::new(Inner {
-            sender: Some(sender),
-            thread: Some(thread),
-            shared,
+        let link = WriterLink::spawn(
+            sink,
+            path.display().to_string(),
+            options,
+            self.queue_capacity,
+            "flujo-sqlite-writer",
+        )
+        .map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let writer = Arc::new(SqliteWriter {
+            link,
+            path: path.to_path_buf(),
             payload_cap: self.payload_cap,
         });
-        shut_down_at_exit(&inner);
         Ok(SqliteLayer {
-            recorder: Recorder { inner },
+            recorder: SpanRecorder { writer },
             filtered: None,
         })
     }
@@ -205,16 +214,16 @@ impl SqliteLayer {
     /// A handle on this layer's writer, to wait for rows to be committed.
     pub fn handle(&self) -> SqliteHandle {
         SqliteHandle {
-            inner: Arc::clone(&self.recorder.inner),
+            writer: Arc::clone(&self.recorder.writer),
         }
     }
 
     /// The database file.
     pub fn path(&self) -> &Path {
-        &self.recorder.inner.shared.path
+        &self.recorder.writer.path
     }
 
-    fn filtered<S>(&self) -> Option<&Filtered<Recorder, FlujoSpans, S>>
+    fn filtered<S>(&self) -> Option<&Filtered<SpanRecorder, FlujoSpans, S>>
     where
         S: Subscriber + for<'a> LookupSpan<'a> + 'static,
     {
@@ -229,20 +238,7 @@ impl SqliteHandle {
     /// ([`SqliteLayerBuilder::with_retry_window`], 1 s by default) before the barrier is
     /// answered. The barrier is sent when `flush` is called, not when the future is polled.
     pub fn flush(&self) -> impl Future<Output = Flushed> + Send + 'static {
-        let (ack, acked) = futures::channel::oneshot::channel();
-        let sent = self.inner.send_barrier(ack);
-        let shared = Arc::clone(&self.inner.shared);
-        async move {
-            let stopped = || Flushed {
-                rows_not_recorded: shared.rows_not_recorded(),
-                writer_running: false,
-            };
-            if !sent {
-                return stopped();
-            }
-            // a writer that stopped drops the sender: nothing more will be committed
-            acked.await.unwrap_or_else(|_| stopped())
-        }
+        self.writer.link.flush()
     }
 
     /// [`flush`](Self::flush), blocking the calling thread (never call it on an async runtime's
@@ -253,19 +249,19 @@ impl SqliteHandle {
 
     /// Rows that could not be written so far (storage failures); 0 when all was recorded.
     pub fn rows_not_recorded(&self) -> u64 {
-        self.inner.shared.rows_not_recorded()
+        self.writer.link.rows_not_recorded()
     }
 
     /// The database file.
     pub fn path(&self) -> &Path {
-        &self.inner.shared.path
+        &self.writer.path
     }
 }
 
 impl fmt::Debug for SqliteLayer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SqliteLayer")
-            .field("path", &self.recorder.inner.shared.path)
+            .field("path", &self.recorder.writer.path)
             .finish_non_exhaustive()
     }
 }
@@ -273,139 +269,10 @@ impl fmt::Debug for SqliteLayer {
 impl fmt::Debug for SqliteHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SqliteHandle")
-            .field("path", &self.inner.shared.path)
+            .field("path", &self.writer.path)
             .field("rows_not_recorded", &self.rows_not_recorded())
             .finish()
     }
-}
-
-/// Owned by the layer and its handles; the last one dropped stops the writer after it has
-/// committed everything sent.
-struct Inner {
-    /// `None` only while dropping.
-    sender: Option<SyncSender<Message>>,
-    thread: Option<JoinHandle<()>>,
-    shared: Arc<Shared>,
-    /// Payloads longer than this are stored cut.
-    payload_cap: usize,
-}
-
-impl Inner {
-    /// Queues a row. A full queue wakes the writer and waits for room: rows are never dropped.
-    fn send(&self, message: Message) {
-        let Some(sender) = &self.sender else { return };
-        let sent = match sender.try_send(message) {
-            Ok(()) => return,
-            Err(TrySendError::Full(message)) => {
-                self.wake_writer();
-                sender.send(message).is_ok()
-            }
-            Err(TrySendError::Disconnected(_)) => false,
-        };
-        if !sent {
-            self.shared
-                .not_recorded(1, &"the flujo writer thread has stopped");
-        }
-    }
-
-    /// Queues a barrier and wakes the writer to commit at once; false when the writer is gone.
-    fn send_barrier(&self, ack: futures::channel::oneshot::Sender<Flushed>) -> bool {
-        let Some(sender) = &self.sender else {
-            return false;
-        };
-        let message = match sender.try_send(Message::Barrier(ack)) {
-            Ok(()) => None,
-            Err(TrySendError::Full(message)) => Some(message),
-            Err(TrySendError::Disconnected(_)) => return false,
-        };
-        self.wake_writer();
-        match message {
-            Some(message) => sender.send(message).is_ok(),
-            None => true,
-        }
-    }
-
-    /// Asks the writer to commit, checkpoint and close now (the process is exiting); the
-    /// receiver hears once it has. `None` when the writer is gone.
-    fn send_shutdown(&self) -> Option<std::sync::mpsc::Receiver<()>> {
-        let sender = self.sender.as_ref()?;
-        let (ack, acked) = std::sync::mpsc::sync_channel(1);
-        let message = match sender.try_send(Message::Shutdown(ack)) {
-            Ok(()) => None,
-            Err(TrySendError::Full(message)) => Some(message),
-            Err(TrySendError::Disconnected(_)) => return None,
-        };
-        self.wake_writer();
-        if let Some(message) = message {
-            sender.send(message).ok()?;
-        }
-        Some(acked)
-    }
-
-    /// The writer sleeps while rows gather (see `writer.rs`); this ends the sleep.
-    fn wake_writer(&self) {
-        if let Some(thread) = &self.thread {
-            thread.thread().unpark();
-        }
-    }
-}
-
-impl Drop for Inner {
-    fn drop(&mut self) {
-        // closing the channel lets the writer commit what it holds and return
-        drop(self.sender.take());
-        self.wake_writer();
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-/// The writers of this process that may still hold rows when it exits.
-static LIVE_WRITERS: Mutex<Vec<Weak<Inner>>> = Mutex::new(Vec::new());
-
-/// The longest the process's exit waits for its writers: their last writes (each waiting at most
-/// 0.5 s on another process's lock, then retried within the retry window) and checkpoints.
-const EXIT_WAIT: Duration = Duration::from_secs(3);
-
-/// Makes the process's exit (returning from `main`, `std::process::exit`) commit the rows this
-/// writer still holds, checkpoint the WAL into the database file and close the connection: a
-/// layer in the global default subscriber is never dropped, and without this its last rows and
-/// its WAL would be left behind.
-fn shut_down_at_exit(inner: &Arc<Inner>) {
-    static REGISTERED: Once = Once::new();
-    if let Ok(mut live) = LIVE_WRITERS.lock() {
-        live.retain(|writer| writer.strong_count() > 0);
-        live.push(Arc::downgrade(inner));
-    }
-    REGISTERED.call_once(|| {
-        // SAFETY: `at_exit` is an `extern "C" fn()` that catches every panic, so nothing unwinds
-        // into libc; `atexit` only stores the pointer
-        unsafe {
-            libc::atexit(at_exit);
-        }
-    });
-}
-
-/// Runs once at process exit (registered with `atexit`): shuts down every live writer and waits
-/// for them, at most [`EXIT_WAIT`] in all.
-extern "C" fn at_exit() {
-    let _ = std::panic::catch_unwind(|| {
-        let live: Vec<Arc<Inner>> = match LIVE_WRITERS.lock() {
-            Ok(live) => live.iter().filter_map(Weak::upgrade).collect(),
-            Err(_) => return,
-        };
-        let acks: Vec<_> = live
-            .iter()
-            .filter_map(|inner| inner.send_shutdown())
-            .collect();
-        let deadline = Instant::now() + EXIT_WAIT;
-        for ack in acks {
-            let _ = ack.recv_timeout(deadline.saturating_duration_since(Instant::now()));
-        }
-        // dropping the last reference would join a writer thread that may still be busy
-        std::mem::forget(live);
-    });
 }
 
 /// A run span's state in the registry's extensions: its id and close fields so far.
@@ -558,7 +425,7 @@ where
     }
 }
 
-impl<S> Layer<S> for Recorder
+impl<S> Layer<S> for SpanRecorder
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
@@ -567,9 +434,9 @@ where
         if metadata.target() != TARGET {
             return;
         }
-        let message = match metadata.name() {
+        let row = match metadata.name() {
             RUN_SPAN => {
-                let Some((run, end)) = decode_run_start(attrs, self.inner.payload_cap) else {
+                let Some((run, end)) = decode_run_start(attrs, self.writer.payload_cap) else {
                     return;
                 };
                 let Some(span) = ctx.span(id) else { return };
@@ -582,10 +449,10 @@ where
                         layers: 1,
                     }),
                 }
-                Message::RunStart(run)
+                Row::RunStart(run)
             }
             STEP_SPAN => {
-                let Some((step, close)) = decode_step_start(attrs, self.inner.payload_cap) else {
+                let Some((step, close)) = decode_step_start(attrs, self.writer.payload_cap) else {
                     return;
                 };
                 let Some(span) = ctx.span(id) else { return };
@@ -594,12 +461,12 @@ where
                     Some(state) => state.layers += 1,
                     None => extensions.insert(StepSpan { close, layers: 1 }),
                 }
-                Message::StepStart(step)
+                Row::StepStart(step)
             }
             _ => return,
         };
         // the extensions guard and span are dropped: sending may wait for the writer
-        self.inner.send(message);
+        self.writer.link.send(row);
     }
 
     fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
@@ -612,11 +479,11 @@ where
         let mut extensions = span.extensions_mut();
         if name == STEP_SPAN {
             if let Some(state) = extensions.get_mut::<StepSpan>() {
-                decode_step_record(values, &mut state.close, self.inner.payload_cap);
+                decode_step_record(values, &mut state.close, self.writer.payload_cap);
             }
         } else if name == RUN_SPAN {
             if let Some(state) = extensions.get_mut::<RunSpan>() {
-                decode_run_record(values, &mut state.end, self.inner.payload_cap);
+                decode_run_record(values, &mut state.end, self.writer.payload_cap);
             }
         }
     }
@@ -626,7 +493,7 @@ where
         if span.metadata().target() != TARGET {
             return;
         }
-        let message = {
+        let row = {
             let mut extensions = span.extensions_mut();
             if let Some(state) = extensions.get_mut::<RunSpan>() {
                 let (run_id, end) = if state.layers > 1 {
@@ -638,7 +505,7 @@ where
                     };
                     (state.run_id, state.end)
                 };
-                Message::RunEnd {
+                Row::RunEnd {
                     run_id,
                     end: finish_run(end),
                 }
@@ -652,12 +519,12 @@ where
                     };
                     state.close
                 };
-                Message::StepEnd(finish_step(close))
+                Row::StepEnd(finish_step(close))
             } else {
                 return;
             }
         };
         drop(span);
-        self.inner.send(message);
+        self.writer.link.send(row);
     }
 }

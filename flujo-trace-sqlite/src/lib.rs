@@ -9,6 +9,7 @@ mod migrate;
 mod process;
 mod prune;
 mod read;
+mod roles;
 mod sink;
 
 pub use backend::{
@@ -25,3 +26,4 @@ pub use flujo_trace_core::{truncated, Truncated, DEFAULT_PAYLOAD_CAP, TRUNCATION
 pub use layer::{SqliteHandle, SqliteLayer, SqliteLayerBuilder};
 pub use prune::{PruneCounts, PruneFilter, PruneProgress, PruneReport};
 pub use read::{RunCount, RunPage, CRASHED, RECHECK_BOUND};
+pub use roles::{SqlitePruner, SqliteReader};

@@ -2,7 +2,7 @@
 
 use std::io::Write;
 
-use flujo_trace_sqlite::{RunPage, RunRecord, SqliteReader};
+use flujo_trace_sqlite::{RunPage, RunReader, RunRecord, SqliteReader};
 
 use crate::config::{Config, Format, ListConfig};
 use crate::error::LensError;

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::io::Write;
 
-use flujo_trace_sqlite::{truncated, RunRecord, SqliteReader, StepRecord, CRASHED};
+use flujo_trace_sqlite::{truncated, RunReader, RunRecord, SqliteReader, StepRecord, CRASHED};
 
 use crate::config::{Config, Format, RunSelector, ShowConfig, ValueLength};
 use crate::error::LensError;

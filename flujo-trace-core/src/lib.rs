@@ -11,6 +11,7 @@ mod channel;
 mod config;
 mod decode;
 mod payload;
+mod reader;
 mod rows;
 mod timefmt;
 mod writer;
@@ -27,6 +28,9 @@ pub use decode::{
     finish_step, RUN_SPAN, STEP_SPAN, TARGET,
 };
 pub use payload::{capped, truncated, Truncated, DEFAULT_PAYLOAD_CAP, TRUNCATION_MARKER_PREFIX};
-pub use rows::{RunEnd, RunRecord, StepClose, StepRecord, WriterProcess};
+pub use reader::RunReader;
+pub use rows::{
+    RunCount, RunEnd, RunFilter, RunPage, RunRecord, StepClose, StepRecord, WriterProcess,
+};
 pub use timefmt::{format_timestamp, now_timestamp};
 pub use writer::{Flushed, Row, Sink, SinkError, WriterOptions, DEFAULT_RETRY_WINDOW};

@@ -137,3 +137,41 @@ pub struct StepClose {
     /// Whether the fallback produced the output.
     pub fallback_taken: Option<bool>,
 }
+
+/// Filters of `list_runs`; every field narrows the result. Newest first.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RunFilter {
+    /// Any of these statuses (empty: all).
+    pub statuses: Vec<String>,
+    /// Exactly this pipeline name.
+    pub pipeline_name: Option<String>,
+    /// Runs started at or after this RFC 3339 time.
+    pub since: Option<String>,
+    /// Runs started before this RFC 3339 time.
+    pub until: Option<String>,
+    /// At most this many runs (`None`: all).
+    pub limit: Option<usize>,
+}
+
+/// How many runs match a filter: exact when counting was cheap, otherwise a lower bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunCount {
+    /// The number of matching runs, or when `exact` is false, a number that more runs match.
+    pub count: u64,
+    /// False when counting stopped at the bound: more than `count` runs match.
+    pub exact: bool,
+}
+
+/// One page of runs, newest first, and how many runs match in all.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunPage {
+    /// At most `filter.limit` runs, without their blobs (`input_blob`, `output_blob`,
+    /// `final_context_blob` and `error_blob` are `None`).
+    pub runs: Vec<RunRecord>,
+    /// How many runs match the filter.
+    pub matching: RunCount,
+    /// `Some(n)` when only one of `running` and `crashed` was asked for and the walk stopped
+    /// after looking at the newest `n` candidate runs (its bound, for SQLite `RECHECK_BOUND`) before the page was
+    /// full: older runs may match too, and `matching` (not exact) counts those found.
+    pub stopped_after: Option<u64>,
+}

@@ -8,25 +8,10 @@ use std::path::Path;
 use std::time::Duration;
 
 pub(crate) use flujo_trace_core::StepClose;
-pub use flujo_trace_core::{RunEnd, RunRecord, StepRecord, WriterProcess};
+pub use flujo_trace_core::{RunEnd, RunFilter, RunRecord, StepRecord, WriterProcess};
 use rusqlite::{params, Connection};
 
 use crate::{migrate, read, Error};
-
-/// Filters of `list_runs`; every field narrows the result. Newest first.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct RunFilter {
-    /// Any of these statuses (empty: all).
-    pub statuses: Vec<String>,
-    /// Exactly this pipeline name.
-    pub pipeline_name: Option<String>,
-    /// Runs started at or after this RFC 3339 time.
-    pub since: Option<String>,
-    /// Runs started before this RFC 3339 time.
-    pub until: Option<String>,
-    /// At most this many runs (`None`: all).
-    pub limit: Option<usize>,
-}
 
 /// The storage operations of FSD-08 section 5.2, plus `list_runs`.
 pub trait StateBackend {

@@ -21,8 +21,8 @@ pub use config::{
     DEFAULT_STATE_URI, STATE_URI_ENV, STATE_URI_OFF,
 };
 pub use error::Error;
-pub use flujo_trace_core::Flushed;
 pub use flujo_trace_core::{truncated, Truncated, DEFAULT_PAYLOAD_CAP, TRUNCATION_MARKER_PREFIX};
+pub use flujo_trace_core::{Flushed, RunReader};
 pub use layer::{SqliteHandle, SqliteLayer, SqliteLayerBuilder};
 pub use prune::{PruneCounts, PruneFilter, PruneProgress, PruneReport};
 pub use read::{RunCount, RunPage, CRASHED, RECHECK_BOUND};

@@ -10,10 +10,13 @@ use std::path::Path;
 
 use crate::backend::{RunFilter, RunRecord, SqliteBackend, StepRecord};
 use crate::prune::{PruneCounts, PruneFilter, PruneProgress, PruneReport};
+use flujo_trace_core::RunReader;
+
 use crate::read::RunPage;
 use crate::Error;
 
-/// A database opened for reading only: what the lens queries. It has no method that writes.
+/// A database opened for reading only: what the lens queries, the core's [`RunReader`]. It
+/// has no method that writes.
 #[derive(Debug)]
 pub struct SqliteReader {
     backend: SqliteBackend,
@@ -36,30 +39,34 @@ impl SqliteReader {
         self.backend.stored_schema_version()
     }
 
-    /// A page of runs, newest first, and how many match, counted up to `count_bound`: see
-    /// [`SqliteBackend::list_runs_page`].
-    pub fn list_runs_page(&self, filter: &RunFilter, count_bound: u64) -> Result<RunPage, Error> {
+    /// How many runs and steps `prune` with `filter` would delete now (only reads).
+    pub fn prune_count(&self, filter: &PruneFilter) -> Result<PruneCounts, Error> {
+        self.backend.prune_count(filter)
+    }
+}
+
+impl RunReader for SqliteReader {
+    type Error = Error;
+
+    /// See [`SqliteBackend::list_runs_page`].
+    fn list_runs_page(&self, filter: &RunFilter, count_bound: u64) -> Result<RunPage, Error> {
         self.backend.list_runs_page(filter, count_bound)
     }
 
-    /// One run with its blobs, `None` when no run has this id.
-    pub fn find_run(&self, run_id: &str) -> Result<Option<RunRecord>, Error> {
+    fn find_run(&self, run_id: &str) -> Result<Option<RunRecord>, Error> {
         self.backend.find_run(run_id)
     }
 
-    /// The run that started last, with its blobs.
-    pub fn latest_run(&self) -> Result<Option<RunRecord>, Error> {
+    fn latest_run(&self) -> Result<Option<RunRecord>, Error> {
         self.backend.latest_run()
     }
 
-    /// Up to `max` runs whose id starts with `prefix`, in id order, without their blobs.
-    pub fn find_runs_by_prefix(&self, prefix: &str, max: usize) -> Result<Vec<RunRecord>, Error> {
+    fn find_runs_by_prefix(&self, prefix: &str, max: usize) -> Result<Vec<RunRecord>, Error> {
         self.backend.find_runs_by_prefix(prefix, max)
     }
 
-    /// Streams a run's steps in execution order, one row at a time: see
-    /// [`SqliteBackend::for_each_run_step`].
-    pub fn for_each_run_step<E: From<Error>>(
+    /// See [`SqliteBackend::for_each_run_step`].
+    fn for_each_run_step<E: From<Error>>(
         &self,
         run_id: &str,
         each: impl FnMut(StepRecord) -> Result<(), E>,
@@ -67,14 +74,8 @@ impl SqliteReader {
         self.backend.for_each_run_step(run_id, each)
     }
 
-    /// The steps of a run still stored as `running`, in execution order.
-    pub fn running_steps(&self, run_id: &str) -> Result<Vec<StepRecord>, Error> {
+    fn running_steps(&self, run_id: &str) -> Result<Vec<StepRecord>, Error> {
         self.backend.running_steps(run_id)
-    }
-
-    /// How many runs and steps `prune` with `filter` would delete now (only reads).
-    pub fn prune_count(&self, filter: &PruneFilter) -> Result<PruneCounts, Error> {
-        self.backend.prune_count(filter)
     }
 }
 

@@ -1,5 +1,6 @@
-//! Composing layers: one run recorded in SQLite, logged by fmt, counted by a layer of your own,
-//! and exported as OpenTelemetry spans, all from the same `tracing` spans.
+//! Composing layers: one run recorded in the configured store (`flujo::layer()`: where
+//! `FLUJO_STATE_URI` or `flujo.toml` say, `./flujo_ops.db` by default), logged by fmt, counted by
+//! a layer of your own, and exported as OpenTelemetry spans, all from the same `tracing` spans.
 //!
 //! `cargo run --example compose_layers` (the OpenTelemetry exporter here keeps spans in memory so
 //! the example runs offline; swap in an OTLP exporter to send them to Jaeger or Tempo).
@@ -7,7 +8,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use flujo::{step, Flujo, Pipeline, SqliteLayer, StepContext};
+use flujo::{step, Flujo, Pipeline, StepContext};
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
 use tracing_subscriber::prelude::*;
@@ -31,8 +32,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let closed = Arc::new(AtomicUsize::new(0));
 
     tracing_subscriber::registry()
-        // persistence: every run and step in flujo_ops.db
-        .with(SqliteLayer::open("flujo_ops.db")?)
+        // persistence: every run and step in the configured store, as with zero setup
+        .with(flujo::layer()?)
         // logs: filtered per layer, so RUST_LOG=warn quiets the logs, never the recording
         .with(fmt::layer().with_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
@@ -75,7 +76,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     println!(
-        "recorded in flujo_ops.db: `flujo lens show {}`",
+        "recorded in the configured store: `flujo lens show {}`",
         result.run_id
     );
     Ok(())

@@ -7,14 +7,15 @@
 //!
 //! With no setup at all, the first run in a process that has no global `tracing` subscriber
 //! installs one that records to the configured database (`FLUJO_STATE_URI`, then `state_uri` in
-//! the nearest `flujo.toml`, then `./flujo_ops.db`). To stack other layers beside it, build the
-//! subscriber yourself:
+//! the nearest `flujo.toml`, then `./flujo_ops.db`; `off` records nothing). To stack other layers
+//! beside it, build the subscriber yourself, with [`layer`] (the same configured store) or a
+//! [`SqliteLayer`] at a path of your choice:
 //!
 //! ```no_run
 //! use tracing_subscriber::prelude::*;
 //!
 //! tracing_subscriber::registry()
-//!     .with(flujo::SqliteLayer::open("flujo_ops.db").expect("open flujo_ops.db"))
+//!     .with(flujo::layer().expect("open the configured store"))
 //!     .with(tracing_subscriber::fmt::layer().with_filter(tracing_subscriber::EnvFilter::from_default_env()))
 //!     .init();
 //! ```
@@ -35,7 +36,7 @@ pub use flujo_runner::{
 pub use flujo_trace_sqlite::{
     Error as StorageError, SqliteHandle, SqliteLayer, SqliteLayerBuilder,
 };
-pub use recording::Persistence;
+pub use recording::{layer, Persistence};
 pub use runner::Flujo;
 
 /// The runner without the default persistence wiring, for building your own integrations.

@@ -1,5 +1,7 @@
 //! Persistence by default (FR-21): find the `SqliteLayer` in the current subscriber, or install
-//! the default subscriber when there is none, and wait for each run's rows to be committed.
+//! the default subscriber when there is none, and wait for each run's rows to be committed; and
+//! [`layer`], the configured store's layer for a subscriber you build yourself. A state URI of
+//! `off` (`FLUJO_STATE_URI=off`, `state_uri = "off"`) records nothing and says nothing.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -7,8 +9,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 
 use flujo_runner::RunObserver;
+use flujo_trace_core::StateSetting;
 use flujo_trace_sqlite::{SqliteHandle, SqliteLayer};
 use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::Layer;
 
 /// Whether a [`Flujo`](crate::Flujo) records its runs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -25,15 +30,16 @@ pub enum Persistence {
     Disabled,
 }
 
-/// The `RunObserver` the facade plugs into every runner.
+/// The `RunObserver` the facade plugs into every runner: finds the layer, installs the default
+/// subscriber, awaits the barrier.
 #[derive(Debug, Default)]
-pub(crate) struct Recorder;
+pub(crate) struct PersistenceObserver;
 
 /// The default subscriber's layer handle; `None` when installing it failed (already reported).
 static DEFAULT_INSTALL: OnceLock<Option<SqliteHandle>> = OnceLock::new();
 static WARNED_NO_LAYER: AtomicBool = AtomicBool::new(false);
 
-impl RunObserver for Recorder {
+impl RunObserver for PersistenceObserver {
     fn before_run(&self) {
         if current_layer().is_some() {
             return;
@@ -44,7 +50,10 @@ impl RunObserver for Recorder {
             });
         if no_subscriber_at_all {
             DEFAULT_INSTALL.get_or_init(install_default);
-        } else if DEFAULT_INSTALL.get().is_none() && !WARNED_NO_LAYER.swap(true, Ordering::Relaxed)
+        } else if DEFAULT_INSTALL.get().is_none()
+            && !WARNED_NO_LAYER.load(Ordering::Relaxed)
+            && !recording_is_off()
+            && !WARNED_NO_LAYER.swap(true, Ordering::Relaxed)
         {
             eprintln!(
                 "flujo: warning: runs are not recorded: the tracing subscriber has no SqliteLayer; \
@@ -74,21 +83,69 @@ fn current_layer() -> Option<SqliteHandle> {
     })
 }
 
-/// Installs `Registry + SqliteLayer` as the global default; reports a failure once on stderr.
-fn install_default() -> Option<SqliteHandle> {
-    let state = match flujo_trace_sqlite::resolve_state_path(None) {
-        Ok(state) => state,
-        Err(error) => {
-            eprintln!("flujo: warning: runs are not recorded: {error}");
-            return None;
-        }
+/// Whether the state URI is `off` (a setting that cannot be resolved is not `off`).
+fn recording_is_off() -> bool {
+    matches!(
+        crate::settings::settings().state(),
+        Ok(StateSetting::Off { .. })
+    )
+}
+
+/// The layer of the configured store, built from the settings as the default subscriber's is;
+/// `None` when the state URI is `off`.
+fn configured_layer() -> Result<Option<SqliteLayer>, flujo_trace_sqlite::Error> {
+    let settings = crate::settings::settings();
+    let state = match settings.state()? {
+        StateSetting::Store(state) => state,
+        StateSetting::Off { .. } => return Ok(None),
     };
     let mut builder = SqliteLayer::builder();
-    if let Some(cap) = crate::settings::settings().payload_cap {
+    if let Some(cap) = settings.payload_cap {
         builder = builder.with_payload_cap(cap);
     }
-    let layer = match builder.open(&state.path) {
-        Ok(layer) => layer,
+    builder.open(&state.path).map(Some)
+}
+
+/// The configured store's layer, for a subscriber you build yourself: the state URI and the
+/// settings resolved exactly as for the default subscriber (`FLUJO_STATE_URI`, then the nearest
+/// `flujo.toml`, then `./flujo_ops.db`; its `[storage]` settings), so what you compose records
+/// where a zero-setup run would.
+///
+/// Every [`Flujo`](crate::Flujo) run finds it in the subscriber and returns once its rows are
+/// committed, as with the default subscriber. When the state URI is `off` it is a layer that
+/// records nothing, and runs neither record nor warn.
+///
+/// ```no_run
+/// use tracing_subscriber::prelude::*;
+///
+/// # fn main() -> Result<(), flujo::StorageError> {
+/// tracing_subscriber::registry()
+///     .with(flujo::layer()?)
+///     .with(tracing_subscriber::fmt::layer().with_filter(tracing_subscriber::EnvFilter::from_default_env()))
+///     .init();
+/// # Ok(())
+/// # }
+/// ```
+///
+/// # Errors
+///
+/// The state URI or `flujo.toml` cannot be used, or the database cannot be opened or created.
+pub fn layer<S>() -> Result<Box<dyn Layer<S> + Send + Sync>, flujo_trace_sqlite::Error>
+where
+    S: tracing::Subscriber + for<'span> LookupSpan<'span>,
+{
+    Ok(match configured_layer()? {
+        Some(layer) => Box::new(layer),
+        None => Box::new(tracing_subscriber::layer::Identity::new()),
+    })
+}
+
+/// Installs `Registry + SqliteLayer` as the global default; reports a failure once on stderr.
+/// Installs nothing when the state URI is `off`.
+fn install_default() -> Option<SqliteHandle> {
+    let layer = match configured_layer() {
+        Ok(Some(layer)) => layer,
+        Ok(None) => return None,
         Err(error) => {
             eprintln!("flujo: warning: runs are not recorded: {error}");
             return None;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use flujo_runner::{Pipeline, PipelineResult, Redaction};
 use serde::Serialize;
 
-use crate::recording::{Persistence, Recorder};
+use crate::recording::{Persistence, PersistenceObserver};
 
 /// The runner: a named, versioned pipeline whose every run is recorded (see [`Persistence`]).
 ///
@@ -59,7 +59,7 @@ impl<In, Out, C> Flujo<In, Out, C> {
     /// every other setting of the runner is kept.
     pub fn with_persistence(mut self, persistence: Persistence) -> Self {
         self.inner = match persistence {
-            Persistence::Default => self.inner.with_observer(Arc::new(Recorder)),
+            Persistence::Default => self.inner.with_observer(Arc::new(PersistenceObserver)),
             Persistence::Disabled => self.inner.without_observer(),
         };
         self

@@ -1,21 +1,36 @@
-//! The runner-side settings of the nearest `flujo.toml`: redaction keys and the payload cap.
+//! The settings of the nearest `flujo.toml`, read once per process: redaction keys, the payload
+//! cap, and the file as loaded, for the state URI (`recording`).
 //!
 //! Redaction fails closed: when the file does not parse, or its `[redaction]` settings hold a
 //! key flujo does not know, what the user meant to hide is unknown, so every run records no
 //! value at all ([`Redaction::everything`]) until the file is fixed. Other unknown keys cost a
 //! warning with the key they probably meant, so a file written for a newer flujo still works.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use flujo_runner::Redaction;
-use flujo_trace_sqlite::{FlujoToml, UnknownKey};
+use flujo_trace_core::{ConfigError, FlujoToml, StateSetting, UnknownKey};
 
 /// What a `flujo.toml` sets for runners, read once per process.
 #[derive(Debug, Default)]
 pub(crate) struct Settings {
     pub(crate) redaction: Redaction,
     pub(crate) payload_cap: Option<usize>,
+    /// The nearest `flujo.toml` and what loading it gave; `None` when there is none.
+    nearest_file: Option<(PathBuf, Result<FlujoToml, ConfigError>)>,
+}
+
+impl Settings {
+    /// Where this process records its runs (`FLUJO_STATE_URI`, then `state_uri` of the file
+    /// read here, then the default), or that it records nothing.
+    pub(crate) fn state(&self) -> Result<StateSetting, ConfigError> {
+        flujo_trace_core::resolve_state_setting(
+            self.nearest_file
+                .as_ref()
+                .map(|(file, loaded)| (file.as_path(), loaded.as_ref())),
+        )
+    }
 }
 
 static SETTINGS: OnceLock<Settings> = OnceLock::new();
@@ -32,7 +47,7 @@ pub(crate) fn settings() -> &'static Settings {
     SETTINGS.get_or_init(|| {
         let Some(file) = std::env::current_dir()
             .ok()
-            .and_then(|cwd| flujo_trace_sqlite::find_flujo_toml(&cwd))
+            .and_then(|cwd| flujo_trace_core::find_flujo_toml(&cwd))
         else {
             return Settings::default();
         };
@@ -46,16 +61,23 @@ pub(crate) fn settings() -> &'static Settings {
 
 /// The settings of `file`, and the warnings to print about it.
 fn settings_of(file: &Path) -> (Settings, Vec<String>) {
-    let toml = match flujo_trace_sqlite::load_flujo_toml(file) {
-        Ok(toml) => toml,
+    let loaded = flujo_trace_core::load_flujo_toml(file);
+    let (mut settings, warnings) = match &loaded {
+        Ok(toml) => settings_of_toml(file, toml),
         Err(error) => {
             let settings = Settings {
                 redaction: Redaction::everything(),
-                payload_cap: None,
+                ..Settings::default()
             };
-            return (settings, vec![format!("{error}; {RECORDING_NO_VALUES}")]);
+            (settings, vec![format!("{error}; {RECORDING_NO_VALUES}")])
         }
     };
+    settings.nearest_file = Some((file.to_owned(), loaded));
+    (settings, warnings)
+}
+
+/// The settings of `toml`, loaded from `file`, and the warnings to print about it.
+fn settings_of_toml(file: &Path, toml: &FlujoToml) -> (Settings, Vec<String>) {
     let (about_redaction, others): (Vec<&UnknownKey>, Vec<&UnknownKey>) = toml
         .unknown_keys()
         .iter()
@@ -68,7 +90,7 @@ fn settings_of(file: &Path) -> (Settings, Vec<String>) {
             list(&others)
         ));
     }
-    let mut settings = from_toml(&toml);
+    let mut settings = from_toml(toml);
     if !about_redaction.is_empty() {
         settings.redaction = Redaction::everything();
         warnings.push(format!(
@@ -111,6 +133,7 @@ fn from_toml(toml: &FlujoToml) -> Settings {
             .storage
             .payload_cap_bytes
             .map(|bytes| usize::try_from(bytes).unwrap_or(usize::MAX)),
+        nearest_file: None,
     }
 }
 

@@ -2,7 +2,7 @@
 
 use std::io::Write;
 
-use flujo_trace_sqlite::{RunPage, RunRecord, SqliteBackend};
+use flujo_trace_sqlite::{RunPage, RunReader, RunRecord, SqliteReader};
 
 use crate::config::{Config, Format, ListConfig};
 use crate::error::LensError;
@@ -69,7 +69,7 @@ pub(crate) fn run(
     list: &ListConfig,
     out: &mut dyn Write,
 ) -> Result<(), LensError> {
-    let backend = SqliteBackend::open_read_only(&config.state.path)?;
+    let backend = SqliteReader::open(&config.state.path)?;
     let page = backend.list_runs_page(&list.filter, COUNT_BOUND)?;
     match config.format {
         Format::Table => {

@@ -4,7 +4,7 @@
 use std::io::{BufRead, Write};
 use std::path::Path;
 
-use flujo_trace_sqlite::{PruneCounts, PruneProgress, PruneReport, SqliteBackend};
+use flujo_trace_sqlite::{PruneCounts, PruneProgress, PruneReport, SqlitePruner, SqliteReader};
 use serde::Serialize;
 
 use crate::config::{Config, Format, PruneConfig, PruneMode};
@@ -39,7 +39,7 @@ pub(crate) fn run(
 ) -> Result<(), LensError> {
     let path = config.state.path.as_path();
     // counted on a read-only connection, closed before anything is written
-    let counts = SqliteBackend::open_read_only(path)?.prune_count(&prune.filter)?;
+    let counts = SqliteReader::open(path)?.prune_count(&prune.filter)?;
     let dry_run = prune.mode == PruneMode::DryRun;
     if counts.runs == 0 {
         if config.format != Format::Table {
@@ -64,7 +64,7 @@ pub(crate) fn run(
         PruneMode::Ask => confirm(prune, path, &counts, terminal)?,
         PruneMode::Yes => {}
     }
-    let mut backend = SqliteBackend::open_for_prune(path)?;
+    let mut backend = SqlitePruner::open(path)?;
     let show_progress = terminal.env.stderr_is_terminal;
     let stderr = &mut *terminal.stderr;
     let report = backend.prune(&prune.filter, |step| {

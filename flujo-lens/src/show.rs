@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::io::Write;
 
-use flujo_trace_sqlite::{truncated, RunRecord, SqliteBackend, StepRecord, CRASHED};
+use flujo_trace_sqlite::{truncated, RunReader, RunRecord, SqliteReader, StepRecord, CRASHED};
 
 use crate::config::{Config, Format, RunSelector, ShowConfig, ValueLength};
 use crate::error::LensError;
@@ -27,7 +27,7 @@ pub(crate) fn run(
     show: &ShowConfig,
     out: &mut dyn Write,
 ) -> Result<(), LensError> {
-    let backend = SqliteBackend::open_read_only(&config.state.path)?;
+    let backend = SqliteReader::open(&config.state.path)?;
     let run = find(config, &backend, &show.run)?;
     let running_steps = if run.status == CRASHED {
         backend.running_steps(&run.run_id)?
@@ -97,7 +97,7 @@ fn shown_status<'a>(run: &RunRecord, step: &'a StepRecord) -> &'a str {
 /// Resolves RUN: `latest`, a full id, or a unique prefix (tried as given, then lowercase).
 fn find(
     config: &Config,
-    backend: &SqliteBackend,
+    backend: &SqliteReader,
     selector: &RunSelector,
 ) -> Result<RunRecord, LensError> {
     let path = text::escape(&config.state.path.display().to_string());

@@ -1,4 +1,5 @@
-//! The `StateBackend` trait (FSD-08's storage interface), its row types, and `SqliteBackend`.
+//! The `StateBackend` trait (FSD-08's storage interface) over the core's row types, and
+//! `SqliteBackend`.
 //!
 //! The trait is synchronous: its two callers, the layer's writer thread and the lens, are
 //! synchronous, and an async trait would only add a runtime to both.
@@ -6,136 +7,11 @@
 use std::path::Path;
 use std::time::Duration;
 
+pub(crate) use flujo_trace_core::StepClose;
+pub use flujo_trace_core::{RunEnd, RunFilter, RunRecord, StepRecord, WriterProcess};
 use rusqlite::{params, Connection};
-use serde::Serialize;
 
 use crate::{migrate, read, Error};
-
-/// A run as stored in the `runs` table.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct RunRecord {
-    /// UUID v7 of the run.
-    pub run_id: String,
-    /// Name given to the runner.
-    pub pipeline_name: String,
-    /// Version given to the runner (`latest` by default).
-    pub pipeline_version: String,
-    /// `running`, `completed`, `failed`, `cancelled` (and `crashed`, derived by readers).
-    pub status: String,
-    /// RFC 3339 UTC, fixed width.
-    pub start_time: String,
-    /// RFC 3339 UTC, fixed width; `None` while running.
-    pub end_time: Option<String>,
-    /// Wall time of the run.
-    pub duration_ms: Option<i64>,
-    /// Sum of the steps' cost in USD.
-    pub total_cost: Option<f64>,
-    /// Sum of the steps' tokens.
-    pub total_tokens: Option<i64>,
-    /// Number of step rows of the run.
-    pub n_steps: Option<i64>,
-    /// The run's input, JSON text.
-    pub input_blob: Option<String>,
-    /// The run's final output, JSON text (only for a completed run).
-    pub output_blob: Option<String>,
-    /// The final context, JSON text.
-    pub final_context_blob: Option<String>,
-    /// The error that failed the run.
-    pub error_blob: Option<String>,
-    /// The process that wrote the run, for crash detection.
-    pub writer: Option<WriterProcess>,
-}
-
-/// The process that wrote a run: enough to tell later whether it is still alive.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
-pub struct WriterProcess {
-    /// Host name.
-    pub host: String,
-    /// Process id.
-    pub pid: i64,
-    /// Start time of the process, in clock ticks since boot (`/proc/PID/stat` field 22), so a
-    /// reused pid is not mistaken for the writer.
-    pub pid_start: i64,
-    /// PID namespace of the process (the inode of `/proc/self/ns/pid`), so two containers with
-    /// one host name are told apart; `None` when not recorded (schema v2, or no `/proc`).
-    pub pid_ns: Option<i64>,
-}
-
-/// A step execution as stored in the `steps` table.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct StepRecord {
-    /// UUID v7 of this step execution.
-    pub step_run_id: String,
-    /// The run it belongs to.
-    pub run_id: String,
-    /// The enclosing control-flow step, for nested steps.
-    pub parent_step_run_id: Option<String>,
-    /// The step's name.
-    pub step_name: String,
-    /// Position among its siblings.
-    pub step_index: i64,
-    /// `step`, `fallback`, `loop`, `branch`, `parallel`, `map`, `pipeline`.
-    pub step_kind: Option<String>,
-    /// `running`, `completed`, `failed`, `cancelled`.
-    pub status: String,
-    /// Attempts made.
-    pub attempts: Option<i64>,
-    /// RFC 3339 UTC, fixed width.
-    pub start_time: String,
-    /// RFC 3339 UTC, fixed width.
-    pub end_time: Option<String>,
-    /// Wall time of all attempts.
-    pub duration_ms: Option<i64>,
-    /// Cost in USD.
-    pub cost: Option<f64>,
-    /// Tokens.
-    pub tokens: Option<i64>,
-    /// Input, JSON text.
-    pub input_blob: Option<String>,
-    /// Output, JSON text.
-    pub output_blob: Option<String>,
-    /// Error message.
-    pub error_blob: Option<String>,
-    /// Whether the step's fallback produced its output (`None` when not recorded: a running or
-    /// cancelled step, or a schema v1 database).
-    pub fallback_taken: Option<bool>,
-}
-
-/// What `save_run_end` records when a run's span closes.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct RunEnd {
-    /// Final status.
-    pub status: String,
-    /// RFC 3339 UTC.
-    pub end_time: String,
-    /// Wall time.
-    pub duration_ms: Option<i64>,
-    /// Total cost in USD.
-    pub total_cost: Option<f64>,
-    /// Total tokens.
-    pub total_tokens: Option<i64>,
-    /// The run's final output, JSON text (only for a completed run).
-    pub output_blob: Option<String>,
-    /// Final context, JSON text.
-    pub final_context_blob: Option<String>,
-    /// Error that failed the run.
-    pub error_blob: Option<String>,
-}
-
-/// Filters of `list_runs`; every field narrows the result. Newest first.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct RunFilter {
-    /// Any of these statuses (empty: all).
-    pub statuses: Vec<String>,
-    /// Exactly this pipeline name.
-    pub pipeline_name: Option<String>,
-    /// Runs started at or after this RFC 3339 time.
-    pub since: Option<String>,
-    /// Runs started before this RFC 3339 time.
-    pub until: Option<String>,
-    /// At most this many runs (`None`: all).
-    pub limit: Option<usize>,
-}
 
 /// The storage operations of FSD-08 section 5.2, plus `list_runs`.
 pub trait StateBackend {
@@ -235,21 +111,6 @@ impl StateBackend for SqliteBackend {
     fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>, Error> {
         read::list_runs(&self.conn, filter).map_err(|e| self.sqlite_error(e))
     }
-}
-
-/// The close fields of a step, recorded on an existing `running` row by [`update_step_end`].
-#[derive(Debug, Clone, Default, PartialEq)]
-pub(crate) struct StepClose {
-    pub(crate) step_run_id: String,
-    pub(crate) status: String,
-    pub(crate) attempts: Option<i64>,
-    pub(crate) end_time: String,
-    pub(crate) duration_ms: Option<i64>,
-    pub(crate) cost: Option<f64>,
-    pub(crate) tokens: Option<i64>,
-    pub(crate) output_blob: Option<String>,
-    pub(crate) error_blob: Option<String>,
-    pub(crate) fallback_taken: Option<bool>,
 }
 
 /// A whole step row, borrowed from a [`StepRecord`] or from a step's start and close: what

@@ -77,3 +77,11 @@ pub enum Error {
         source: std::io::Error,
     },
 }
+
+impl From<flujo_trace_core::ConfigError> for Error {
+    fn from(error: flujo_trace_core::ConfigError) -> Error {
+        Error::Config {
+            message: error.message,
+        }
+    }
+}

@@ -1,19 +1,17 @@
 //! `SqliteLayer`: the `tracing_subscriber::Layer` that turns flujo's run and step spans into rows
 //! (the FSD's StateManager role), and `SqliteHandle`, its durability barrier.
 //!
-//! Span callbacks only copy field values into row structs and hand them to the writer thread
-//! (`writer.rs`) over a bounded channel; they never touch SQLite.
+//! Span callbacks only decode the span contract into the core's row structs and hand them to
+//! the core's writer thread (`flujo_trace_core::WriterLink`, driving this crate's `SqliteSink`)
+//! over a bounded channel; they never touch SQLite.
 
 use std::any::{Any, TypeId};
 use std::fmt;
 use std::future::Future;
-use std::path::Path;
-use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex, Once, Weak};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
-use tracing::field::{Field, Visit};
 use tracing::level_filters::LevelFilter;
 use tracing::span::{Attributes, Id, Record};
 use tracing::subscriber::Interest;
@@ -23,17 +21,15 @@ use tracing_subscriber::layer::{Context, Filter};
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::Layer;
 
-use crate::backend::{RunEnd, RunRecord, SqliteBackend, StepClose, StepRecord};
-use crate::payload::{capped, DEFAULT_PAYLOAD_CAP};
-use crate::writer::{Flushed, Message, Shared, Writer, WriterOptions, DEFAULT_RETRY_WINDOW};
-use crate::{migrate, Error};
+use flujo_trace_core::{
+    decode_run_record, decode_run_start, decode_step_record, decode_step_start, finish_run,
+    finish_step, Flushed, Row, RunEnd, StepClose, WriterLink, WriterOptions, DEFAULT_PAYLOAD_CAP,
+    DEFAULT_RETRY_WINDOW, RUN_SPAN, STEP_SPAN, TARGET,
+};
 
-/// The target of every flujo span.
-const TARGET: &str = "flujo";
-/// The name of a run's span.
-const RUN_SPAN: &str = "flujo.run";
-/// The name of a step execution's span.
-const STEP_SPAN: &str = "flujo.step";
+use crate::backend::SqliteBackend;
+use crate::sink::SqliteSink;
+use crate::{migrate, Error};
 
 /// A [`Layer`] that records flujo runs and steps (the span contract in `ARCHITECTURE.md`) in a
 /// SQLite database, beside any other layers of a `Registry`.
@@ -61,22 +57,31 @@ const STEP_SPAN: &str = "flujo.step";
 /// left to decide for themselves. It needs a [`Registry`](tracing_subscriber::Registry) at the
 /// root of the stack, like every per-layer filtered layer.
 pub struct SqliteLayer {
-    recorder: Recorder,
-    /// `Filtered<Recorder, FlujoSpans, S>`, built in `on_layer` once the subscriber type `S` is
+    recorder: SpanRecorder,
+    /// `Filtered<SpanRecorder, FlujoSpans, S>`, built in `on_layer` once the subscriber type `S` is
     /// known; until then (or outside a registry stack) the recorder is called directly.
     filtered: Option<Box<dyn Any + Send + Sync>>,
 }
 
 /// The recording half of the layer: turns span callbacks into rows for the writer.
 #[derive(Clone)]
-struct Recorder {
-    inner: Arc<Inner>,
+struct SpanRecorder {
+    writer: Arc<SqliteWriter>,
 }
 
 /// A cheap, cloneable handle on a [`SqliteLayer`]'s writer: the durability barrier.
 #[derive(Clone)]
 pub struct SqliteHandle {
-    inner: Arc<Inner>,
+    writer: Arc<SqliteWriter>,
+}
+
+/// What the layer and its handles share: the link to the writer thread (the last one dropped
+/// stops it, after it has committed everything sent), the database file and the payload cap.
+struct SqliteWriter {
+    link: Arc<WriterLink>,
+    path: PathBuf,
+    /// Payloads longer than this are stored cut.
+    payload_cap: usize,
 }
 
 /// Options of a [`SqliteLayer`]; `SqliteLayer::builder().with_...(..).open(path)`.
@@ -179,30 +184,30 @@ impl SqliteLayerBuilder {
         if let Some(max_db_bytes) = self.max_db_bytes {
             migrate::set_max_db_bytes(&backend.conn, path, max_db_bytes)?;
         }
-        let shared = Arc::new(Shared::new(path.to_path_buf(), self.max_db_bytes));
-        let (sender, receiver) = sync_channel(self.queue_capacity);
+        let sink = SqliteSink::new(backend, self.busy_timeout, self.max_db_bytes);
         let options = WriterOptions {
             flush_interval: self.flush_interval,
-            busy_timeout: self.busy_timeout,
             retry_window: self.retry_window,
+            process: crate::process::current_writer(),
         };
-        let writer = Writer::new(backend, Arc::clone(&shared), options);
-        let thread = std::thread::Builder::new()
-            .name("flujo-sqlite-writer".to_owned())
-            .spawn(move || writer.run(receiver))
-            .map_err(|source| Error::Io {
-                path: path.to_path_buf(),
-                source,
-            })?;
-        let inner = Arc::new(Inner {
-            sender: Some(sender),
-            thread: Some(thread),
-            shared,
+        let link = WriterLink::spawn(
+            sink,
+            path.display().to_string(),
+            options,
+            self.queue_capacity,
+            "flujo-sqlite-writer",
+        )
+        .map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let writer = Arc::new(SqliteWriter {
+            link,
+            path: path.to_path_buf(),
             payload_cap: self.payload_cap,
         });
-        shut_down_at_exit(&inner);
         Ok(SqliteLayer {
-            recorder: Recorder { inner },
+            recorder: SpanRecorder { writer },
             filtered: None,
         })
     }
@@ -222,16 +227,16 @@ impl SqliteLayer {
     /// A handle on this layer's writer, to wait for rows to be committed.
     pub fn handle(&self) -> SqliteHandle {
         SqliteHandle {
-            inner: Arc::clone(&self.recorder.inner),
+            writer: Arc::clone(&self.recorder.writer),
         }
     }
 
     /// The database file.
     pub fn path(&self) -> &Path {
-        &self.recorder.inner.shared.path
+        &self.recorder.writer.path
     }
 
-    fn filtered<S>(&self) -> Option<&Filtered<Recorder, FlujoSpans, S>>
+    fn filtered<S>(&self) -> Option<&Filtered<SpanRecorder, FlujoSpans, S>>
     where
         S: Subscriber + for<'a> LookupSpan<'a> + 'static,
     {
@@ -246,20 +251,7 @@ impl SqliteHandle {
     /// ([`SqliteLayerBuilder::with_retry_window`], 1 s by default) before the barrier is
     /// answered. The barrier is sent when `flush` is called, not when the future is polled.
     pub fn flush(&self) -> impl Future<Output = Flushed> + Send + 'static {
-        let (ack, acked) = futures::channel::oneshot::channel();
-        let sent = self.inner.send_barrier(ack);
-        let shared = Arc::clone(&self.inner.shared);
-        async move {
-            let stopped = || Flushed {
-                rows_not_recorded: shared.rows_not_recorded(),
-                writer_running: false,
-            };
-            if !sent {
-                return stopped();
-            }
-            // a writer that stopped drops the sender: nothing more will be committed
-            acked.await.unwrap_or_else(|_| stopped())
-        }
+        self.writer.link.flush()
     }
 
     /// [`flush`](Self::flush), blocking the calling thread (never call it on an async runtime's
@@ -270,19 +262,19 @@ impl SqliteHandle {
 
     /// Rows that could not be written so far (storage failures); 0 when all was recorded.
     pub fn rows_not_recorded(&self) -> u64 {
-        self.inner.shared.rows_not_recorded()
+        self.writer.link.rows_not_recorded()
     }
 
     /// The database file.
     pub fn path(&self) -> &Path {
-        &self.inner.shared.path
+        &self.writer.path
     }
 }
 
 impl fmt::Debug for SqliteLayer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SqliteLayer")
-            .field("path", &self.recorder.inner.shared.path)
+            .field("path", &self.recorder.writer.path)
             .finish_non_exhaustive()
     }
 }
@@ -290,139 +282,10 @@ impl fmt::Debug for SqliteLayer {
 impl fmt::Debug for SqliteHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SqliteHandle")
-            .field("path", &self.inner.shared.path)
+            .field("path", &self.writer.path)
             .field("rows_not_recorded", &self.rows_not_recorded())
             .finish()
     }
-}
-
-/// Owned by the layer and its handles; the last one dropped stops the writer after it has
-/// committed everything sent.
-struct Inner {
-    /// `None` only while dropping.
-    sender: Option<SyncSender<Message>>,
-    thread: Option<JoinHandle<()>>,
-    shared: Arc<Shared>,
-    /// Payloads longer than this are stored cut.
-    payload_cap: usize,
-}
-
-impl Inner {
-    /// Queues a row. A full queue wakes the writer and waits for room: rows are never dropped.
-    fn send(&self, message: Message) {
-        let Some(sender) = &self.sender else { return };
-        let sent = match sender.try_send(message) {
-            Ok(()) => return,
-            Err(TrySendError::Full(message)) => {
-                self.wake_writer();
-                sender.send(message).is_ok()
-            }
-            Err(TrySendError::Disconnected(_)) => false,
-        };
-        if !sent {
-            self.shared
-                .not_recorded(1, &"the flujo writer thread has stopped");
-        }
-    }
-
-    /// Queues a barrier and wakes the writer to commit at once; false when the writer is gone.
-    fn send_barrier(&self, ack: futures::channel::oneshot::Sender<Flushed>) -> bool {
-        let Some(sender) = &self.sender else {
-            return false;
-        };
-        let message = match sender.try_send(Message::Barrier(ack)) {
-            Ok(()) => None,
-            Err(TrySendError::Full(message)) => Some(message),
-            Err(TrySendError::Disconnected(_)) => return false,
-        };
-        self.wake_writer();
-        match message {
-            Some(message) => sender.send(message).is_ok(),
-            None => true,
-        }
-    }
-
-    /// Asks the writer to commit, checkpoint and close now (the process is exiting); the
-    /// receiver hears once it has. `None` when the writer is gone.
-    fn send_shutdown(&self) -> Option<std::sync::mpsc::Receiver<()>> {
-        let sender = self.sender.as_ref()?;
-        let (ack, acked) = std::sync::mpsc::sync_channel(1);
-        let message = match sender.try_send(Message::Shutdown(ack)) {
-            Ok(()) => None,
-            Err(TrySendError::Full(message)) => Some(message),
-            Err(TrySendError::Disconnected(_)) => return None,
-        };
-        self.wake_writer();
-        if let Some(message) = message {
-            sender.send(message).ok()?;
-        }
-        Some(acked)
-    }
-
-    /// The writer sleeps while rows gather (see `writer.rs`); this ends the sleep.
-    fn wake_writer(&self) {
-        if let Some(thread) = &self.thread {
-            thread.thread().unpark();
-        }
-    }
-}
-
-impl Drop for Inner {
-    fn drop(&mut self) {
-        // closing the channel lets the writer commit what it holds and return
-        drop(self.sender.take());
-        self.wake_writer();
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-/// The writers of this process that may still hold rows when it exits.
-static LIVE_WRITERS: Mutex<Vec<Weak<Inner>>> = Mutex::new(Vec::new());
-
-/// The longest the process's exit waits for its writers: their last writes (each waiting at most
-/// 0.5 s on another process's lock, then retried within the retry window) and checkpoints.
-const EXIT_WAIT: Duration = Duration::from_secs(3);
-
-/// Makes the process's exit (returning from `main`, `std::process::exit`) commit the rows this
-/// writer still holds, checkpoint the WAL into the database file and close the connection: a
-/// layer in the global default subscriber is never dropped, and without this its last rows and
-/// its WAL would be left behind.
-fn shut_down_at_exit(inner: &Arc<Inner>) {
-    static REGISTERED: Once = Once::new();
-    if let Ok(mut live) = LIVE_WRITERS.lock() {
-        live.retain(|writer| writer.strong_count() > 0);
-        live.push(Arc::downgrade(inner));
-    }
-    REGISTERED.call_once(|| {
-        // SAFETY: `at_exit` is an `extern "C" fn()` that catches every panic, so nothing unwinds
-        // into libc; `atexit` only stores the pointer
-        unsafe {
-            libc::atexit(at_exit);
-        }
-    });
-}
-
-/// Runs once at process exit (registered with `atexit`): shuts down every live writer and waits
-/// for them, at most [`EXIT_WAIT`] in all.
-extern "C" fn at_exit() {
-    let _ = std::panic::catch_unwind(|| {
-        let live: Vec<Arc<Inner>> = match LIVE_WRITERS.lock() {
-            Ok(live) => live.iter().filter_map(Weak::upgrade).collect(),
-            Err(_) => return,
-        };
-        let acks: Vec<_> = live
-            .iter()
-            .filter_map(|inner| inner.send_shutdown())
-            .collect();
-        let deadline = Instant::now() + EXIT_WAIT;
-        for ack in acks {
-            let _ = ack.recv_timeout(deadline.saturating_duration_since(Instant::now()));
-        }
-        // dropping the last reference would join a writer thread that may still be busy
-        std::mem::forget(live);
-    });
 }
 
 /// A run span's state in the registry's extensions: its id and close fields so far.
@@ -575,7 +438,7 @@ where
     }
 }
 
-impl<S> Layer<S> for Recorder
+impl<S> Layer<S> for SpanRecorder
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
@@ -584,21 +447,11 @@ where
         if metadata.target() != TARGET {
             return;
         }
-        let message = match metadata.name() {
+        let row = match metadata.name() {
             RUN_SPAN => {
-                let mut run = blank_run();
-                let mut end = blank_run_end();
-                attrs.record(&mut RunVisitor {
-                    start: Some(&mut run),
-                    end: &mut end,
-                    payload_cap: self.inner.payload_cap,
-                });
-                if run.run_id.is_empty() {
+                let Some((run, end)) = decode_run_start(attrs, self.writer.payload_cap) else {
                     return;
-                }
-                if run.start_time.is_empty() {
-                    run.start_time = now_rfc3339();
-                }
+                };
                 let Some(span) = ctx.span(id) else { return };
                 let mut extensions = span.extensions_mut();
                 match extensions.get_mut::<RunSpan>() {
@@ -609,34 +462,24 @@ where
                         layers: 1,
                     }),
                 }
-                Message::RunStart(run)
+                Row::RunStart(run)
             }
             STEP_SPAN => {
-                let mut step = blank_step();
-                let mut close = StepClose::default();
-                attrs.record(&mut StepVisitor {
-                    start: Some(&mut step),
-                    close: &mut close,
-                    payload_cap: self.inner.payload_cap,
-                });
-                if step.run_id.is_empty() || step.step_run_id.is_empty() {
+                let Some((step, close)) = decode_step_start(attrs, self.writer.payload_cap) else {
                     return;
-                }
-                if step.start_time.is_empty() {
-                    step.start_time = now_rfc3339();
-                }
+                };
                 let Some(span) = ctx.span(id) else { return };
                 let mut extensions = span.extensions_mut();
                 match extensions.get_mut::<StepSpan>() {
                     Some(state) => state.layers += 1,
                     None => extensions.insert(StepSpan { close, layers: 1 }),
                 }
-                Message::StepStart(step)
+                Row::StepStart(step)
             }
             _ => return,
         };
         // the extensions guard and span are dropped: sending may wait for the writer
-        self.inner.send(message);
+        self.writer.link.send(row);
     }
 
     fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
@@ -649,19 +492,11 @@ where
         let mut extensions = span.extensions_mut();
         if name == STEP_SPAN {
             if let Some(state) = extensions.get_mut::<StepSpan>() {
-                values.record(&mut StepVisitor {
-                    start: None,
-                    close: &mut state.close,
-                    payload_cap: self.inner.payload_cap,
-                });
+                decode_step_record(values, &mut state.close, self.writer.payload_cap);
             }
         } else if name == RUN_SPAN {
             if let Some(state) = extensions.get_mut::<RunSpan>() {
-                values.record(&mut RunVisitor {
-                    start: None,
-                    end: &mut state.end,
-                    payload_cap: self.inner.payload_cap,
-                });
+                decode_run_record(values, &mut state.end, self.writer.payload_cap);
             }
         }
     }
@@ -671,7 +506,7 @@ where
         if span.metadata().target() != TARGET {
             return;
         }
-        let message = {
+        let row = {
             let mut extensions = span.extensions_mut();
             if let Some(state) = extensions.get_mut::<RunSpan>() {
                 let (run_id, end) = if state.layers > 1 {
@@ -683,7 +518,7 @@ where
                     };
                     (state.run_id, state.end)
                 };
-                Message::RunEnd {
+                Row::RunEnd {
                     run_id,
                     end: finish_run(end),
                 }
@@ -697,228 +532,12 @@ where
                     };
                     state.close
                 };
-                Message::StepEnd(finish_step(close))
+                Row::StepEnd(finish_step(close))
             } else {
                 return;
             }
         };
         drop(span);
-        self.inner.send(message);
-    }
-}
-
-/// A span that closed without recording its status was dropped before it could: `cancelled`.
-fn finish_run(mut end: RunEnd) -> RunEnd {
-    if end.status.is_empty() {
-        end.status = "cancelled".to_owned();
-    }
-    if end.end_time.is_empty() {
-        end.end_time = now_rfc3339();
-    }
-    end
-}
-
-fn finish_step(mut close: StepClose) -> StepClose {
-    if close.status.is_empty() {
-        close.status = "cancelled".to_owned();
-    }
-    if close.end_time.is_empty() {
-        close.end_time = now_rfc3339();
-    }
-    close
-}
-
-fn blank_run() -> RunRecord {
-    RunRecord {
-        run_id: String::new(),
-        pipeline_name: String::new(),
-        pipeline_version: String::new(),
-        status: "running".to_owned(),
-        start_time: String::new(),
-        end_time: None,
-        duration_ms: None,
-        total_cost: None,
-        total_tokens: None,
-        n_steps: None,
-        input_blob: None,
-        output_blob: None,
-        final_context_blob: None,
-        error_blob: None,
-        writer: None,
-    }
-}
-
-fn blank_run_end() -> RunEnd {
-    RunEnd {
-        status: String::new(),
-        end_time: String::new(),
-        duration_ms: None,
-        total_cost: None,
-        total_tokens: None,
-        output_blob: None,
-        final_context_blob: None,
-        error_blob: None,
-    }
-}
-
-fn blank_step() -> StepRecord {
-    StepRecord {
-        step_run_id: String::new(),
-        run_id: String::new(),
-        parent_step_run_id: None,
-        step_name: String::new(),
-        step_index: 0,
-        step_kind: None,
-        status: "running".to_owned(),
-        attempts: None,
-        start_time: String::new(),
-        end_time: None,
-        duration_ms: None,
-        cost: None,
-        tokens: None,
-        input_blob: None,
-        output_blob: None,
-        error_blob: None,
-        fallback_taken: None,
-    }
-}
-
-/// Now, in the contract's fixed-width RFC 3339 form.
-fn now_rfc3339() -> String {
-    let format = time::macros::format_description!(
-        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
-    );
-    time::OffsetDateTime::now_utc()
-        .format(format)
-        .unwrap_or_default()
-}
-
-fn to_i64(value: u64) -> i64 {
-    i64::try_from(value).unwrap_or(i64::MAX)
-}
-
-/// Copies a run span's fields: open fields into `start` (when opening), close fields into `end`;
-/// payloads are cut to `payload_cap`.
-struct RunVisitor<'a> {
-    start: Option<&'a mut RunRecord>,
-    end: &'a mut RunEnd,
-    payload_cap: usize,
-}
-
-impl Visit for RunVisitor<'_> {
-    fn record_str(&mut self, field: &Field, value: &str) {
-        let owned = || value.to_owned();
-        let payload_cap = self.payload_cap;
-        let payload = || capped(value, payload_cap);
-        match (field.name(), self.start.as_deref_mut()) {
-            ("run_id", Some(start)) => start.run_id = owned(),
-            ("pipeline_name", Some(start)) => start.pipeline_name = owned(),
-            ("pipeline_version", Some(start)) => start.pipeline_version = owned(),
-            ("start_time", Some(start)) => start.start_time = owned(),
-            ("input", Some(start)) => start.input_blob = Some(payload()),
-            ("status", _) => self.end.status = owned(),
-            ("end_time", _) => self.end.end_time = owned(),
-            ("output", _) => self.end.output_blob = Some(payload()),
-            ("error", _) => self.end.error_blob = Some(payload()),
-            ("final_context", _) => self.end.final_context_blob = Some(payload()),
-            _ => {}
-        }
-    }
-
-    fn record_u64(&mut self, field: &Field, value: u64) {
-        self.record_i64(field, to_i64(value));
-    }
-
-    fn record_i64(&mut self, field: &Field, value: i64) {
-        match field.name() {
-            "duration_ms" => self.end.duration_ms = Some(value),
-            "total_tokens" => self.end.total_tokens = Some(value),
-            "total_cost_usd" => self.end.total_cost = Some(value as f64),
-            _ => {}
-        }
-    }
-
-    fn record_f64(&mut self, field: &Field, value: f64) {
-        if field.name() == "total_cost_usd" {
-            self.end.total_cost = Some(value);
-        }
-    }
-
-    fn record_bool(&mut self, _field: &Field, _value: bool) {}
-
-    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        self.record_str(field, &value.to_string());
-    }
-
-    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        self.record_str(field, &format!("{value:?}"));
-    }
-}
-
-/// Copies a step span's fields: open fields into `start` (when opening), close fields into
-/// `close`; payloads are cut to `payload_cap`.
-struct StepVisitor<'a> {
-    start: Option<&'a mut StepRecord>,
-    close: &'a mut StepClose,
-    payload_cap: usize,
-}
-
-impl Visit for StepVisitor<'_> {
-    fn record_str(&mut self, field: &Field, value: &str) {
-        let owned = || value.to_owned();
-        let payload_cap = self.payload_cap;
-        let payload = || capped(value, payload_cap);
-        match (field.name(), self.start.as_deref_mut()) {
-            ("run_id", Some(start)) => start.run_id = owned(),
-            ("step_run_id", Some(start)) => {
-                start.step_run_id = owned();
-                self.close.step_run_id = owned();
-            }
-            ("parent_step_run_id", Some(start)) => start.parent_step_run_id = Some(owned()),
-            ("step_name", Some(start)) => start.step_name = owned(),
-            ("step_kind", Some(start)) => start.step_kind = Some(owned()),
-            ("start_time", Some(start)) => start.start_time = owned(),
-            ("input", Some(start)) => start.input_blob = Some(payload()),
-            ("status", _) => self.close.status = owned(),
-            ("end_time", _) => self.close.end_time = owned(),
-            ("output", _) => self.close.output_blob = Some(payload()),
-            ("error", _) => self.close.error_blob = Some(payload()),
-            _ => {}
-        }
-    }
-
-    fn record_u64(&mut self, field: &Field, value: u64) {
-        self.record_i64(field, to_i64(value));
-    }
-
-    fn record_i64(&mut self, field: &Field, value: i64) {
-        match (field.name(), self.start.as_deref_mut()) {
-            ("step_index", Some(start)) => start.step_index = value,
-            ("attempts", _) => self.close.attempts = Some(value),
-            ("duration_ms", _) => self.close.duration_ms = Some(value),
-            ("tokens", _) => self.close.tokens = Some(value),
-            ("cost_usd", _) => self.close.cost = Some(value as f64),
-            _ => {}
-        }
-    }
-
-    fn record_f64(&mut self, field: &Field, value: f64) {
-        if field.name() == "cost_usd" {
-            self.close.cost = Some(value);
-        }
-    }
-
-    fn record_bool(&mut self, field: &Field, value: bool) {
-        if field.name() == "fallback_taken" {
-            self.close.fallback_taken = Some(value);
-        }
-    }
-
-    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        self.record_str(field, &value.to_string());
-    }
-
-    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        self.record_str(field, &format!("{value:?}"));
+        self.writer.link.send(row);
     }
 }

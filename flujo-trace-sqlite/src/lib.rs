@@ -6,23 +6,24 @@ mod config;
 mod error;
 mod layer;
 mod migrate;
-mod payload;
 mod process;
 mod prune;
 mod read;
-mod writer;
+mod roles;
+mod sink;
 
 pub use backend::{
     RunEnd, RunFilter, RunRecord, SqliteBackend, StateBackend, StepRecord, WriterProcess,
 };
 pub use config::{
     find_flujo_toml, load_flujo_toml, resolve_state_path, resolve_state_path_in, FlujoToml,
-    RedactionToml, StatePath, StateSource, StorageToml, UnknownKey, CONFIG_FILE_NAME,
-    DEFAULT_STATE_URI, STATE_URI_ENV,
+    RedactionToml, StatePath, StateSetting, StateSource, StorageToml, UnknownKey, CONFIG_FILE_NAME,
+    DEFAULT_STATE_URI, STATE_URI_ENV, STATE_URI_OFF,
 };
 pub use error::Error;
+pub use flujo_trace_core::{truncated, Truncated, DEFAULT_PAYLOAD_CAP, TRUNCATION_MARKER_PREFIX};
+pub use flujo_trace_core::{Flushed, RunReader};
 pub use layer::{SqliteHandle, SqliteLayer, SqliteLayerBuilder};
-pub use payload::{truncated, Truncated, DEFAULT_PAYLOAD_CAP, TRUNCATION_MARKER_PREFIX};
 pub use prune::{PruneCounts, PruneFilter, PruneProgress, PruneReport};
 pub use read::{RunCount, RunPage, CRASHED, RECHECK_BOUND};
-pub use writer::Flushed;
+pub use roles::{SqlitePruner, SqliteReader};

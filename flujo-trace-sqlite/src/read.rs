@@ -20,6 +20,8 @@ use std::path::Path;
 use rusqlite::types::Value;
 use rusqlite::{Connection, OpenFlags, Row};
 
+pub use flujo_trace_core::{RunCount, RunPage};
+
 use crate::backend::{RunFilter, RunRecord, SqliteBackend, StepRecord};
 use crate::migrate::{classify, SCHEMA_VERSION};
 use crate::process::{writer_columns, writer_from_columns, Liveness};
@@ -31,29 +33,6 @@ pub const CRASHED: &str = "crashed";
 /// A page of only `running` or only `crashed` runs looks at no more than this many runs (or the
 /// page's size plus one, when larger): each needs its writer process checked, which SQL cannot do.
 pub const RECHECK_BOUND: u64 = 1_000;
-
-/// How many runs match a filter: exact when counting was cheap, otherwise a lower bound.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RunCount {
-    /// The number of matching runs, or when `exact` is false, a number that more runs match.
-    pub count: u64,
-    /// False when counting stopped at the bound: more than `count` runs match.
-    pub exact: bool,
-}
-
-/// One page of runs, newest first, and how many runs match in all.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RunPage {
-    /// At most `filter.limit` runs, without their blobs (`input_blob`, `output_blob`,
-    /// `final_context_blob` and `error_blob` are `None`).
-    pub runs: Vec<RunRecord>,
-    /// How many runs match the filter.
-    pub matching: RunCount,
-    /// `Some(n)` when only one of `running` and `crashed` was asked for and the walk stopped
-    /// after looking at the newest `n` candidate runs ([`RECHECK_BOUND`]) before the page was
-    /// full: older runs may match too, and `matching` (not exact) counts those found.
-    pub stopped_after: Option<u64>,
-}
 
 impl SqliteBackend {
     /// Opens an existing database for reading only. Never creates, migrates or writes the file:

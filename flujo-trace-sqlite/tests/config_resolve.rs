@@ -172,3 +172,26 @@ fn bad_uris_name_their_source() {
         "{from_file}"
     );
 }
+
+#[test]
+fn off_is_no_database_to_read() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("flujo.toml"), "state_uri = \"OFF\"\n").unwrap();
+    for (explicit, env, source) in [
+        (Some("off"), None, "--state-uri"),
+        (None, Some(" off "), "FLUJO_STATE_URI"),
+        (None, None, "state_uri in "),
+    ] {
+        match resolve_state_path_in(explicit, env, dir.path()) {
+            Err(Error::Config { message }) => assert!(
+                message.starts_with(&format!("recording is off ({source}"))
+                    && message.contains("no database to read"),
+                "{message}"
+            ),
+            other => panic!("{explicit:?} {env:?}: {other:?}"),
+        }
+    }
+    // a file named off is a path
+    let path = resolve(None, Some("./off"), dir.path());
+    assert_eq!(path.path, dir.path().join("./off"));
+}

@@ -1,54 +1,105 @@
-//! The writer thread: the one place the layer's rows reach SQLite, in batched IMMEDIATE
-//! transactions, with durability barriers and the "rows not recorded" accounting.
+//! The writer loop every store shares (opentelemetry-sdk's `BatchSpanProcessor` over its
+//! `SpanExporter` is the model): one thread gathers the rows a layer sends into batches and
+//! hands each to the store's [`Sink`], at the latest every flush interval and at once on a
+//! barrier; rows the sink refuses are written again with a backoff until the retry window has
+//! passed, then counted as not recorded and reported (`LossReport`); at the end it closes the
+//! sink. The sink only writes, checkpoints and closes: it never sees barriers, retries or losses.
 //!
-//! The thread runs with `NoSubscriber` as its default, so nothing it (or SQLite, or rusqlite)
-//! does can re-enter a tracing layer.
+//! The thread runs with `NoSubscriber` as its default, so nothing it (or a store's client
+//! library) does can re-enter a tracing layer.
 
-use std::collections::{HashMap, HashSet};
-use std::hash::{BuildHasherDefault, Hasher};
+use std::collections::HashSet;
 use std::io::Write as _;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use rusqlite::{Connection, ErrorCode, TransactionBehavior};
+use crate::rows::{RunEnd, RunRecord, StepClose, StepRecord, WriterProcess};
 
-use crate::backend::{
-    insert_run, insert_step, update_run_end, update_step_end, RunEnd, RunRecord, SqliteBackend,
-    StepClose, StepRecord, StepRow, WriterProcess,
-};
-
-/// The most messages written in one transaction.
+/// The most rows written in one batch.
 const MAX_BATCH: usize = 8192;
 
-/// What the layer sends to the writer thread, in the order its spans opened and closed.
+/// A row of a batch, in the order its span opened or closed: what a [`Sink`] writes.
 // Boxing the records would cost an allocation per row on the instrumented thread; the queue is
 // bounded, so the larger slots cost a fixed amount of memory.
 #[allow(clippy::large_enum_variant)]
-pub(crate) enum Message {
+#[derive(Debug, Clone, PartialEq)]
+pub enum Row {
     /// A run span opened: insert its `running` row.
     RunStart(RunRecord),
-    /// A step span opened: insert its `running` row (unless it closes in the same batch).
+    /// A step span opened: insert its `running` row (a sink may merge it with its end, when
+    /// that is in the same batch).
     StepStart(StepRecord),
-    /// A step span closed.
+    /// A step span closed: record its close fields on its row.
     StepEnd(StepClose),
-    /// A run span closed.
+    /// A run span closed: record its end on its row.
     RunEnd {
         /// The run.
         run_id: String,
         /// Its end.
         end: RunEnd,
     },
+}
+
+/// What a layer sends to the writer thread.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Message {
+    /// A row to write.
+    Row(Row),
     /// Commit everything sent before this (or count it as not recorded), then acknowledge.
     Barrier(futures::channel::oneshot::Sender<Flushed>),
-    /// The process is exiting: commit what is left, checkpoint the WAL into the database file,
-    /// close the connection, acknowledge and stop.
+    /// The process is exiting: commit what is left, close the sink, acknowledge and stop.
     Shutdown(std::sync::mpsc::SyncSender<()>),
 }
 
-/// What a barrier ([`SqliteHandle::flush`](crate::SqliteHandle::flush)) found once every row
+/// Why a [`Sink`] did not write a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SinkError {
+    /// What failed, as the user reads it in the warning (the cause and what to do).
+    pub message: String,
+    /// True when one row of the batch is refused for itself (a constraint): the writer then
+    /// writes the rows one per batch, so only that row is lost, and never retries it. False when
+    /// storage refused the whole batch (full, locked, read-only, I/O): it is written again.
+    pub row_rejected: bool,
+}
+
+/// A store, as the writer thread drives it; every call is on the writer thread, one at a time.
+///
+/// Invariant: [`write_batch`](Sink::write_batch) is all or nothing (one transaction), so a
+/// batch written again after an error never writes a row twice.
+pub trait Sink: Send + 'static {
+    /// Before the first write, on the writer thread (per-connection settings).
+    fn open(&mut self) {}
+
+    /// Writes `rows` in one transaction, all or nothing. Returns how many ends had no row to
+    /// update (their start was not recorded): they count as not recorded.
+    fn write_batch(&mut self, rows: &[Row]) -> Result<u64, SinkError>;
+
+    /// After a commit whose barriers were answered: compact or checkpoint when due (no run
+    /// waits for it). A failure here must lose nothing already committed.
+    fn checkpoint(&mut self) {}
+
+    /// The last writes are coming (the process is exiting or the layer was dropped): wait only
+    /// briefly on other processes from now on.
+    fn ending(&mut self) {}
+
+    /// The writer stops: make what was committed durable where it belongs and release the
+    /// store. Called once, after the last write.
+    fn close(self);
+
+    /// How often [`heartbeat`](Sink::heartbeat) is called while no row arrives; `None` (the
+    /// default) never.
+    fn heartbeat_interval(&self) -> Option<Duration> {
+        None
+    }
+
+    /// Called when the writer has been idle for [`heartbeat_interval`](Sink::heartbeat_interval)
+    /// (for a store that must keep a connection or a lease alive).
+    fn heartbeat(&mut self) {}
+}
+
+/// What a barrier (a store handle's `flush`, e.g. `SqliteHandle::flush`) found once every row
 /// sent before it was committed or counted as not recorded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -73,44 +124,29 @@ impl Flushed {
 /// reported at once).
 const REPORT_EVERY: Duration = Duration::from_secs(10);
 
-/// State shared by the layer, its handles and the writer thread.
+/// The rows a writer could not record, shared by its layer, its handles and its thread: counted,
+/// and reported on stderr at once, then at most every 10 s, with the total at the end.
 #[derive(Debug)]
-pub(crate) struct Shared {
-    /// The database file, for messages.
-    pub(crate) path: PathBuf,
+pub(crate) struct LossReport {
+    /// The store, as the warnings name it (e.g. the database file).
+    store: String,
     rows_not_recorded: AtomicU64,
     /// The count the last warning gave, and when it was printed (`None`: the next loss is
     /// reported at once).
     reported: Mutex<(u64, Option<Instant>)>,
-    /// The size cap of the database file, to explain a "full" database.
-    max_db_bytes: Option<u64>,
 }
 
-impl Shared {
-    pub(crate) fn new(path: PathBuf, max_db_bytes: Option<u64>) -> Shared {
-        Shared {
-            path,
+impl LossReport {
+    /// Nothing lost yet; `store` names the store in the warnings.
+    pub(crate) fn new(store: String) -> LossReport {
+        LossReport {
+            store,
             rows_not_recorded: AtomicU64::new(0),
             reported: Mutex::new((0, None)),
-            max_db_bytes,
         }
     }
 
-    /// What a storage failure means to the user.
-    fn describe(&self, error: &rusqlite::Error) -> String {
-        match (error.sqlite_error_code(), self.max_db_bytes) {
-            (Some(ErrorCode::DiskFull), Some(max_db_bytes)) => format!(
-                "{error} (the file may not grow past the {max_db_bytes} bytes of \
-                 with_max_db_bytes, or the disk is full: free space, e.g. with flujo lens prune)"
-            ),
-            (Some(ErrorCode::DiskFull), None) => format!(
-                "{error} (the disk holding it is full: free space there, delete old runs with \
-                 flujo lens prune, or point FLUJO_STATE_URI elsewhere)"
-            ),
-            _ => error.to_string(),
-        }
-    }
-
+    /// Rows that could not be recorded so far.
     pub(crate) fn rows_not_recorded(&self) -> u64 {
         self.rows_not_recorded.load(Ordering::Relaxed)
     }
@@ -138,7 +174,7 @@ impl Shared {
                 "flujo: warning: could not record to {}: {what_failed}; {total} rows not \
                  recorded so far (runs keep going; later rows are recorded once writing works \
                  again)",
-                self.path.display()
+                self.store
             );
         }
     }
@@ -149,7 +185,7 @@ impl Shared {
         let _ = writeln!(
             std::io::stderr(),
             "flujo: recording to {} works again ({total} rows were not recorded before)",
-            self.path.display()
+            self.store
         );
         if let Ok(mut reported) = self.reported.lock() {
             // the next loss is reported at once
@@ -165,7 +201,7 @@ impl Shared {
             let _ = writeln!(
                 std::io::stderr(),
                 "flujo: warning: {total} rows in all were not recorded to {}",
-                self.path.display()
+                self.store
             );
         }
     }
@@ -173,33 +209,30 @@ impl Shared {
 
 /// How long rows refused by storage are retried before they count as not recorded, by default:
 /// the longest a barrier waits on a full disk (a held lock adds one busy timeout).
-pub(crate) const DEFAULT_RETRY_WINDOW: Duration = Duration::from_secs(1);
+pub const DEFAULT_RETRY_WINDOW: Duration = Duration::from_secs(1);
 /// The first wait before a refused batch is written again; it doubles up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(10);
 const MAX_BACKOFF: Duration = Duration::from_millis(200);
-/// The busy timeout of the last writes and the checkpoint at exit: exit never waits long on a
-/// lock held by another process.
-const EXIT_BUSY_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// The writer thread's settings.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct WriterOptions {
-    pub(crate) flush_interval: Duration,
-    pub(crate) busy_timeout: Duration,
-    pub(crate) retry_window: Duration,
+#[derive(Debug, Clone)]
+pub struct WriterOptions {
+    /// The longest a row waits before its batch is written.
+    pub flush_interval: Duration,
+    /// How long refused rows are written again before they count as not recorded.
+    pub retry_window: Duration,
+    /// The process recorded with every run it writes (crash detection).
+    pub process: Option<WriterProcess>,
 }
 
-/// The writer thread's state.
-pub(crate) struct Writer {
-    backend: SqliteBackend,
-    shared: std::sync::Arc<Shared>,
+/// The writer thread's state: the loop around a [`Sink`].
+pub(crate) struct Writer<K: Sink> {
+    sink: K,
+    losses: std::sync::Arc<LossReport>,
     options: WriterOptions,
-    process: Option<WriterProcess>,
-    /// The `-wal` file beside the database, whose size decides checkpoints.
-    wal_path: PathBuf,
     /// Rows storage refused, written again (in front of newer rows) until they are committed or
     /// the retry window has passed.
-    retry: Vec<Message>,
+    retry: Vec<Row>,
     /// Why they were refused.
     retry_failure: String,
     /// When the first write of `retry` was attempted.
@@ -217,35 +250,22 @@ pub(crate) struct Writer {
     last_resumed: Option<Instant>,
     /// Payload bytes in the batch being gathered.
     batch_bytes: usize,
-    /// Commits since the last checkpoint (see `checkpoint_if_due`).
-    commits_since_checkpoint: u32,
 }
 
-/// Commits between two checkpoints of the WAL, whatever its size. SQLite's own auto-checkpoint
-/// runs inside a commit, fsyncs included, and so would stall whichever run's barrier is waiting
-/// on that commit; the writer turns it off and checkpoints after the barrier has been answered.
-const COMMITS_PER_CHECKPOINT: u32 = 64;
-/// A WAL larger than this is checkpointed after the next commit, and is cut back to this size
-/// when SQLite starts it over (`journal_size_limit`).
-pub(crate) const WAL_CHECKPOINT_BYTES: u64 = 4 * 1024 * 1024;
-/// Payload bytes that make a batch be written at once, so one transaction never grows the WAL
-/// by much more than this.
+/// The most payload bytes in one batch: a fuller batch is written at once, so one transaction
+/// never grows a store's log by much more than this.
 const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
 
-impl Writer {
+impl<K: Sink> Writer<K> {
     pub(crate) fn new(
-        backend: SqliteBackend,
-        shared: std::sync::Arc<Shared>,
+        sink: K,
+        losses: std::sync::Arc<LossReport>,
         options: WriterOptions,
-    ) -> Writer {
-        let mut wal_path = backend.path().as_os_str().to_owned();
-        wal_path.push("-wal");
+    ) -> Writer<K> {
         Writer {
-            backend,
-            shared,
+            sink,
+            losses,
             options,
-            process: crate::process::current_writer(),
-            wal_path: PathBuf::from(wal_path),
             retry: Vec::new(),
             retry_failure: String::new(),
             refused_since: None,
@@ -255,73 +275,23 @@ impl Writer {
             last_resumed: None,
             lost_since_commit: false,
             batch_bytes: 0,
-            commits_since_checkpoint: 0,
         }
-    }
-
-    /// A PASSIVE checkpoint when the WAL has grown past [`WAL_CHECKPOINT_BYTES`] or every
-    /// [`COMMITS_PER_CHECKPOINT`] commits, run after the barriers of the last batch were
-    /// answered, so no run waits for it. It never blocks on readers or other writers (PASSIVE);
-    /// what it cannot copy now is copied by a later one. Once SQLite starts the WAL over, it cuts
-    /// the file back to `journal_size_limit`.
-    fn checkpoint_if_due(&mut self) {
-        if self.commits_since_checkpoint == 0 {
-            return;
-        }
-        let wal_bytes = std::fs::metadata(&self.wal_path).map_or(0, |m| m.len());
-        if self.commits_since_checkpoint < COMMITS_PER_CHECKPOINT
-            && wal_bytes < WAL_CHECKPOINT_BYTES
-        {
-            return;
-        }
-        self.commits_since_checkpoint = 0;
-        // a failure here loses nothing: the rows are committed in the WAL either way
-        let _ = self
-            .backend
-            .conn
-            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
-    }
-
-    /// At the end: copies the WAL into the database file and empties it (TRUNCATE), waiting at
-    /// most [`EXIT_BUSY_TIMEOUT`] on other processes; closing the connection afterwards removes
-    /// the `-wal` file when no other connection is open. So `flujo_ops.db` alone holds every run.
-    fn final_checkpoint(&mut self) {
-        let _ = self.backend.conn.busy_timeout(EXIT_BUSY_TIMEOUT);
-        let _ = self
-            .backend
-            .conn
-            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
     }
 
     /// Runs until every sender is gone or the process exits, then commits what is left,
     /// checkpoints, closes the connection and returns.
     pub(crate) fn run(mut self, receiver: Receiver<Message>) {
-        // checkpoints happen after barriers are answered, in `checkpoint_if_due`
-        let _ = self
-            .backend
-            .conn
-            .pragma_update(None, "wal_autocheckpoint", 0);
-        let limit = i64::try_from(WAL_CHECKPOINT_BYTES).unwrap_or(i64::MAX);
-        let _ =
-            self.backend
-                .conn
-                .pragma_update_and_check(None, "journal_size_limit", limit, |row| {
-                    row.get::<_, i64>(0)
-                });
         let shutdown =
             tracing::subscriber::with_default(tracing::subscriber::NoSubscriber::default(), || {
+                self.sink.open();
                 self.run_loop(&receiver)
             });
         // later senders find the channel closed and count their rows
         drop(receiver);
         tracing::subscriber::with_default(tracing::subscriber::NoSubscriber::default(), || {
-            self.final_checkpoint();
-            let Writer {
-                backend, shared, ..
-            } = self;
-            // closing the last connection also removes the `-wal` and `-shm` files
-            drop(backend);
-            shared.report_total();
+            let Writer { sink, losses, .. } = self;
+            sink.close();
+            losses.report_total();
         });
         if let Some(ack) = shutdown {
             let _ = ack.send(());
@@ -339,7 +309,7 @@ impl Writer {
         &mut self,
         receiver: &Receiver<Message>,
     ) -> Option<std::sync::mpsc::SyncSender<()>> {
-        let mut batch: Vec<Message> = Vec::with_capacity(1024);
+        let mut batch: Vec<Row> = Vec::with_capacity(1024);
         let mut acks = Vec::new();
         let mut shutdown = None;
         let mut deadline: Option<Instant> = None;
@@ -370,9 +340,8 @@ impl Writer {
                 || self.next_retry.is_some_and(|retry| now >= retry)
             {
                 if ending {
-                    // the last writes wait only briefly on another process's lock
-                    let busy = self.options.busy_timeout.min(EXIT_BUSY_TIMEOUT);
-                    let _ = self.backend.conn.busy_timeout(busy);
+                    // the last writes wait only briefly on another process
+                    self.sink.ending();
                 }
                 self.write(&mut batch);
                 deadline = None;
@@ -380,7 +349,7 @@ impl Writer {
                     // a barrier is answered once nothing sent before it is pending
                     self.settle();
                     let flushed = Flushed {
-                        rows_not_recorded: self.shared.rows_not_recorded(),
+                        rows_not_recorded: self.losses.rows_not_recorded(),
                         writer_running: true,
                     };
                     for ack in acks.drain(..) {
@@ -391,13 +360,23 @@ impl Writer {
                 if ending {
                     return shutdown;
                 }
-                self.checkpoint_if_due();
+                self.sink.checkpoint();
             } else if batch.is_empty() && self.retry.is_empty() {
-                // nothing waits: sleep until the next row, however long that takes
-                match receiver.recv() {
+                // nothing waits: sleep until the next row, however long that takes (waking for
+                // the sink's heartbeat, when it has one)
+                let next = match self.sink.heartbeat_interval() {
+                    None => receiver.recv().map_err(|_| true),
+                    Some(interval) => match receiver.recv_timeout(interval) {
+                        Ok(message) => Ok(message),
+                        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Err(false),
+                        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => Err(true),
+                    },
+                };
+                match next {
                     Ok(Message::Shutdown(ack)) => shutdown = Some(ack),
                     Ok(message) => self.accept(message, &mut batch, &mut acks),
-                    Err(_) => return None,
+                    Err(false) => self.sink.heartbeat(),
+                    Err(true) => return None,
                 }
             } else {
                 // rows wait: sleep until the flush deadline or the next retry, whichever is first
@@ -429,17 +408,23 @@ impl Writer {
     fn accept(
         &mut self,
         message: Message,
-        batch: &mut Vec<Message>,
+        batch: &mut Vec<Row>,
         acks: &mut Vec<futures::channel::oneshot::Sender<Flushed>>,
     ) {
-        self.batch_bytes += payload_bytes(&message);
         match message {
             Message::Barrier(ack) => acks.push(ack),
-            Message::RunStart(mut run) => {
-                run.writer.clone_from(&self.process);
-                batch.push(Message::RunStart(run));
+            // handled by the loop, never queued behind rows
+            Message::Shutdown(_) => {}
+            Message::Row(row) => {
+                self.batch_bytes += payload_bytes(&row);
+                match row {
+                    Row::RunStart(mut run) => {
+                        run.writer.clone_from(&self.options.process);
+                        batch.push(Row::RunStart(run));
+                    }
+                    other => batch.push(other),
+                }
             }
-            other => batch.push(other),
         }
     }
 
@@ -451,7 +436,7 @@ impl Writer {
     /// to 200 ms), together with newer rows, until the retry window has passed since they were
     /// first refused; then they count as not recorded. For [`REPORT_EVERY`] after such a loss,
     /// refused rows get one attempt each.
-    fn write(&mut self, batch: &mut Vec<Message>) {
+    fn write(&mut self, batch: &mut Vec<Row>) {
         self.batch_bytes = 0;
         if self.retry.is_empty() {
             if batch.is_empty() {
@@ -463,9 +448,8 @@ impl Writer {
             self.retry.append(batch);
         }
         let attempted = Instant::now();
-        let error = match write_batch(&mut self.backend.conn, &self.retry) {
+        let error = match self.sink.write_batch(&self.retry) {
             Ok(missing) => {
-                self.commits_since_checkpoint += 1;
                 self.retry.clear();
                 self.refused_since = None;
                 self.next_retry = None;
@@ -477,23 +461,23 @@ impl Writer {
                         .is_none_or(|at| now.duration_since(at) >= REPORT_EVERY)
                     {
                         self.last_resumed = Some(now);
-                        self.shared.resumed();
+                        self.losses.resumed();
                     }
                 }
-                self.shared
+                self.losses
                     .not_recorded(missing, &"a step or run whose start was not recorded");
                 return;
             }
             Err(error) => error,
         };
-        if error.sqlite_error_code() == Some(ErrorCode::ConstraintViolation) {
+        if error.row_rejected {
             let rows = std::mem::take(&mut self.retry);
             self.write_one_by_one(&rows);
             self.refused_since = None;
             self.next_retry = None;
             return;
         }
-        self.retry_failure = self.shared.describe(&error);
+        self.retry_failure = error.message;
         let since = *self.refused_since.get_or_insert(attempted);
         let now = Instant::now();
         let after_loss = self
@@ -501,7 +485,7 @@ impl Writer {
             .is_some_and(|at| now.duration_since(at) < REPORT_EVERY);
         if after_loss || now.duration_since(since) >= self.options.retry_window {
             let failure = std::mem::take(&mut self.retry_failure);
-            self.shared.not_recorded(rows_in(&self.retry), &failure);
+            self.losses.not_recorded(rows_in(&self.retry), &failure);
             self.retry.clear();
             self.refused_since = None;
             self.next_retry = None;
@@ -516,112 +500,45 @@ impl Writer {
     }
 
     /// Writes each message in its own transaction, counting each that fails.
-    fn write_one_by_one(&mut self, batch: &[Message]) {
-        for message in batch {
-            let one = std::slice::from_ref(message);
-            match write_batch(&mut self.backend.conn, one) {
+    fn write_one_by_one(&mut self, batch: &[Row]) {
+        for row in batch {
+            match self.sink.write_batch(std::slice::from_ref(row)) {
                 Ok(missing) => self
-                    .shared
+                    .losses
                     .not_recorded(missing, &"a step or run whose start was not recorded"),
-                Err(error) => self.shared.not_recorded(1, &self.shared.describe(&error)),
+                Err(error) => self.losses.not_recorded(1, &error.message),
             }
         }
     }
 }
 
-/// The payload bytes a message carries, to bound a batch's size.
-fn payload_bytes(message: &Message) -> usize {
+/// The payload bytes a row carries, to bound a batch's size.
+fn payload_bytes(row: &Row) -> usize {
     let len = |blob: &Option<String>| blob.as_ref().map_or(0, String::len);
-    match message {
-        Message::RunStart(run) => len(&run.input_blob),
-        Message::StepStart(step) => len(&step.input_blob),
-        Message::StepEnd(close) => len(&close.output_blob) + len(&close.error_blob),
-        Message::RunEnd { end, .. } => {
+    match row {
+        Row::RunStart(run) => len(&run.input_blob),
+        Row::StepStart(step) => len(&step.input_blob),
+        Row::StepEnd(close) => len(&close.output_blob) + len(&close.error_blob),
+        Row::RunEnd { end, .. } => {
             len(&end.output_blob) + len(&end.final_context_blob) + len(&end.error_blob)
         }
-        Message::Barrier(_) | Message::Shutdown(_) => 0,
     }
 }
 
 /// The rows a batch would have written.
-fn rows_in(batch: &[Message]) -> u64 {
+fn rows_in(batch: &[Row]) -> u64 {
     let step_ends: HashSet<&str> = batch
         .iter()
-        .filter_map(|m| match m {
-            Message::StepEnd(close) => Some(close.step_run_id.as_str()),
+        .filter_map(|row| match row {
+            Row::StepEnd(close) => Some(close.step_run_id.as_str()),
             _ => None,
         })
         .collect();
     let merged = batch
         .iter()
         .filter(
-            |m| matches!(m, Message::StepStart(s) if step_ends.contains(s.step_run_id.as_str())),
+            |row| matches!(row, Row::StepStart(s) if step_ends.contains(s.step_run_id.as_str())),
         )
         .count();
     (batch.len() - merged) as u64
-}
-
-/// Writes `batch` in one IMMEDIATE transaction. A step that starts and ends in the batch is
-/// inserted once, complete. Returns the number of ends whose row was missing (their start was
-/// not recorded).
-fn write_batch(conn: &mut Connection, batch: &[Message]) -> rusqlite::Result<u64> {
-    // the position of each step's end in the batch, and which ends were merged into their start
-    let mut ends: HashMap<&str, (usize, &StepClose), BuildHasherDefault<IdHasher>> =
-        HashMap::default();
-    for (i, message) in batch.iter().enumerate() {
-        if let Message::StepEnd(close) = message {
-            ends.insert(&close.step_run_id, (i, close));
-        }
-    }
-    let mut merged = vec![false; if ends.is_empty() { 0 } else { batch.len() }];
-    let mut missing = 0;
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    for (i, message) in batch.iter().enumerate() {
-        match message {
-            Message::RunStart(run) => insert_run(&tx, run)?,
-            Message::StepStart(start) => match ends.get(start.step_run_id.as_str()) {
-                Some(&(end, close)) => {
-                    insert_step(&tx, &StepRow::from_start_and_close(start, close))?;
-                    merged[end] = true;
-                }
-                None => insert_step(&tx, &StepRow::from_record(start))?,
-            },
-            Message::StepEnd(close) => {
-                if !merged[i] && update_step_end(&tx, close)? == 0 {
-                    missing += 1;
-                }
-            }
-            Message::RunEnd { run_id, end } => {
-                if update_run_end(&tx, run_id, end)? == 0 {
-                    missing += 1;
-                }
-            }
-            Message::Barrier(_) | Message::Shutdown(_) => {}
-        }
-    }
-    tx.commit()?;
-    Ok(missing)
-}
-
-/// FxHash (rustc's hasher) for the batch's step ids: ids are ours, so no flooding to fear, and
-/// SipHash showed in profiles.
-#[derive(Default)]
-struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        const SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;
-        let mut chunks = bytes.chunks_exact(8);
-        for chunk in &mut chunks {
-            let word = u64::from_le_bytes(chunk.try_into().unwrap_or_default());
-            self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(SEED);
-        }
-        for &byte in chunks.remainder() {
-            self.0 = (self.0.rotate_left(5) ^ u64::from(byte)).wrapping_mul(SEED);
-        }
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
 }

@@ -8,8 +8,8 @@
 
 use std::fmt::Write as _;
 
-/// The payload cap of a [`SqliteLayer`](crate::SqliteLayer) unless
-/// [`with_payload_cap`](crate::SqliteLayerBuilder::with_payload_cap) says otherwise: 1 MiB.
+/// The payload cap of a store's layer unless its builder says otherwise (for SQLite,
+/// `SqliteLayerBuilder::with_payload_cap`): 1 MiB.
 pub const DEFAULT_PAYLOAD_CAP: usize = 1 << 20;
 
 /// What a cut payload's marker starts with; the whole marker is
@@ -33,7 +33,7 @@ pub struct Truncated<'a> {
 /// of the text before it and K < N: a payload that merely quotes a marker is not mistaken for one.
 ///
 /// ```
-/// use flujo_trace_sqlite::truncated;
+/// use flujo_trace_core::truncated;
 ///
 /// let cut = truncated("[1,2,\u{2026}[flujo: truncated, kept 5 of 9000 bytes]").unwrap();
 /// assert_eq!((cut.head, cut.original_bytes), ("[1,2,", 9000));
@@ -64,7 +64,7 @@ fn parse_digits<T: std::str::FromStr>(text: &str) -> Option<T> {
 
 /// Copies `value`, cut to at most `cap` bytes plus the marker when it is longer: only the kept
 /// bytes are copied, so a 50 MiB payload costs a copy of `cap` bytes.
-pub(crate) fn capped(value: &str, cap: usize) -> String {
+pub fn capped(value: &str, cap: usize) -> String {
     if value.len() <= cap {
         return value.to_owned();
     }

@@ -1,0 +1,205 @@
+//! `SqliteSink`: the SQLite store as the core's writer drives it. Each batch is one IMMEDIATE
+//! transaction; a step that starts and ends within one batch becomes one INSERT. SQLite's
+//! auto-checkpoint is off on the writer's connection (it would run inside a commit, fsyncs
+//! included, and stall the run waiting on that barrier): `checkpoint` runs a PASSIVE one after
+//! the barriers were answered, and `close` a TRUNCATE one before closing the connection.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use flujo_trace_core::{Row, Sink, SinkError};
+use rusqlite::{Connection, ErrorCode, TransactionBehavior};
+
+use crate::backend::{
+    insert_run, insert_step, update_run_end, update_step_end, SqliteBackend, StepClose, StepRow,
+};
+
+/// Commits between two checkpoints of the WAL, whatever its size.
+const COMMITS_PER_CHECKPOINT: u32 = 64;
+/// A WAL larger than this is checkpointed after the next commit, and is cut back to this size
+/// when SQLite starts it over (`journal_size_limit`).
+pub(crate) const WAL_CHECKPOINT_BYTES: u64 = 4 * 1024 * 1024;
+/// The busy timeout of the last writes and the checkpoint at exit: exit never waits long on a
+/// lock held by another process.
+const EXIT_BUSY_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// The writer's side of a SQLite database: the one connection that writes.
+pub(crate) struct SqliteSink {
+    backend: SqliteBackend,
+    busy_timeout: Duration,
+    /// The size cap of the database file, to explain a "full" database.
+    max_db_bytes: Option<u64>,
+    /// The `-wal` file beside the database, whose size decides checkpoints.
+    wal_path: PathBuf,
+    /// Commits since the last checkpoint (see `checkpoint`).
+    commits_since_checkpoint: u32,
+}
+
+impl SqliteSink {
+    pub(crate) fn new(
+        backend: SqliteBackend,
+        busy_timeout: Duration,
+        max_db_bytes: Option<u64>,
+    ) -> SqliteSink {
+        let mut wal_path = backend.path().as_os_str().to_owned();
+        wal_path.push("-wal");
+        SqliteSink {
+            backend,
+            busy_timeout,
+            max_db_bytes,
+            wal_path: PathBuf::from(wal_path),
+            commits_since_checkpoint: 0,
+        }
+    }
+
+    /// What a storage failure means to the user.
+    fn describe(&self, error: &rusqlite::Error) -> String {
+        match (error.sqlite_error_code(), self.max_db_bytes) {
+            (Some(ErrorCode::DiskFull), Some(max_db_bytes)) => format!(
+                "{error} (the file may not grow past the {max_db_bytes} bytes of \
+                 with_max_db_bytes, or the disk is full: free space, e.g. with flujo lens prune)"
+            ),
+            (Some(ErrorCode::DiskFull), None) => format!(
+                "{error} (the disk holding it is full: free space there, delete old runs with \
+                 flujo lens prune, or point FLUJO_STATE_URI elsewhere)"
+            ),
+            _ => error.to_string(),
+        }
+    }
+}
+
+impl Sink for SqliteSink {
+    fn open(&mut self) {
+        // checkpoints happen after barriers are answered, in `checkpoint`
+        let _ = self
+            .backend
+            .conn
+            .pragma_update(None, "wal_autocheckpoint", 0);
+        let limit = i64::try_from(WAL_CHECKPOINT_BYTES).unwrap_or(i64::MAX);
+        let _ =
+            self.backend
+                .conn
+                .pragma_update_and_check(None, "journal_size_limit", limit, |row| {
+                    row.get::<_, i64>(0)
+                });
+    }
+
+    fn write_batch(&mut self, rows: &[Row]) -> Result<u64, SinkError> {
+        match write_batch(&mut self.backend.conn, rows) {
+            Ok(missing) => {
+                self.commits_since_checkpoint += 1;
+                Ok(missing)
+            }
+            Err(error) => Err(SinkError {
+                row_rejected: error.sqlite_error_code() == Some(ErrorCode::ConstraintViolation),
+                message: self.describe(&error),
+            }),
+        }
+    }
+
+    /// A PASSIVE checkpoint when the WAL has grown past [`WAL_CHECKPOINT_BYTES`] or every
+    /// [`COMMITS_PER_CHECKPOINT`] commits. It never blocks on readers or other writers
+    /// (PASSIVE); what it cannot copy now is copied by a later one. Once SQLite starts the WAL
+    /// over, it cuts the file back to `journal_size_limit`.
+    fn checkpoint(&mut self) {
+        if self.commits_since_checkpoint == 0 {
+            return;
+        }
+        let wal_bytes = std::fs::metadata(&self.wal_path).map_or(0, |m| m.len());
+        if self.commits_since_checkpoint < COMMITS_PER_CHECKPOINT
+            && wal_bytes < WAL_CHECKPOINT_BYTES
+        {
+            return;
+        }
+        self.commits_since_checkpoint = 0;
+        // a failure here loses nothing: the rows are committed in the WAL either way
+        let _ = self
+            .backend
+            .conn
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+    }
+
+    fn ending(&mut self) {
+        let busy = self.busy_timeout.min(EXIT_BUSY_TIMEOUT);
+        let _ = self.backend.conn.busy_timeout(busy);
+    }
+
+    /// Copies the WAL into the database file and empties it (TRUNCATE), waiting at most
+    /// [`EXIT_BUSY_TIMEOUT`] on other processes; closing the connection afterwards removes the
+    /// `-wal` file when no other connection is open. So `flujo_ops.db` alone holds every run.
+    fn close(self) {
+        let _ = self.backend.conn.busy_timeout(EXIT_BUSY_TIMEOUT);
+        let _ = self
+            .backend
+            .conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+        // closing the last connection also removes the `-wal` and `-shm` files
+        drop(self.backend);
+    }
+}
+
+/// Writes `batch` in one IMMEDIATE transaction. A step that starts and ends in the batch is
+/// inserted once, complete. Returns the number of ends whose row was missing (their start was
+/// not recorded).
+fn write_batch(conn: &mut Connection, batch: &[Row]) -> rusqlite::Result<u64> {
+    // the position of each step's end in the batch, and which ends were merged into their start
+    let mut ends: HashMap<&str, (usize, &StepClose), BuildHasherDefault<IdHasher>> =
+        HashMap::default();
+    for (i, row) in batch.iter().enumerate() {
+        if let Row::StepEnd(close) = row {
+            ends.insert(&close.step_run_id, (i, close));
+        }
+    }
+    let mut merged = vec![false; if ends.is_empty() { 0 } else { batch.len() }];
+    let mut missing = 0;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    for (i, row) in batch.iter().enumerate() {
+        match row {
+            Row::RunStart(run) => insert_run(&tx, run)?,
+            Row::StepStart(start) => match ends.get(start.step_run_id.as_str()) {
+                Some(&(end, close)) => {
+                    insert_step(&tx, &StepRow::from_start_and_close(start, close))?;
+                    merged[end] = true;
+                }
+                None => insert_step(&tx, &StepRow::from_record(start))?,
+            },
+            Row::StepEnd(close) => {
+                if !merged[i] && update_step_end(&tx, close)? == 0 {
+                    missing += 1;
+                }
+            }
+            Row::RunEnd { run_id, end } => {
+                if update_run_end(&tx, run_id, end)? == 0 {
+                    missing += 1;
+                }
+            }
+        }
+    }
+    tx.commit()?;
+    Ok(missing)
+}
+
+/// FxHash (rustc's hasher) for the batch's step ids: ids are ours, so no flooding to fear, and
+/// SipHash showed in profiles.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        const SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            let word = u64::from_le_bytes(chunk.try_into().unwrap_or_default());
+            self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(SEED);
+        }
+        for &byte in chunks.remainder() {
+            self.0 = (self.0.rotate_left(5) ^ u64::from(byte)).wrapping_mul(SEED);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}

@@ -3,7 +3,7 @@
 
 use time::format_description::well_known::Rfc3339;
 use time::macros::format_description;
-use time::{Date, Duration, OffsetDateTime, PrimitiveDateTime, UtcOffset};
+use time::{Date, Duration, OffsetDateTime, PrimitiveDateTime};
 
 use crate::error::LensError;
 
@@ -59,19 +59,9 @@ fn parse_duration(when: &str) -> Option<Duration> {
     Some(Duration::seconds(amount.checked_mul(seconds_per_unit)?))
 }
 
-/// `2026-01-05T14:30:00.000000Z`: the span contract's time format.
+/// `2026-01-05T14:30:00.000000Z`: the span contract's time format (the core's one formatter).
 pub(crate) fn format_stored(instant: OffsetDateTime) -> String {
-    let utc = instant.to_offset(UtcOffset::UTC);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
-        utc.year(),
-        u8::from(utc.month()),
-        utc.day(),
-        utc.hour(),
-        utc.minute(),
-        utc.second(),
-        utc.microsecond()
-    )
+    flujo_trace_core::format_timestamp(instant)
 }
 
 #[cfg(test)]

@@ -33,6 +33,7 @@ pub use flujo_runner::{
     BranchOn, ContextError, IntoStep, Join, LoopUntil, Parallel, Pipeline, PipelineResult,
     Redaction, RunStatus, Step, StepContext, StepError, StepKind, StepResult, Usage,
 };
+pub use flujo_trace_postgres::{PostgresHandle, PostgresLayer, PostgresLayerBuilder};
 pub use flujo_trace_sqlite::{
     Error as StorageError, SqliteHandle, SqliteLayer, SqliteLayerBuilder,
 };

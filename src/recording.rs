@@ -1,16 +1,19 @@
-//! Persistence by default (FR-21): find the `SqliteLayer` in the current subscriber, or install
-//! the default subscriber when there is none, and wait for each run's rows to be committed; and
-//! [`layer`], the configured store's layer for a subscriber you build yourself. A state URI of
-//! `off` (`FLUJO_STATE_URI=off`, `state_uri = "off"`) records nothing and says nothing.
+//! Persistence by default (FR-21): find the store's layer (`SqliteLayer`, `PostgresLayer`: any
+//! built on the core's `RecordingLayer`) in the current subscriber, or install the default
+//! subscriber when there is none, and wait for each run's rows to be committed; and [`layer`],
+//! the configured store's layer for a subscriber you build yourself. A state URI of `off`
+//! (`FLUJO_STATE_URI=off`, `state_uri = "off"`) records nothing and says nothing; a
+//! `postgres://` one records into PostgreSQL.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use flujo_runner::RunObserver;
-use flujo_trace_core::StateSetting;
-use flujo_trace_sqlite::{SqliteHandle, SqliteLayer};
+use flujo_trace_core::{RecordingLayer, StateSetting, WriterLink};
+use flujo_trace_postgres::PostgresLayer;
+use flujo_trace_sqlite::SqliteLayer;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::Layer;
@@ -19,9 +22,10 @@ use tracing_subscriber::Layer;
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Persistence {
-    /// Record every run: through the `SqliteLayer` of the current subscriber when it has one;
-    /// when no global subscriber exists, by installing the default one (a `Registry` with a
-    /// `SqliteLayer` at the configured state URI). Each run returns once its rows are committed.
+    /// Record every run: through the store's layer (`SqliteLayer`, `PostgresLayer`) of the
+    /// current subscriber when it has one; when no global subscriber exists, by installing the
+    /// default one (a `Registry` with the layer of the configured state URI: a SQLite file or a
+    /// PostgreSQL database). Each run returns once its rows are committed.
     #[default]
     Default,
     /// Never install the default subscriber and never wait for the database. A `SqliteLayer`
@@ -35,8 +39,9 @@ pub enum Persistence {
 #[derive(Debug, Default)]
 pub(crate) struct PersistenceObserver;
 
-/// The default subscriber's layer handle; `None` when installing it failed (already reported).
-static DEFAULT_INSTALL: OnceLock<Option<SqliteHandle>> = OnceLock::new();
+/// Whether this process installed the default subscriber (false when that failed, already
+/// reported, or recording is off); set once.
+static DEFAULT_INSTALL: OnceLock<bool> = OnceLock::new();
 static WARNED_NO_LAYER: AtomicBool = AtomicBool::new(false);
 
 impl RunObserver for PersistenceObserver {
@@ -57,7 +62,8 @@ impl RunObserver for PersistenceObserver {
         {
             eprintln!(
                 "flujo: warning: runs are not recorded: the tracing subscriber has no SqliteLayer; \
-                 add one with `tracing_subscriber::registry().with(flujo::SqliteLayer::open(\"flujo_ops.db\")?)`, \
+                 add one with `tracing_subscriber::registry().with(flujo::SqliteLayer::open(\"flujo_ops.db\")?)` \
+                 (or the configured store's, SQLite or PostgreSQL, with `.with(flujo::layer()?)`), \
                  or use Persistence::Disabled to silence this"
             );
         }
@@ -74,12 +80,13 @@ impl RunObserver for PersistenceObserver {
     }
 }
 
-/// The `SqliteLayer` of the subscriber that spans go to on this thread now.
-fn current_layer() -> Option<SqliteHandle> {
+/// The link to the writer of the store's layer (`SqliteLayer`, or any other built on the core's
+/// `RecordingLayer`) in the subscriber that spans go to on this thread now.
+fn current_layer() -> Option<Arc<WriterLink>> {
     tracing::dispatcher::get_default(|dispatch| {
         dispatch
-            .downcast_ref::<SqliteLayer>()
-            .map(SqliteLayer::handle)
+            .downcast_ref::<RecordingLayer>()
+            .map(|layer| Arc::clone(layer.link()))
     })
 }
 
@@ -91,25 +98,45 @@ fn recording_is_off() -> bool {
     )
 }
 
-/// The layer of the configured store, built from the settings as the default subscriber's is;
-/// `None` when the state URI is `off`.
-fn configured_layer() -> Result<Option<SqliteLayer>, flujo_trace_sqlite::Error> {
+/// The layer of the configured store (SQLite or PostgreSQL), built from the settings as the
+/// default subscriber's is; `None` when the state URI is `off`.
+fn configured_layer<S>(
+) -> Result<Option<Box<dyn Layer<S> + Send + Sync>>, flujo_trace_sqlite::Error>
+where
+    S: tracing::Subscriber + for<'span> LookupSpan<'span>,
+{
     let settings = crate::settings::settings();
-    let state = match settings.state()? {
-        StateSetting::Store(state) => state,
-        StateSetting::Off { .. } => return Ok(None),
-    };
-    let mut builder = SqliteLayer::builder();
-    if let Some(cap) = settings.payload_cap {
-        builder = builder.with_payload_cap(cap);
+    match settings.state()? {
+        StateSetting::Off { .. } => Ok(None),
+        StateSetting::Store(state) => {
+            let mut builder = SqliteLayer::builder();
+            if let Some(cap) = settings.payload_cap {
+                builder = builder.with_payload_cap(cap);
+            }
+            Ok(Some(Box::new(builder.open(&state.path)?)))
+        }
+        StateSetting::Postgres { uri, source } => {
+            let mut builder = PostgresLayer::builder();
+            if let Some(cap) = settings.payload_cap {
+                builder = builder.with_payload_cap(cap);
+            }
+            // opening only checks the URI: the connection is made by the writer thread
+            let layer =
+                builder
+                    .open_uri(uri)
+                    .map_err(|error| flujo_trace_sqlite::Error::Config {
+                        message: format!("{source}: {error}"),
+                    })?;
+            Ok(Some(Box::new(layer)))
+        }
     }
-    builder.open(&state.path).map(Some)
 }
 
 /// The configured store's layer, for a subscriber you build yourself: the state URI and the
 /// settings resolved exactly as for the default subscriber (`FLUJO_STATE_URI`, then the nearest
 /// `flujo.toml`, then `./flujo_ops.db`; its `[storage]` settings), so what you compose records
-/// where a zero-setup run would.
+/// where a zero-setup run would: a [`SqliteLayer`] for a file, a [`PostgresLayer`] for a
+/// `postgres://` URI.
 ///
 /// Every [`Flujo`](crate::Flujo) run finds it in the subscriber and returns once its rows are
 /// committed, as with the default subscriber. When the state URI is `off` it is a layer that
@@ -135,27 +162,23 @@ where
     S: tracing::Subscriber + for<'span> LookupSpan<'span>,
 {
     Ok(match configured_layer()? {
-        Some(layer) => Box::new(layer),
+        Some(layer) => layer,
         None => Box::new(tracing_subscriber::layer::Identity::new()),
     })
 }
 
-/// Installs `Registry + SqliteLayer` as the global default; reports a failure once on stderr.
-/// Installs nothing when the state URI is `off`.
-fn install_default() -> Option<SqliteHandle> {
-    let layer = match configured_layer() {
+/// Installs `Registry` + the configured store's layer as the global default; reports a failure
+/// once on stderr. Installs nothing when the state URI is `off`.
+fn install_default() -> bool {
+    let layer = match configured_layer::<tracing_subscriber::Registry>() {
         Ok(Some(layer)) => layer,
-        Ok(None) => return None,
+        Ok(None) => return false,
         Err(error) => {
             eprintln!("flujo: warning: runs are not recorded: {error}");
-            return None;
+            return false;
         }
     };
-    let handle = layer.handle();
     let subscriber = tracing_subscriber::registry().with(layer);
-    match tracing::subscriber::set_global_default(subscriber) {
-        Ok(()) => Some(handle),
-        // another thread installed a subscriber between our check and now: use that one
-        Err(_) => None,
-    }
+    // another thread may have installed a subscriber between our check and now: that one is used
+    tracing::subscriber::set_global_default(subscriber).is_ok()
 }

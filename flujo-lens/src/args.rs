@@ -14,8 +14,10 @@ Exit codes:
 const DATABASE: &str = "\
 Database: --state-uri, else FLUJO_STATE_URI, else state_uri in the nearest flujo.toml (this
 directory, then its parents), else ./flujo_ops.db. Accepted: a path, sqlite:///relative.db,
-sqlite:////absolute.db. The database is opened read-only and never changed, except by
-`prune`, the one command that writes.";
+sqlite:////absolute.db, postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE (a password left out of
+the URI is taken from PGPASSWORD). The database is opened read-only and never changed, except
+by `prune`, the one command that writes (SQLite only), and `copy`, which writes only to the
+PostgreSQL store it is given.";
 
 const TOP_AFTER_HELP: &str = "\
 Examples:
@@ -73,6 +75,19 @@ parent_step_run_id, step_name, step_index, step_kind, status, attempts, fallback
 start_time, end_time, duration_ms, cost, tokens, input, output, error. Payloads stored as JSON
 are embedded as JSON. -o jsonl: the RUN, then one STEP per line, each with \"record\": \"run\"
 or \"step\".";
+
+const COPY_AFTER_HELP: &str = "\
+Examples:
+  flujo lens copy --to postgres://flujo@db.internal/ops
+  PGPASSWORD=... flujo lens --state-uri /srv/app/flujo_ops.db copy --to postgres://flujo@db/ops
+
+Copies every run of the local SQLite database (read-only) into a PostgreSQL store, with its
+steps, oldest first, creating or upgrading the flujo tables there. Copying again writes
+nothing twice, so an interrupted copy is finished by running it again. A run still running
+(or crashed) is copied as it is stored now; copying again once it has ended brings it up to
+date. A run already finished in PostgreSQL is never changed. Progress is shown on a terminal.
+
+JSON (-o json, -o jsonl): {\"runs_copied\": N, \"steps_copied\": N, \"unfinished\": N}";
 
 const PRUNE_AFTER_HELP: &str = "\
 Examples:
@@ -132,8 +147,8 @@ pub(crate) enum CliCommand {
     arg_required_else_help = true
 )]
 pub(crate) struct LensArgs {
-    /// The database to read: a path or sqlite:/// URI [default: FLUJO_STATE_URI, flujo.toml,
-    /// ./flujo_ops.db]
+    /// The database to read: a path, a sqlite:/// or a postgres:// URI [default:
+    /// FLUJO_STATE_URI, flujo.toml, ./flujo_ops.db]
     #[arg(long, global = true, value_name = "URI")]
     pub(crate) state_uri: Option<String>,
 
@@ -166,6 +181,16 @@ pub(crate) enum LensCommand {
     /// Delete old runs with their steps and give the space back (the one command that writes)
     #[command(after_help = format!("{PRUNE_AFTER_HELP}\n\n{EXIT_CODES}"))]
     Prune(PruneArgs),
+    /// Copy a local database's runs into a PostgreSQL store (idempotent)
+    #[command(after_help = format!("{COPY_AFTER_HELP}\n\n{EXIT_CODES}"))]
+    Copy(CopyArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CopyArgs {
+    /// The PostgreSQL store to copy into: postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE
+    #[arg(long, value_name = "URI", required = true)]
+    pub(crate) to: String,
 }
 
 #[derive(Debug, Args)]

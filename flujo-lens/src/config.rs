@@ -1,8 +1,13 @@
 //! The validated configuration of one lens command: raw arguments plus environment, checked once.
 
-use flujo_trace_sqlite::{resolve_state_path_in, PruneFilter, RunFilter, StatePath, CRASHED};
+use flujo_trace_core::{
+    resolve_state_in, PostgresUri, StateSetting, StateSource, STATE_URI_ENV, STATE_URI_OFF,
+};
+use flujo_trace_sqlite::{PruneFilter, RunFilter, StatePath, CRASHED};
 
-use crate::args::{Cli, CliCommand, FormatArg, LensCommand, ListArgs, PruneArgs, ShowArgs};
+use crate::args::{
+    Cli, CliCommand, CopyArgs, FormatArg, LensCommand, ListArgs, PruneArgs, ShowArgs,
+};
 use crate::error::LensError;
 use crate::timespec::parse_when;
 use crate::Environment;
@@ -18,8 +23,8 @@ pub(crate) const STATUSES: [&str; 5] = ["running", "completed", "failed", "cance
 /// Everything a command needs, validated.
 #[derive(Debug, Clone)]
 pub(crate) struct Config {
-    /// The database and where its path came from.
-    pub(crate) state: StatePath,
+    /// The store and where its setting came from.
+    pub(crate) store: Store,
     pub(crate) format: Format,
     /// Width of table output, in terminal columns.
     pub(crate) width: usize,
@@ -41,6 +46,13 @@ pub(crate) enum Command {
     List(ListConfig),
     Show(ShowConfig),
     Prune(PruneConfig),
+    Copy(CopyConfig),
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct CopyConfig {
+    /// The PostgreSQL store to copy into.
+    pub(crate) to: PostgresUri,
 }
 
 #[derive(Debug, Clone)]
@@ -84,6 +96,31 @@ pub(crate) enum RunSelector {
     Id(String),
 }
 
+/// The store a command reads: a SQLite file or a PostgreSQL database.
+#[derive(Debug, Clone)]
+pub(crate) enum Store {
+    /// A SQLite database file.
+    Sqlite(StatePath),
+    /// A PostgreSQL database.
+    Postgres {
+        /// Its URI (printed without its password).
+        uri: PostgresUri,
+        /// Where the setting came from.
+        #[allow(dead_code)]
+        source: StateSource,
+    },
+}
+
+impl Store {
+    /// The store as messages name it: the file, or the URI without its password.
+    pub(crate) fn name(&self) -> String {
+        match self {
+            Store::Sqlite(state) => state.path.display().to_string(),
+            Store::Postgres { uri, .. } => uri.redacted(),
+        }
+    }
+}
+
 /// Whether long values are cut to fit the terminal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ValueLength {
@@ -94,11 +131,23 @@ pub(crate) enum ValueLength {
 impl Config {
     pub(crate) fn from_args(args: Cli, env: &Environment) -> Result<Config, LensError> {
         let CliCommand::Lens(lens) = args.command;
-        let state = resolve_state_path_in(
+        let store = match resolve_state_in(
             lens.state_uri.as_deref(),
             env.state_uri.as_deref(),
             &env.cwd,
-        )?;
+        )
+        .map_err(|error| LensError::Usage(error.message))?
+        {
+            StateSetting::Store(state) => Store::Sqlite(state),
+            StateSetting::Postgres { uri, source } => Store::Postgres { uri, source },
+            StateSetting::Off { source } => {
+                return Err(LensError::Usage(format!(
+                    "recording is off ({source} is {STATE_URI_OFF:?}), so there is no database \
+                     to read: point --state-uri or {STATE_URI_ENV} at the flujo_ops.db your \
+                     pipelines write"
+                )))
+            }
+        };
         let format = match lens.format {
             FormatArg::Table => Format::Table,
             FormatArg::Json => Format::Json,
@@ -108,9 +157,10 @@ impl Config {
             LensCommand::List(list) => Command::List(list_config(list, env)?),
             LensCommand::Show(show) => Command::Show(show_config(show)?),
             LensCommand::Prune(prune) => Command::Prune(prune_config(prune, env)?),
+            LensCommand::Copy(copy) => Command::Copy(copy_config(copy)?),
         };
         Ok(Config {
-            state,
+            store,
             format,
             width: output_width(env),
             color: env.stdout_is_terminal && !env.no_color,
@@ -188,6 +238,16 @@ fn list_config(args: ListArgs, env: &Environment) -> Result<ListConfig, LensErro
         },
         limit: args.limit,
     })
+}
+
+fn copy_config(args: CopyArgs) -> Result<CopyConfig, LensError> {
+    let to = PostgresUri::parse(&args.to).ok_or_else(|| {
+        LensError::Usage(
+            "--to takes a PostgreSQL URI: postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE"
+                .to_owned(),
+        )
+    })?;
+    Ok(CopyConfig { to })
 }
 
 fn show_config(args: ShowArgs) -> Result<ShowConfig, LensError> {

@@ -21,6 +21,8 @@ pub(crate) enum LensError {
     Usage(String),
     /// Opening or reading the database failed.
     Database(flujo_trace_sqlite::Error),
+    /// Opening or reading a PostgreSQL store failed.
+    Postgres(flujo_trace_postgres::Error),
     /// Writing the output failed (a closed pipe is not an error: the reader had enough).
     Output(std::io::Error),
 }
@@ -30,6 +32,15 @@ impl From<flujo_trace_sqlite::Error> for LensError {
         match error {
             flujo_trace_sqlite::Error::Config { message } => LensError::Usage(message),
             error => LensError::Database(error),
+        }
+    }
+}
+
+impl From<flujo_trace_postgres::Error> for LensError {
+    fn from(error: flujo_trace_postgres::Error) -> LensError {
+        match error {
+            flujo_trace_postgres::Error::Config { message } => LensError::Usage(message),
+            error => LensError::Postgres(error),
         }
     }
 }
@@ -47,6 +58,7 @@ impl LensError {
             LensError::NothingFound(message) => (EXIT_NOTHING_FOUND, message),
             LensError::Usage(message) => (EXIT_USAGE, format!("error: {message}")),
             LensError::Database(error) => (EXIT_USAGE, format!("error: {error}")),
+            LensError::Postgres(error) => (EXIT_USAGE, format!("error: {error}")),
             LensError::Output(error) if error.kind() == std::io::ErrorKind::BrokenPipe => {
                 return EXIT_SUCCESS;
             }

@@ -4,6 +4,7 @@
 //! flujo lens list [--status S[,S...]] [--pipeline NAME] [--since WHEN] [--until WHEN] [--limit N]
 //! flujo lens show RUN [--full]            RUN: a run id, a unique prefix of one, or `latest`
 //! flujo lens prune --older-than WHEN [--status S[,S...]] [--pipeline NAME] [--dry-run] [--yes]
+//! flujo lens copy --to postgres://USER@HOST/DATABASE
 //! global: --state-uri URI, -o/--format table|json|jsonl
 //! ```
 //!
@@ -61,6 +62,7 @@
 
 mod args;
 mod config;
+mod copy;
 mod error;
 mod json;
 mod list;
@@ -187,6 +189,7 @@ where
                 };
                 prune::run(&config, prune, &mut terminal, stdout)
             }
+            Command::Copy(copy) => copy::run(&config, copy, env, stderr, stdout),
         };
         result.and_then(|()| stdout.flush().map_err(LensError::from))
     });

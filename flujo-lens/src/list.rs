@@ -2,9 +2,10 @@
 
 use std::io::Write;
 
+use flujo_trace_postgres::PostgresReader;
 use flujo_trace_sqlite::{RunPage, RunReader, RunRecord, SqliteReader};
 
-use crate::config::{Config, Format, ListConfig};
+use crate::config::{Config, Format, ListConfig, Store};
 use crate::error::LensError;
 use crate::json::{self, ListJson, MatchingJson, RunJson, RunShape};
 use crate::render::{self, Align, Cell, Column, Tone};
@@ -69,8 +70,14 @@ pub(crate) fn run(
     list: &ListConfig,
     out: &mut dyn Write,
 ) -> Result<(), LensError> {
-    let backend = SqliteReader::open(&config.state.path)?;
-    let page = backend.list_runs_page(&list.filter, COUNT_BOUND)?;
+    let page = match &config.store {
+        Store::Sqlite(state) => {
+            SqliteReader::open(&state.path)?.list_runs_page(&list.filter, COUNT_BOUND)?
+        }
+        Store::Postgres { uri, .. } => {
+            PostgresReader::open(uri)?.list_runs_page(&list.filter, COUNT_BOUND)?
+        }
+    };
     match config.format {
         Format::Table => {
             if page.runs.is_empty() {
@@ -169,7 +176,7 @@ fn nothing_found(config: &Config, list: &ListConfig, page: &RunPage) -> LensErro
             text::time(Some(until), TimePrecision::Seconds)
         ));
     }
-    let path = config.state.path.display();
+    let path = text::escape(&config.store.name());
     if let Some(examined) = page.stopped_after {
         LensError::NothingFound(format!(
             "no runs match {} among the newest {} looked at in {path} (telling running from \

@@ -7,7 +7,7 @@ use std::path::Path;
 use flujo_trace_sqlite::{PruneCounts, PruneProgress, PruneReport, SqlitePruner, SqliteReader};
 use serde::Serialize;
 
-use crate::config::{Config, Format, PruneConfig, PruneMode};
+use crate::config::{Config, Format, PruneConfig, PruneMode, Store};
 use crate::error::LensError;
 use crate::json;
 use crate::text::{self, human_bytes, thousands};
@@ -37,7 +37,16 @@ pub(crate) fn run(
     terminal: &mut Terminal<'_>,
     out: &mut dyn Write,
 ) -> Result<(), LensError> {
-    let path = config.state.path.as_path();
+    let path = match &config.store {
+        Store::Sqlite(state) => state.path.as_path(),
+        Store::Postgres { uri, .. } => {
+            return Err(LensError::Usage(format!(
+                "flujo lens prune deletes runs from SQLite stores only; {uri} is PostgreSQL: \
+                 delete old runs there with SQL (their steps go with them), e.g. \
+                 DELETE FROM runs WHERE start_time < '2026-01-01' AND status <> 'running'"
+            )))
+        }
+    };
     // counted on a read-only connection, closed before anything is written
     let counts = SqliteReader::open(path)?.prune_count(&prune.filter)?;
     let dry_run = prune.mode == PruneMode::DryRun;
@@ -136,7 +145,7 @@ fn dry_run_output(
                 out,
                 "would delete {} {conditions} from {} ({} on disk); dry run: nothing was deleted",
                 runs_and_steps(counts.runs, counts.steps),
-                config.state.path.display(),
+                config.store.name(),
                 human_bytes(bytes(counts.bytes_on_disk)),
             )?;
         }

@@ -5,9 +5,10 @@
 use std::collections::HashMap;
 use std::io::Write;
 
+use flujo_trace_postgres::PostgresReader;
 use flujo_trace_sqlite::{truncated, RunReader, RunRecord, SqliteReader, StepRecord, CRASHED};
 
-use crate::config::{Config, Format, RunSelector, ShowConfig, ValueLength};
+use crate::config::{Config, Format, RunSelector, ShowConfig, Store, ValueLength};
 use crate::error::LensError;
 use crate::json::{self, RunJson, RunShape, StepJson};
 use crate::render::{self, Cell, Tone};
@@ -27,8 +28,23 @@ pub(crate) fn run(
     show: &ShowConfig,
     out: &mut dyn Write,
 ) -> Result<(), LensError> {
-    let backend = SqliteReader::open(&config.state.path)?;
-    let run = find(config, &backend, &show.run)?;
+    match &config.store {
+        Store::Sqlite(state) => show_from(&SqliteReader::open(&state.path)?, config, show, out),
+        Store::Postgres { uri, .. } => show_from(&PostgresReader::open(uri)?, config, show, out),
+    }
+}
+
+/// `show` over any store's reader.
+fn show_from<R: RunReader>(
+    backend: &R,
+    config: &Config,
+    show: &ShowConfig,
+    out: &mut dyn Write,
+) -> Result<(), LensError>
+where
+    LensError: From<R::Error>,
+{
+    let run = find(config, backend, &show.run)?;
     let running_steps = if run.status == CRASHED {
         backend.running_steps(&run.run_id)?
     } else {
@@ -95,12 +111,15 @@ fn shown_status<'a>(run: &RunRecord, step: &'a StepRecord) -> &'a str {
 }
 
 /// Resolves RUN: `latest`, a full id, or a unique prefix (tried as given, then lowercase).
-fn find(
+fn find<R: RunReader>(
     config: &Config,
-    backend: &SqliteReader,
+    backend: &R,
     selector: &RunSelector,
-) -> Result<RunRecord, LensError> {
-    let path = text::escape(&config.state.path.display().to_string());
+) -> Result<RunRecord, LensError>
+where
+    LensError: From<R::Error>,
+{
+    let path = text::escape(&config.store.name());
     let query = match selector {
         RunSelector::Latest => {
             return backend.latest_run()?.ok_or_else(|| {

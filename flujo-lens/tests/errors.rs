@@ -169,7 +169,7 @@ fn broken_flujo_toml_is_reported_not_rewritten() {
 fn unsupported_state_uri() {
     let dir = tempfile::tempdir().unwrap();
     let mut env = environment(dir.path());
-    env.state_uri = Some("postgres://db.internal/flujo".into());
+    env.state_uri = Some("mysql://db.internal/flujo".into());
     let args = ["lens", "list"];
     let outcome = lens_in(&env, &args);
     snapshot!(
@@ -180,7 +180,7 @@ fn unsupported_state_uri() {
     assert_eq!(outcome.code, 2);
     assert!(outcome
         .stderr
-        .contains("FLUJO_STATE_URI=\"postgres://db.internal/flujo\""));
+        .contains("FLUJO_STATE_URI=\"mysql://db.internal/flujo\""));
 }
 
 #[test]

@@ -72,6 +72,7 @@ impl WriterLink {
         async move {
             let stopped = || Flushed {
                 rows_not_recorded: losses.rows_not_recorded(),
+                rows_pending: 0,
                 writer_running: false,
             };
             if !sent {

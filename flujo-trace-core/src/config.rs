@@ -6,9 +6,10 @@
 //! `sqlite:///flujo_ops.db` in the current directory.
 //!
 //! Accepted forms: `sqlite:///relative.db`, `sqlite:////absolute.db`, `sqlite://` + `~`-free path,
-//! a plain path, and `off` (any ASCII case; a file named `off` is `./off`): record nothing. A
-//! relative path is relative to the current directory, except in `flujo.toml` where it is
-//! relative to the file's directory.
+//! a plain path, `postgres://` or `postgresql://` URIs (a PostgreSQL store, [`PostgresUri`]),
+//! and `off` (any ASCII case; a file named `off` is `./off`): record nothing. A relative path is
+//! relative to the current directory, except in `flujo.toml` where it is relative to the file's
+//! directory.
 
 use std::path::{Path, PathBuf};
 
@@ -204,11 +205,90 @@ pub struct StatePath {
     pub source: StateSource,
 }
 
+/// A PostgreSQL connection URI as configured (`postgres://` or `postgresql://`). It may hold a
+/// password, so `Debug` and `Display` show it with the password replaced by `***`; only
+/// [`secret_uri`](Self::secret_uri) gives it whole, to connect with.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PostgresUri {
+    uri: String,
+}
+
+impl PostgresUri {
+    /// `uri` when it is a `postgres://` or `postgresql://` URI (any ASCII case).
+    pub fn parse(uri: &str) -> Option<PostgresUri> {
+        let uri = uri.trim();
+        let is_postgres = ["postgres://", "postgresql://"]
+            .iter()
+            .any(|scheme| strip_prefix_ignore_case(uri, scheme).is_some());
+        is_postgres.then(|| PostgresUri {
+            uri: uri.to_owned(),
+        })
+    }
+
+    /// The whole URI, password included: only to connect with, never to print.
+    pub fn secret_uri(&self) -> &str {
+        &self.uri
+    }
+
+    /// The URI with its password (in the user info or a `password=` option) replaced by `***`.
+    pub fn redacted(&self) -> String {
+        let uri = &self.uri;
+        let scheme_end = uri.find("://").map_or(0, |i| i + 3);
+        let rest = &uri[scheme_end..];
+        let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        let (authority, tail) = rest.split_at(authority_end);
+        let authority = match authority.rsplit_once('@') {
+            Some((user_info, host)) => match user_info.split_once(':') {
+                Some((user, _password)) => format!("{user}:***@{host}"),
+                None => authority.to_owned(),
+            },
+            None => authority.to_owned(),
+        };
+        let tail = match tail.split_once('?') {
+            Some((path, query)) => {
+                let options: Vec<String> = query
+                    .split('&')
+                    .map(|option| match option.split_once('=') {
+                        Some((key, _)) if key.eq_ignore_ascii_case("password") => {
+                            format!("{key}=***")
+                        }
+                        _ => option.to_owned(),
+                    })
+                    .collect();
+                format!("{path}?{}", options.join("&"))
+            }
+            None => tail.to_owned(),
+        };
+        format!("{}{authority}{tail}", &uri[..scheme_end])
+    }
+}
+
+impl std::fmt::Debug for PostgresUri {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("PostgresUri")
+            .field(&self.redacted())
+            .finish()
+    }
+}
+
+impl std::fmt::Display for PostgresUri {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
 /// What the state URI says: record into this database, or record nothing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StateSetting {
-    /// Record into this database.
+    /// Record into this SQLite database.
     Store(StatePath),
+    /// Record into this PostgreSQL database.
+    Postgres {
+        /// The connection URI.
+        uri: PostgresUri,
+        /// Where the setting came from.
+        source: StateSource,
+    },
     /// The setting is `off`: record nothing, and say nothing about it.
     Off {
         /// Where the `off` came from.
@@ -257,6 +337,12 @@ pub fn resolve_state_path_in(
     };
     match resolve_in(explicit, env, cwd, nearest)? {
         StateSetting::Store(state) => Ok(state),
+        StateSetting::Postgres { uri, source } => Err(ConfigError {
+            message: format!(
+                "{source} names the PostgreSQL store {uri}, not a SQLite file: use \
+                 resolve_state_in, which tells the two apart"
+            ),
+        }),
         StateSetting::Off { source } => Err(ConfigError {
             message: format!(
                 "recording is off ({source} is {STATE_URI_OFF:?}), so there is no database to \
@@ -265,6 +351,22 @@ pub fn resolve_state_path_in(
             ),
         }),
     }
+}
+
+/// What the state URI says, from `explicit`, the environment value `env`, the nearest
+/// `flujo.toml` from `cwd` and the default (the lens's order): a SQLite file, a PostgreSQL URI,
+/// or `off`. An empty `env` value counts as unset.
+pub fn resolve_state_in(
+    explicit: Option<&str>,
+    env: Option<&str>,
+    cwd: &Path,
+) -> Result<StateSetting, ConfigError> {
+    resolve_in(explicit, env, cwd, |cwd: &Path| {
+        match find_flujo_toml(cwd) {
+            None => Ok(None),
+            Some(file) => load_flujo_toml(&file).map(|toml| Some((file, toml.state_uri))),
+        }
+    })
 }
 
 /// What the state URI of a process says (`FLUJO_STATE_URI`, then `state_uri` in `nearest`, then
@@ -297,6 +399,9 @@ fn resolve_in(
     let setting = |uri: &str, dir: &Path, source: StateSource, name: &dyn Fn() -> String| {
         if is_off(uri) {
             return Ok(StateSetting::Off { source });
+        }
+        if let Some(uri) = PostgresUri::parse(uri) {
+            return Ok(StateSetting::Postgres { uri, source });
         }
         let path = parse_state_uri(uri).map_err(|problem| ConfigError {
             message: format!("{} {problem}", name()),
@@ -409,7 +514,7 @@ fn parse_state_uri(uri: &str) -> Result<PathBuf, String> {
         path
     } else if let Some((scheme, _)) = uri.split_once("://") {
         return Err(format!(
-            "uses the unsupported scheme {scheme:?}: flujo records runs in SQLite, use sqlite:///path.db or a plain path"
+            "uses the unsupported scheme {scheme:?}: flujo records runs in SQLite (sqlite:///path.db or a plain path) or PostgreSQL (postgres://user@host/database)"
         ));
     } else {
         uri
@@ -495,9 +600,37 @@ mod tests {
         assert!(is_off("off") && is_off(" OFF ") && !is_off("./off") && !is_off("sqlite:///off"));
         check("sqlite:///", Err("names no file"));
         check("sqlite:///:memory:", Err("names no file"));
-        check(
-            "postgres://localhost/db",
-            Err("unsupported scheme \"postgres\""),
+        check("mysql://localhost/db", Err("unsupported scheme \"mysql\""));
+    }
+
+    #[test]
+    fn postgres_uris_are_a_store_of_their_own_and_print_without_password() {
+        let cwd = Path::new("/work");
+        for uri in [
+            "postgres://flujo:s3cret@db.internal/ops",
+            "POSTGRESQL://flujo:s3cret@db.internal:5433/ops?sslmode=require",
+        ] {
+            match resolve_state_in(None, Some(uri), cwd) {
+                Ok(StateSetting::Postgres { uri: found, source }) => {
+                    assert_eq!(source, StateSource::Env);
+                    assert_eq!(found.secret_uri(), uri);
+                    let shown = format!("{found} {found:?}");
+                    assert!(!shown.contains("s3cret"), "{shown}");
+                    assert!(shown.contains("flujo:***@db.internal"), "{shown}");
+                }
+                other => panic!("{uri}: {other:?}"),
+            }
+        }
+        let option = PostgresUri::parse("postgres:///ops?host=/run/pg&password=hunter2").unwrap();
+        assert_eq!(
+            option.redacted(),
+            "postgres:///ops?host=/run/pg&password=***"
         );
+        assert_eq!(
+            PostgresUri::parse("postgres://db/ops").unwrap().redacted(),
+            "postgres://db/ops"
+        );
+        let error = resolve_state_path_in(None, Some("postgres://db/ops"), cwd).unwrap_err();
+        assert!(error.message.contains("PostgreSQL"), "{error}");
     }
 }

@@ -108,6 +108,9 @@ pub struct Flushed {
     /// window, or the writer had stopped), counted when the barrier was answered. Compare it
     /// with an earlier value to tell whether the rows of one run were lost.
     pub rows_not_recorded: u64,
+    /// Rows held in memory because the store is unreachable (only for stores with an outage
+    /// buffer, e.g. PostgreSQL): not lost yet, written once the store is reachable again.
+    pub rows_pending: u64,
     /// False when the writer had already stopped (the process is exiting): nothing sent after
     /// that point is recorded, and those rows are counted.
     pub writer_running: bool,
@@ -179,6 +182,28 @@ impl LossReport {
         }
     }
 
+    /// The store became unreachable and rows are held: says so once per outage.
+    pub(crate) fn unreachable(&self, what_failed: &str, buffer: &OutageBuffer) {
+        let _ = writeln!(
+            std::io::stderr(),
+            "flujo: warning: cannot reach {}: {what_failed}; runs keep going, and their rows are \
+             held in memory (up to {} rows, {} MiB, {} s) until it is reachable again",
+            self.store,
+            buffer.max_rows,
+            buffer.max_bytes / (1024 * 1024),
+            buffer.max_age.as_secs()
+        );
+    }
+
+    /// The store is reachable again after an outage; `written` rows held meanwhile were written.
+    pub(crate) fn reachable_again(&self, written: u64) {
+        let _ = writeln!(
+            std::io::stderr(),
+            "flujo: {} is reachable again: {written} rows held meanwhile are recorded",
+            self.store
+        );
+    }
+
     /// A write succeeded after rows were lost: says so once per loss.
     fn resumed(&self) {
         let total = self.rows_not_recorded();
@@ -223,7 +248,26 @@ pub struct WriterOptions {
     pub retry_window: Duration,
     /// The process recorded with every run it writes (crash detection).
     pub process: Option<WriterProcess>,
+    /// For a store across a network: rows refused past the retry window are held in memory
+    /// within these bounds and written once the store is reachable again, rather than counted as
+    /// not recorded; barriers no longer wait for them. `None` (SQLite): count them.
+    pub outage_buffer: Option<OutageBuffer>,
 }
+
+/// The bounds of rows held while a store is unreachable ([`WriterOptions::outage_buffer`]).
+/// Past any of them, the oldest rows held count as not recorded (and are reported).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutageBuffer {
+    /// The most rows held.
+    pub max_rows: usize,
+    /// The most payload bytes held.
+    pub max_bytes: usize,
+    /// The longest the oldest row is held.
+    pub max_age: Duration,
+}
+
+/// The longest wait between two attempts to reach an unreachable store.
+const MAX_OUTAGE_BACKOFF: Duration = Duration::from_secs(1);
 
 /// The writer thread's state: the loop around a [`Sink`].
 pub(crate) struct Writer<K: Sink> {
@@ -250,6 +294,9 @@ pub(crate) struct Writer<K: Sink> {
     last_resumed: Option<Instant>,
     /// Payload bytes in the batch being gathered.
     batch_bytes: usize,
+    /// The store is unreachable and `retry` is the outage buffer: barriers do not wait for it,
+    /// and it is written again only when `next_retry` is due.
+    buffering: bool,
 }
 
 /// The most payload bytes in one batch: a fuller batch is written at once, so one transaction
@@ -275,6 +322,7 @@ impl<K: Sink> Writer<K> {
             last_resumed: None,
             lost_since_commit: false,
             batch_bytes: 0,
+            buffering: false,
         }
     }
 
@@ -350,6 +398,11 @@ impl<K: Sink> Writer<K> {
                     self.settle();
                     let flushed = Flushed {
                         rows_not_recorded: self.losses.rows_not_recorded(),
+                        rows_pending: if self.buffering {
+                            rows_in(&self.retry)
+                        } else {
+                            0
+                        },
                         writer_running: true,
                     };
                     for ack in acks.drain(..) {
@@ -397,7 +450,7 @@ impl<K: Sink> Writer<K> {
     /// as not recorded (at most the retry window after they were first refused).
     fn settle(&mut self) {
         let mut empty = Vec::new();
-        while !self.retry.is_empty() {
+        while !self.retry.is_empty() && !self.buffering {
             if let Some(retry) = self.next_retry {
                 std::thread::sleep(retry.saturating_duration_since(Instant::now()));
             }
@@ -438,6 +491,12 @@ impl<K: Sink> Writer<K> {
     /// refused rows get one attempt each.
     fn write(&mut self, batch: &mut Vec<Row>) {
         self.batch_bytes = 0;
+        if self.buffering && self.next_retry.is_some_and(|at| Instant::now() < at) {
+            // the store is unreachable: hold the rows until the next attempt is due
+            self.retry.append(batch);
+            self.bound_outage_buffer(Instant::now());
+            return;
+        }
         if self.retry.is_empty() {
             if batch.is_empty() {
                 return;
@@ -450,6 +509,9 @@ impl<K: Sink> Writer<K> {
         let attempted = Instant::now();
         let error = match self.sink.write_batch(&self.retry) {
             Ok(missing) => {
+                if std::mem::take(&mut self.buffering) {
+                    self.losses.reachable_again(rows_in(&self.retry));
+                }
                 self.retry.clear();
                 self.refused_since = None;
                 self.next_retry = None;
@@ -480,6 +542,21 @@ impl<K: Sink> Writer<K> {
         self.retry_failure = error.message;
         let since = *self.refused_since.get_or_insert(attempted);
         let now = Instant::now();
+        if let Some(buffer) = self.options.outage_buffer {
+            if now.duration_since(since) >= self.options.retry_window
+                && now.duration_since(since) < buffer.max_age
+            {
+                // past the barrier's wait: hold the rows in memory and try again later
+                if !self.buffering {
+                    self.buffering = true;
+                    self.losses.unreachable(&self.retry_failure, &buffer);
+                }
+                self.bound_outage_buffer(now);
+                self.next_retry = Some(now + self.backoff.max(FIRST_BACKOFF));
+                self.backoff = (self.backoff * 2).min(MAX_OUTAGE_BACKOFF);
+                return;
+            }
+        }
         let after_loss = self
             .last_loss
             .is_some_and(|at| now.duration_since(at) < REPORT_EVERY);
@@ -492,10 +569,35 @@ impl<K: Sink> Writer<K> {
             self.backoff = FIRST_BACKOFF;
             self.last_loss = Some(now);
             self.lost_since_commit = true;
+            self.buffering = false;
         } else {
             let window_end = since + self.options.retry_window;
             self.next_retry = Some((now + self.backoff).min(window_end));
             self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    /// Keeps the outage buffer within its bounds: the oldest rows past them count as not
+    /// recorded.
+    fn bound_outage_buffer(&mut self, now: Instant) {
+        let Some(buffer) = self.options.outage_buffer else {
+            return;
+        };
+        let mut bytes: usize = self.retry.iter().map(payload_bytes).sum();
+        let mut excess = self.retry.len().saturating_sub(buffer.max_rows);
+        while excess < self.retry.len() && bytes > buffer.max_bytes {
+            bytes -= payload_bytes(&self.retry[excess]);
+            excess += 1;
+        }
+        if excess > 0 {
+            let dropped: Vec<Row> = self.retry.drain(..excess).collect();
+            let failure = format!(
+                "{} (the outage buffer of {} rows / {} bytes is full)",
+                self.retry_failure, buffer.max_rows, buffer.max_bytes
+            );
+            self.losses.not_recorded(rows_in(&dropped), &failure);
+            self.last_loss = Some(now);
+            self.lost_since_commit = true;
         }
     }
 

@@ -1,30 +1,19 @@
 //! `SqliteLayer`: the `tracing_subscriber::Layer` that turns flujo's run and step spans into rows
 //! (the FSD's StateManager role), and `SqliteHandle`, its durability barrier.
 //!
-//! Span callbacks only decode the span contract into the core's row structs and hand them to
-//! the core's writer thread (`flujo_trace_core::WriterLink`, driving this crate's `SqliteSink`)
-//! over a bounded channel; they never touch SQLite.
+//! The span callbacks are the core's (`flujo_trace_core::RecordingLayer`): they decode the span
+//! contract into rows and hand them to the core's writer thread (`flujo_trace_core::WriterLink`,
+//! driving this crate's `SqliteSink`) over a bounded channel; they never touch SQLite. This file
+//! only opens the database and names the layer.
 
-use std::any::{Any, TypeId};
 use std::fmt;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tracing::level_filters::LevelFilter;
-use tracing::span::{Attributes, Id, Record};
-use tracing::subscriber::Interest;
-use tracing::{Dispatch, Event, Metadata, Subscriber};
-use tracing_subscriber::filter::Filtered;
-use tracing_subscriber::layer::{Context, Filter};
-use tracing_subscriber::registry::LookupSpan;
-use tracing_subscriber::Layer;
-
 use flujo_trace_core::{
-    decode_run_record, decode_run_start, decode_step_record, decode_step_start, finish_run,
-    finish_step, Flushed, Row, RunEnd, StepClose, WriterLink, WriterOptions, DEFAULT_PAYLOAD_CAP,
-    DEFAULT_RETRY_WINDOW, RUN_SPAN, STEP_SPAN, TARGET,
+    Flushed, RecordingLayer, WriterLink, WriterOptions, DEFAULT_PAYLOAD_CAP, DEFAULT_RETRY_WINDOW,
 };
 
 use crate::backend::SqliteBackend;
@@ -57,15 +46,8 @@ use crate::{migrate, Error};
 /// left to decide for themselves. It needs a [`Registry`](tracing_subscriber::Registry) at the
 /// root of the stack, like every per-layer filtered layer.
 pub struct SqliteLayer {
-    recorder: SpanRecorder,
-    /// `Filtered<SpanRecorder, FlujoSpans, S>`, built in `on_layer` once the subscriber type `S` is
-    /// known; until then (or outside a registry stack) the recorder is called directly.
-    filtered: Option<Box<dyn Any + Send + Sync>>,
-}
-
-/// The recording half of the layer: turns span callbacks into rows for the writer.
-#[derive(Clone)]
-struct SpanRecorder {
+    /// The span callbacks, shared with every store.
+    recording: RecordingLayer,
     writer: Arc<SqliteWriter>,
 }
 
@@ -76,12 +58,10 @@ pub struct SqliteHandle {
 }
 
 /// What the layer and its handles share: the link to the writer thread (the last one dropped
-/// stops it, after it has committed everything sent), the database file and the payload cap.
+/// stops it, after it has committed everything sent) and the database file.
 struct SqliteWriter {
     link: Arc<WriterLink>,
     path: PathBuf,
-    /// Payloads longer than this are stored cut.
-    payload_cap: usize,
 }
 
 /// Options of a [`SqliteLayer`]; `SqliteLayer::builder().with_...(..).open(path)`.
@@ -190,7 +170,8 @@ impl SqliteLayerBuilder {
         let options = WriterOptions {
             flush_interval: self.flush_interval,
             retry_window: self.retry_window,
-            process: crate::process::current_writer(),
+            process: flujo_trace_core::current_writer(),
+            outage_buffer: None,
         };
         let link = WriterLink::spawn(
             sink,
@@ -203,15 +184,12 @@ impl SqliteLayerBuilder {
             path: path.to_path_buf(),
             source,
         })?;
+        let recording = RecordingLayer::new(Arc::clone(&link), self.payload_cap);
         let writer = Arc::new(SqliteWriter {
             link,
             path: path.to_path_buf(),
-            payload_cap: self.payload_cap,
         });
-        Ok(SqliteLayer {
-            recorder: SpanRecorder { writer },
-            filtered: None,
-        })
+        Ok(SqliteLayer { recording, writer })
     }
 }
 
@@ -229,20 +207,13 @@ impl SqliteLayer {
     /// A handle on this layer's writer, to wait for rows to be committed.
     pub fn handle(&self) -> SqliteHandle {
         SqliteHandle {
-            writer: Arc::clone(&self.recorder.writer),
+            writer: Arc::clone(&self.writer),
         }
     }
 
     /// The database file.
     pub fn path(&self) -> &Path {
-        &self.recorder.writer.path
-    }
-
-    fn filtered<S>(&self) -> Option<&Filtered<SpanRecorder, FlujoSpans, S>>
-    where
-        S: Subscriber + for<'a> LookupSpan<'a> + 'static,
-    {
-        self.filtered.as_ref()?.downcast_ref()
+        &self.writer.path
     }
 }
 
@@ -276,7 +247,7 @@ impl SqliteHandle {
 impl fmt::Debug for SqliteLayer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SqliteLayer")
-            .field("path", &self.recorder.writer.path)
+            .field("path", &self.writer.path)
             .finish_non_exhaustive()
     }
 }
@@ -290,256 +261,4 @@ impl fmt::Debug for SqliteHandle {
     }
 }
 
-/// A run span's state in the registry's extensions: its id and close fields so far.
-struct RunSpan {
-    run_id: String,
-    end: RunEnd,
-    /// SqliteLayers in this subscriber that track the span (normally one).
-    layers: usize,
-}
-
-/// A step span's state in the registry's extensions.
-struct StepSpan {
-    close: StepClose,
-    layers: usize,
-}
-
-/// Enables exactly the spans of the flujo contract, and only for this layer.
-struct FlujoSpans;
-
-impl FlujoSpans {
-    fn wants(metadata: &Metadata<'_>) -> bool {
-        metadata.is_span()
-            && metadata.target() == TARGET
-            && matches!(metadata.name(), RUN_SPAN | STEP_SPAN)
-    }
-}
-
-impl<S> Filter<S> for FlujoSpans {
-    fn enabled(&self, metadata: &Metadata<'_>, _: &Context<'_, S>) -> bool {
-        Self::wants(metadata)
-    }
-
-    fn callsite_enabled(&self, metadata: &'static Metadata<'static>) -> Interest {
-        if Self::wants(metadata) {
-            Interest::always()
-        } else {
-            Interest::never()
-        }
-    }
-
-    fn max_level_hint(&self) -> Option<LevelFilter> {
-        // the contract's spans are INFO
-        Some(LevelFilter::INFO)
-    }
-}
-
-/// Forwards every callback to the filtered recorder (the way `Filtered` itself forwards), so
-/// the registry sees a per-layer filtered layer and `Dispatch::downcast_ref::<SqliteLayer>`
-/// still finds this type.
-impl<S> Layer<S> for SqliteLayer
-where
-    S: Subscriber + for<'a> LookupSpan<'a> + 'static,
-{
-    fn on_register_dispatch(&self, subscriber: &Dispatch) {
-        if let Some(filtered) = self.filtered::<S>() {
-            filtered.on_register_dispatch(subscriber);
-        }
-    }
-
-    fn on_layer(&mut self, subscriber: &mut S) {
-        let mut filtered = self.recorder.clone().with_filter(FlujoSpans);
-        filtered.on_layer(subscriber);
-        self.filtered = Some(Box::new(filtered));
-    }
-
-    fn register_callsite(&self, metadata: &'static Metadata<'static>) -> Interest {
-        match self.filtered::<S>() {
-            Some(filtered) => filtered.register_callsite(metadata),
-            None => Interest::always(),
-        }
-    }
-
-    fn enabled(&self, metadata: &Metadata<'_>, ctx: Context<'_, S>) -> bool {
-        match self.filtered::<S>() {
-            Some(filtered) => filtered.enabled(metadata, ctx),
-            None => true,
-        }
-    }
-
-    fn max_level_hint(&self) -> Option<LevelFilter> {
-        self.filtered::<S>()?.max_level_hint()
-    }
-
-    fn event_enabled(&self, event: &Event<'_>, ctx: Context<'_, S>) -> bool {
-        match self.filtered::<S>() {
-            Some(filtered) => filtered.event_enabled(event, ctx),
-            None => true,
-        }
-    }
-
-    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
-        match self.filtered::<S>() {
-            Some(filtered) => filtered.on_new_span(attrs, id, ctx),
-            None => self.recorder.on_new_span(attrs, id, ctx),
-        }
-    }
-
-    fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
-        match self.filtered::<S>() {
-            Some(filtered) => filtered.on_record(id, values, ctx),
-            None => self.recorder.on_record(id, values, ctx),
-        }
-    }
-
-    fn on_follows_from(&self, id: &Id, follows: &Id, ctx: Context<'_, S>) {
-        if let Some(filtered) = self.filtered::<S>() {
-            filtered.on_follows_from(id, follows, ctx);
-        }
-    }
-
-    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
-        if let Some(filtered) = self.filtered::<S>() {
-            filtered.on_event(event, ctx);
-        }
-    }
-
-    fn on_enter(&self, id: &Id, ctx: Context<'_, S>) {
-        if let Some(filtered) = self.filtered::<S>() {
-            filtered.on_enter(id, ctx);
-        }
-    }
-
-    fn on_exit(&self, id: &Id, ctx: Context<'_, S>) {
-        if let Some(filtered) = self.filtered::<S>() {
-            filtered.on_exit(id, ctx);
-        }
-    }
-
-    fn on_close(&self, id: Id, ctx: Context<'_, S>) {
-        match self.filtered::<S>() {
-            Some(filtered) => filtered.on_close(id, ctx),
-            None => self.recorder.on_close(id, ctx),
-        }
-    }
-
-    fn on_id_change(&self, old: &Id, new: &Id, ctx: Context<'_, S>) {
-        if let Some(filtered) = self.filtered::<S>() {
-            filtered.on_id_change(old, new, ctx);
-        }
-    }
-
-    #[doc(hidden)]
-    unsafe fn downcast_raw(&self, id: TypeId) -> Option<*const ()> {
-        if id == TypeId::of::<Self>() {
-            return Some(self as *const Self as *const ());
-        }
-        // SAFETY: forwarded to the wrapped layer, which answers for its own types (the filter
-        // marker the registry looks for included); the pointers stay valid as long as `self`
-        unsafe { self.filtered::<S>()?.downcast_raw(id) }
-    }
-}
-
-impl<S> Layer<S> for SpanRecorder
-where
-    S: Subscriber + for<'a> LookupSpan<'a>,
-{
-    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
-        let metadata = attrs.metadata();
-        if metadata.target() != TARGET {
-            return;
-        }
-        let row = match metadata.name() {
-            RUN_SPAN => {
-                let Some((run, end)) = decode_run_start(attrs, self.writer.payload_cap) else {
-                    return;
-                };
-                let Some(span) = ctx.span(id) else { return };
-                let mut extensions = span.extensions_mut();
-                match extensions.get_mut::<RunSpan>() {
-                    Some(state) => state.layers += 1,
-                    None => extensions.insert(RunSpan {
-                        run_id: run.run_id.clone(),
-                        end,
-                        layers: 1,
-                    }),
-                }
-                Row::RunStart(run)
-            }
-            STEP_SPAN => {
-                let Some((step, close)) = decode_step_start(attrs, self.writer.payload_cap) else {
-                    return;
-                };
-                let Some(span) = ctx.span(id) else { return };
-                let mut extensions = span.extensions_mut();
-                match extensions.get_mut::<StepSpan>() {
-                    Some(state) => state.layers += 1,
-                    None => extensions.insert(StepSpan { close, layers: 1 }),
-                }
-                Row::StepStart(step)
-            }
-            _ => return,
-        };
-        // the extensions guard and span are dropped: sending may wait for the writer
-        self.writer.link.send(row);
-    }
-
-    fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
-        let Some(span) = ctx.span(id) else { return };
-        if span.metadata().target() != TARGET {
-            return;
-        }
-        // the span's name says which state it holds: one extensions lookup per record
-        let name = span.metadata().name();
-        let mut extensions = span.extensions_mut();
-        if name == STEP_SPAN {
-            if let Some(state) = extensions.get_mut::<StepSpan>() {
-                decode_step_record(values, &mut state.close, self.writer.payload_cap);
-            }
-        } else if name == RUN_SPAN {
-            if let Some(state) = extensions.get_mut::<RunSpan>() {
-                decode_run_record(values, &mut state.end, self.writer.payload_cap);
-            }
-        }
-    }
-
-    fn on_close(&self, id: Id, ctx: Context<'_, S>) {
-        let Some(span) = ctx.span(&id) else { return };
-        if span.metadata().target() != TARGET {
-            return;
-        }
-        let row = {
-            let mut extensions = span.extensions_mut();
-            if let Some(state) = extensions.get_mut::<RunSpan>() {
-                let (run_id, end) = if state.layers > 1 {
-                    state.layers -= 1;
-                    (state.run_id.clone(), state.end.clone())
-                } else {
-                    let Some(state) = extensions.remove::<RunSpan>() else {
-                        return;
-                    };
-                    (state.run_id, state.end)
-                };
-                Row::RunEnd {
-                    run_id,
-                    end: finish_run(end),
-                }
-            } else if let Some(state) = extensions.get_mut::<StepSpan>() {
-                let close = if state.layers > 1 {
-                    state.layers -= 1;
-                    state.close.clone()
-                } else {
-                    let Some(state) = extensions.remove::<StepSpan>() else {
-                        return;
-                    };
-                    state.close
-                };
-                Row::StepEnd(finish_step(close))
-            } else {
-                return;
-            }
-        };
-        drop(span);
-        self.writer.link.send(row);
-    }
-}
+flujo_trace_core::store_layer!(SqliteLayer, recording);

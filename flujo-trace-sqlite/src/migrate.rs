@@ -14,8 +14,9 @@ use rusqlite::{Connection, ErrorCode, OpenFlags, TransactionBehavior};
 
 use crate::Error;
 
-/// The newest schema version this build writes and reads (`PRAGMA user_version`).
-pub(crate) const SCHEMA_VERSION: i64 = 3;
+/// The newest schema version this build writes and reads (`PRAGMA user_version`): the core's
+/// one numbering, which every store follows.
+pub(crate) const SCHEMA_VERSION: i64 = flujo_trace_core::SCHEMA_VERSION;
 
 /// Version 1: the DDL of FSD-08 section 5.2.
 const V1: &str = include_str!("schema/v1.sql");

@@ -23,8 +23,9 @@ use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
 use crate::backend::{SqliteBackend, WriterProcess};
 use crate::migrate::{classify, DEFAULT_BUSY_TIMEOUT};
-use crate::process::{writer_columns, writer_from_columns, Liveness};
+use crate::process::{writer_columns, writer_from_columns};
 use crate::Error;
+use flujo_trace_core::Liveness;
 
 /// Runs looked at per transaction.
 const RUNS_PER_TRANSACTION: usize = 500;
@@ -579,7 +580,7 @@ mod tests {
             child.wait().unwrap();
             i64::from(pid)
         };
-        let host = crate::process::current_writer().unwrap().host;
+        let host = flujo_trace_core::current_writer().unwrap().host;
         for i in 0..n_runs {
             let (status, writer) = match i % 3 {
                 0 => ("completed", None),

@@ -20,19 +20,18 @@ use std::path::Path;
 use rusqlite::types::Value;
 use rusqlite::{Connection, OpenFlags, Row};
 
+use flujo_trace_core::{page_of_runs, prefix_upper_bound, StatusPlan, Walk};
 pub use flujo_trace_core::{RunCount, RunPage};
 
 use crate::backend::{RunFilter, RunRecord, SqliteBackend, StepRecord};
 use crate::migrate::{classify, SCHEMA_VERSION};
-use crate::process::{writer_columns, writer_from_columns, Liveness};
+use crate::process::{writer_columns, writer_from_columns};
 use crate::Error;
+use flujo_trace_core::Liveness;
 
-/// The status readers give a `running` run whose writing process died.
-pub const CRASHED: &str = "crashed";
+pub use flujo_trace_core::CRASHED;
 
-/// A page of only `running` or only `crashed` runs looks at no more than this many runs (or the
-/// page's size plus one, when larger): each needs its writer process checked, which SQL cannot do.
-pub const RECHECK_BOUND: u64 = 1_000;
+pub use flujo_trace_core::RECHECK_BOUND;
 
 impl SqliteBackend {
     /// Opens an existing database for reading only. Never creates, migrates or writes the file:
@@ -104,88 +103,47 @@ impl SqliteBackend {
     pub fn list_runs_page(&self, filter: &RunFilter, count_bound: u64) -> Result<RunPage, Error> {
         let version = self.schema_version;
         let read = |e| self.read_error(e);
-        let exact = |runs: Vec<RunRecord>| {
-            let count = runs.len() as u64;
-            RunPage {
-                runs,
-                matching: RunCount { count, exact: true },
-                stopped_after: None,
-            }
-        };
-        let Some(limit) = filter.limit else {
-            let walk = query_runs(&self.conn, version, filter, None, None, Columns::Summary)
-                .map_err(read)?;
-            return Ok(exact(walk.runs));
-        };
-        let page_and_one = limit.saturating_add(1);
-        if status_plan(&filter.statuses).recheck {
-            let bound = RECHECK_BOUND.max(page_and_one as u64);
-            let walk = query_runs(
-                &self.conn,
-                version,
-                filter,
-                Some(page_and_one),
-                Some(bound),
-                Columns::Summary,
-            )
-            .map_err(read)?;
-            let mut runs = walk.runs;
-            if runs.len() > limit {
-                runs.truncate(limit);
-                return Ok(RunPage {
-                    runs,
-                    matching: RunCount {
-                        count: limit as u64,
-                        exact: false,
-                    },
-                    stopped_after: None,
-                });
-            }
-            if walk.complete {
-                return Ok(exact(runs));
-            }
-            let count = runs.len() as u64;
-            return Ok(RunPage {
-                runs,
-                matching: RunCount {
-                    count,
-                    exact: false,
-                },
-                stopped_after: Some(walk.examined),
-            });
-        }
-        let mut runs = query_runs(
-            &self.conn,
-            version,
+        page_of_runs(
             filter,
-            Some(page_and_one),
-            None,
-            Columns::Summary,
+            count_bound,
+            |max, examine_bound| {
+                query_runs(
+                    &self.conn,
+                    version,
+                    filter,
+                    max,
+                    examine_bound,
+                    Columns::Summary,
+                )
+                .map_err(read)
+            },
+            |bound| count_runs(&self.conn, filter, bound).map_err(read),
         )
-        .map_err(read)?
-        .runs;
-        if runs.len() <= limit {
-            return Ok(exact(runs));
+    }
+
+    /// Calls `each` with every run, with its payloads, oldest first (by `runs(start_time)`), one
+    /// row at a time; stops at the first error `each` returns. For copying a whole store.
+    pub fn for_each_run<E: From<Error>>(
+        &self,
+        mut each: impl FnMut(RunRecord) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let sql = format!(
+            "SELECT {} FROM runs ORDER BY start_time, run_id",
+            run_columns(self.schema_version, Columns::Detail)
+        );
+        let mut stmt = self.conn.prepare(&sql).map_err(|e| self.read_error(e))?;
+        let mut rows = stmt.query([]).map_err(|e| self.read_error(e))?;
+        let mut liveness = Liveness::default();
+        while let Some(row) = rows.next().map_err(|e| self.read_error(e))? {
+            let run = run_from_row(row, &mut liveness).map_err(|e| self.read_error(e))?;
+            each(run)?;
         }
-        runs.truncate(limit);
-        let bound = count_bound.max(limit as u64 + 1);
-        let counted = count_runs(&self.conn, filter, bound).map_err(read)?;
-        let matching = if counted > bound {
-            RunCount {
-                count: bound,
-                exact: false,
-            }
-        } else {
-            RunCount {
-                count: counted.max(limit as u64 + 1),
-                exact: true,
-            }
-        };
-        Ok(RunPage {
-            runs,
-            matching,
-            stopped_after: None,
-        })
+        Ok(())
+    }
+
+    /// How many runs the database holds.
+    pub fn run_count(&self) -> Result<u64, Error> {
+        count_runs(&self.conn, &RunFilter::default(), u64::MAX - 1).map_err(|e| self.read_error(e))
     }
 
     /// Calls `each` with every step of a run in execution order (the order the writer inserted
@@ -457,19 +415,6 @@ fn prefix_query(version: i64, prefix: &str, max: usize) -> (String, Vec<Value>) 
     )
 }
 
-/// The smallest string greater than every string starting with `prefix`, when there is one.
-fn prefix_upper_bound(prefix: &str) -> Option<String> {
-    let mut chars: Vec<char> = prefix.chars().collect();
-    while let Some(last) = chars.pop() {
-        let next = (u32::from(last) + 1..=u32::from(char::MAX)).find_map(char::from_u32);
-        if let Some(next) = next {
-            chars.push(next);
-            return Some(chars.into_iter().collect());
-        }
-    }
-    None
-}
-
 fn runs_by_prefix(
     conn: &Connection,
     version: i64,
@@ -486,32 +431,8 @@ fn runs_by_prefix(
         .collect()
 }
 
-/// How a filter's statuses map to SQL: the stored statuses to select (`crashed` is stored as
-/// `running`), and whether rows must be checked again after reading because exactly one of
-/// `running` and `crashed` was asked for.
-pub(crate) struct StatusPlan {
-    pub(crate) stored: Vec<String>,
-    pub(crate) recheck: bool,
-}
-
 pub(crate) fn status_plan(statuses: &[String]) -> StatusPlan {
-    let mut stored: Vec<String> = statuses
-        .iter()
-        .map(|status| {
-            if status == CRASHED {
-                "running".to_owned()
-            } else {
-                status.clone()
-            }
-        })
-        .collect();
-    stored.sort();
-    stored.dedup();
-    let wants = |s: &str| statuses.iter().any(|status| status == s);
-    StatusPlan {
-        stored,
-        recheck: wants("running") != wants(CRASHED),
-    }
+    StatusPlan::of(statuses)
 }
 
 /// The runs query for `filter`: newest first, one `runs` index range per stored status merged
@@ -572,17 +493,6 @@ fn runs_arm(
             conditions.join(" AND ")
         )
     }
-}
-
-/// What a walk over the runs found.
-struct Walk {
-    /// The matching runs, newest first.
-    runs: Vec<RunRecord>,
-    /// How many rows were read (and their writers judged, once per writer).
-    examined: u64,
-    /// Whether the walk read every row its query selects (it stopped neither at `max` nor at
-    /// `examine_bound`).
-    complete: bool,
 }
 
 /// Up to `max` runs matching `filter`, newest first. When the derived status must be checked
@@ -668,7 +578,7 @@ mod tests {
 
     use super::*;
     use crate::backend::WriterProcess;
-    use crate::process::{current_writer, LOOKUPS};
+    use flujo_trace_core::{current_writer, writer_lookups_on_this_thread};
     use std::cell::Cell;
 
     thread_local! {
@@ -678,7 +588,7 @@ mod tests {
 
     /// Rows examined and writers looked up on this thread so far.
     fn work_done() -> (u64, u64) {
-        (EXAMINED.with(Cell::get), LOOKUPS.with(Cell::get))
+        (EXAMINED.with(Cell::get), writer_lookups_on_this_thread())
     }
 
     /// A database of the current schema with `n` runs stored as `running`, run `i` started `i`

@@ -39,6 +39,20 @@ impl SqliteReader {
         self.backend.stored_schema_version()
     }
 
+    /// Calls `each` with every run, with its payloads, oldest first; see
+    /// [`SqliteBackend::for_each_run`].
+    pub fn for_each_run<E: From<Error>>(
+        &self,
+        each: impl FnMut(RunRecord) -> Result<(), E>,
+    ) -> Result<(), E> {
+        self.backend.for_each_run(each)
+    }
+
+    /// How many runs the database holds.
+    pub fn run_count(&self) -> Result<u64, Error> {
+        self.backend.run_count()
+    }
+
     /// How many runs and steps `prune` with `filter` would delete now (only reads).
     pub fn prune_count(&self, filter: &PruneFilter) -> Result<PruneCounts, Error> {
         self.backend.prune_count(filter)

@@ -337,6 +337,14 @@ impl<K: Sink> Writer<K> {
         // later senders find the channel closed and count their rows
         drop(receiver);
         tracing::subscriber::with_default(tracing::subscriber::NoSubscriber::default(), || {
+            if !self.retry.is_empty() {
+                // rows held for an unreachable store when the writer stops: they are lost now
+                let failure = format!(
+                    "{} (the writer stopped before the store was reachable again)",
+                    self.retry_failure
+                );
+                self.losses.not_recorded(rows_in(&self.retry), &failure);
+            }
             let Writer { sink, losses, .. } = self;
             sink.close();
             losses.report_total();

@@ -74,9 +74,9 @@ pub fn spawn_child(name: &str, env: &[(&str, &str)]) -> std::process::Child {
     let mut command = Command::new(std::env::current_exe().unwrap());
     command
         .args([
-            "--ignored",
-            "--exact",
             name,
+            "--exact",
+            "--ignored",
             "--nocapture",
             "--test-threads=1",
         ])

@@ -280,5 +280,10 @@ async fn main() {
             (None, None) => {}
         }
     }
-    println!("\nrecorded in flujo_ops.db: try `flujo lens list` and `flujo lens show latest`");
+    match flujo::recording_store() {
+        Some(store) => {
+            println!("\nrecorded in {store}: try `flujo lens list` and `flujo lens show latest`")
+        }
+        None => println!("\nnot recorded (FLUJO_STATE_URI or state_uri is off)"),
+    }
 }

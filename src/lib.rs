@@ -37,7 +37,7 @@ pub use flujo_trace_postgres::{PostgresHandle, PostgresLayer, PostgresLayerBuild
 pub use flujo_trace_sqlite::{
     Error as StorageError, SqliteHandle, SqliteLayer, SqliteLayerBuilder,
 };
-pub use recording::{layer, Persistence};
+pub use recording::{layer, recording_store, Persistence};
 pub use runner::Flujo;
 
 /// The runner without the default persistence wiring, for building your own integrations.

@@ -90,6 +90,23 @@ fn current_layer() -> Option<Arc<WriterLink>> {
     })
 }
 
+/// Where the default subscriber and [`layer`] record, as messages should name it: the SQLite
+/// file (relative to the current directory when below it), or the PostgreSQL URI with its
+/// password hidden; `None` when the state URI is `off` or
+/// cannot be used (the first run reports why).
+pub fn recording_store() -> Option<String> {
+    match crate::settings::settings().state() {
+        Ok(StateSetting::Store(state)) => {
+            // relative to where the user stands, when it is below it
+            let cwd = std::env::current_dir().unwrap_or_default();
+            let path = state.path.strip_prefix(&cwd).unwrap_or(&state.path);
+            Some(path.display().to_string())
+        }
+        Ok(StateSetting::Postgres { uri, .. }) => Some(uri.redacted()),
+        Ok(StateSetting::Off { .. }) | Err(_) => None,
+    }
+}
+
 /// Whether the state URI is `off` (a setting that cannot be resolved is not `off`).
 fn recording_is_off() -> bool {
     matches!(

@@ -420,8 +420,57 @@ fn append_settings(server: &TestServer) -> Result<(), String> {
         .map_err(|error| format!("cannot write {}: {error}", conf.display()))
 }
 
-/// The directory of the PostgreSQL binaries: version 15's, else the newest installed.
+/// The directory of the PostgreSQL binaries: version 15's, else the newest installed; on a
+/// machine without them, running as root with apt-get, the packages are installed first, so
+/// `cargo test --workspace` sets up what it needs on a fresh machine.
 fn find_bin_dir() -> Result<PathBuf, String> {
+    match installed_bin_dir() {
+        Ok(bin) => Ok(bin),
+        Err(missing) => {
+            install_packages()
+                .map_err(|why| format!("{missing}\n(installing them failed: {why})"))?;
+            installed_bin_dir()
+        }
+    }
+}
+
+/// Installs the `postgresql` packages with apt-get when running as root; test binaries running
+/// at once take turns on a lock file, and the later ones find the packages installed.
+fn install_packages() -> Result<(), String> {
+    let apt_get = Path::new("/usr/bin/apt-get");
+    // SAFETY: geteuid has no preconditions and cannot fail
+    if unsafe { libc::geteuid() } != 0 || !apt_get.is_file() {
+        return Err("not root, or no apt-get: install them yourself".to_owned());
+    }
+    let lock = std::fs::File::create("/tmp/flujo-test-postgres-install.lock")
+        .map_err(|error| format!("cannot create the install lock: {error}"))?;
+    // SAFETY: the descriptor is open for the lifetime of `lock`; flock only takes the lock
+    if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) } != 0 {
+        return Err("cannot take the install lock".to_owned());
+    }
+    if installed_bin_dir().is_ok() {
+        return Ok(());
+    }
+    eprintln!("flujo-test-postgres: installing the postgresql packages (apt-get)");
+    let status = |command: &mut Command| {
+        command
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .map_err(|error| format!("cannot run apt-get: {error}"))
+            .and_then(|status| {
+                if status.success() {
+                    Ok(())
+                } else {
+                    Err(format!("apt-get failed ({status})"))
+                }
+            })
+    };
+    status(Command::new(apt_get).arg("update"))?;
+    status(Command::new(apt_get).args(["install", "-y", "postgresql", "postgresql-client"]))
+}
+
+/// The directory of the installed PostgreSQL binaries: version 15's, else the newest.
+fn installed_bin_dir() -> Result<PathBuf, String> {
     let usable = |bin: &Path| bin.join("initdb").is_file() && bin.join("pg_ctl").is_file();
     let preferred = Path::new(PG_LIB).join(PREFERRED_VERSION).join("bin");
     if usable(&preferred) {

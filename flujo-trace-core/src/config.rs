@@ -230,7 +230,8 @@ impl PostgresUri {
         &self.uri
     }
 
-    /// The URI with its password (in the user info or a `password=` option) replaced by `***`.
+    /// The URI with its password (in the user info, a `password=` or an `sslpassword=` option)
+    /// replaced by `***`.
     pub fn redacted(&self) -> String {
         let uri = &self.uri;
         let scheme_end = uri.find("://").map_or(0, |i| i + 3);
@@ -249,7 +250,10 @@ impl PostgresUri {
                 let options: Vec<String> = query
                     .split('&')
                     .map(|option| match option.split_once('=') {
-                        Some((key, _)) if key.eq_ignore_ascii_case("password") => {
+                        Some((key, _))
+                            if key.eq_ignore_ascii_case("password")
+                                || key.eq_ignore_ascii_case("sslpassword") =>
+                        {
                             format!("{key}=***")
                         }
                         _ => option.to_owned(),

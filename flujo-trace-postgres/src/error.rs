@@ -37,6 +37,15 @@ pub enum Error {
         /// What failed.
         message: String,
     },
+    /// TLS was asked for and could not be had: the server offers none, or its certificate fails
+    /// the check `sslmode` asks for.
+    #[error("cannot connect securely to PostgreSQL at {store}: {message}")]
+    Tls {
+        /// The store, its password hidden.
+        store: String,
+        /// What failed and what to do.
+        message: String,
+    },
     /// The database has no flujo tables (nothing recorded there yet).
     #[error("PostgreSQL at {store} holds no flujo runs yet (no flujo_schema table): run a pipeline with FLUJO_STATE_URI set to it first")]
     NotAFlujoDatabase {
@@ -73,7 +82,9 @@ impl Error {
             Error::MissingDatabase { message, .. } => format!(
                 "{message} (create it, e.g. `createdb`, or fix the database name in the URI)"
             ),
-            Error::Unreachable { message, .. } | Error::Query { message, .. } => message.clone(),
+            Error::Unreachable { message, .. }
+            | Error::Query { message, .. }
+            | Error::Tls { message, .. } => message.clone(),
             Error::Config { message } => message.clone(),
             other => other.to_string(),
         }

@@ -27,7 +27,7 @@ use std::hash::{BuildHasher, Hasher};
 use std::io::Write;
 use std::net::TcpListener;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{ChildStdin, Command, Output, Stdio};
@@ -93,8 +93,11 @@ pub struct TestServer {
     control: Mutex<()>,
     /// Makes the names of [`TestServer::create_database`] unique.
     databases: AtomicU64,
-    /// The write end of the watchdog's pipe: held until the process ends, never written.
+    /// The write end of the watchdog's pipe: held until the process ends, never written (but
+    /// by a persistent server's drop, to say it stopped the server itself).
     _watchdog: Option<ChildStdin>,
+    /// Started by [`TestServer::start_persistent`]: stopped when dropped, its directory kept.
+    persistent: bool,
 }
 
 impl TestServer {
@@ -107,6 +110,24 @@ impl TestServer {
             Ok(server) => server,
             Err(reason) => panic!("flujo-test-postgres: {reason}"),
         }
+    }
+
+    /// A server of this process's own whose data directory is kept in `dir/data`, for
+    /// benchmarks that seed a large database once and reuse it: the cluster found there is
+    /// started again, else `initdb` creates one (the superuser's password is kept beside it in
+    /// `dir/password`, mode 0600). Unlike [`TestServer::get`]'s it runs with PostgreSQL's
+    /// default durability (`fsync` and `synchronous_commit` on), so what is measured is what a
+    /// real server costs; it listens on a free port of 127.0.0.1 only (no local socket).
+    ///
+    /// Dropping the value stops the server (`pg_ctl stop -m fast`) and keeps the directory; a
+    /// process that dies without dropping it (SIGKILL, Ctrl-C) is covered by a watchdog that
+    /// stops the server the same way. One process at a time per directory: a server still
+    /// running there (left by a process the watchdog could not clean up after) is stopped
+    /// first. As root, `dir` is given to the `postgres` user. Panics with the reason (quoting
+    /// the server log) when the server cannot start.
+    pub fn start_persistent(dir: &Path) -> TestServer {
+        start_persistent_server(dir)
+            .unwrap_or_else(|reason| panic!("flujo-test-postgres: {reason}"))
     }
 
     /// The TCP port the server listens on (on 127.0.0.1).
@@ -296,6 +317,193 @@ impl TestServer {
     }
 }
 
+/// A persistent server is stopped when dropped; [`TestServer::get`]'s is a static, never
+/// dropped (the exit hook stops it), so this does nothing for it.
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if !self.persistent {
+            return;
+        }
+        let stopped = self
+            .pg_ctl()
+            .args(["-m", "fast", "stop"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|status| status.success());
+        if stopped {
+            // the watchdog stops the server only when nothing was written: it must not stop a
+            // server another process starts in the same directory right after
+            if let Some(watchdog) = self._watchdog.as_mut() {
+                let _ = watchdog.write_all(b"stopped\n");
+            }
+        }
+    }
+}
+
+/// The persistent server's watchdog (`sh -c`, arguments: the stop command): it stops the server
+/// once this process is gone, unless the process said it stopped it already.
+const PERSISTENT_WATCHDOG_SCRIPT: &str = r#"said=$(cat)
+cd /
+[ -z "$said" ] && "$@""#;
+
+/// Builds what [`TestServer::start_persistent`] returns.
+fn start_persistent_server(dir: &Path) -> Result<TestServer, String> {
+    let bin_dir = find_bin_dir()?;
+    let psql = find_psql(&bin_dir)?;
+    // SAFETY: geteuid has no preconditions and cannot fail
+    let root = unsafe { libc::geteuid() } == 0;
+    let (runuser, owner) = if root {
+        let owner = postgres_user()?;
+        (Some(find_runuser()?), Some(owner))
+    } else {
+        (None, None)
+    };
+    std::fs::create_dir_all(dir)
+        .map_err(|error| format!("cannot create {}: {error}", dir.display()))?;
+    let dir = dir
+        .canonicalize()
+        .map_err(|error| format!("cannot resolve {}: {error}", dir.display()))?;
+    if let Some((uid, gid)) = owner {
+        chown(&dir, uid, gid)?;
+    }
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(|error| format!("cannot chmod {}: {error}", dir.display()))?;
+    let data_dir = dir.join("data");
+    let password_file = dir.join("password");
+    let initialized = data_dir.join("PG_VERSION").is_file();
+    let password = if initialized {
+        std::fs::read_to_string(&password_file)
+            .map(|password| password.trim().to_owned())
+            .map_err(|error| {
+                format!(
+                    "{} holds a cluster but {} cannot be read ({error}): remove {} to start \
+                     afresh",
+                    data_dir.display(),
+                    password_file.display(),
+                    dir.display()
+                )
+            })?
+    } else {
+        random_password()
+    };
+    let watchdog = spawn_persistent_watchdog(&data_dir, &bin_dir, runuser.as_deref());
+    let mut server = TestServer {
+        port: 0,
+        password,
+        dir,
+        data_dir,
+        bin_dir,
+        psql,
+        runuser,
+        control: Mutex::new(()),
+        databases: AtomicU64::new(0),
+        _watchdog: watchdog,
+        persistent: true,
+    };
+    if initialized {
+        let running = server
+            .pg_ctl()
+            .arg("status")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|status| status.success());
+        if running {
+            let output = server
+                .pg_ctl()
+                .args(["-m", "fast", "stop"])
+                .output()
+                .map_err(|error| format!("cannot run pg_ctl stop: {error}"));
+            check(output, "pg_ctl stop (of a server left running)")?;
+        }
+    } else {
+        if server.data_dir.exists() {
+            // an initdb that did not finish
+            std::fs::remove_dir_all(&server.data_dir)
+                .map_err(|error| format!("cannot remove {}: {error}", server.data_dir.display()))?;
+        }
+        // written first, so a cluster never exists without its password
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&password_file)
+            .and_then(|mut file| file.write_all(format!("{}\n", server.password).as_bytes()))
+            .map_err(|error| format!("cannot write {}: {error}", password_file.display()))?;
+        run_initdb(&server, owner)?;
+        append_persistent_settings(&server)?;
+    }
+    let mut failures = Vec::new();
+    for _ in 0..START_ATTEMPTS {
+        server.port = free_port()?;
+        match server.pg_ctl_start() {
+            Ok(()) => return Ok(server),
+            Err(reason) => {
+                // a server that did not become ready in time may still be running
+                server.stop_immediately();
+                failures.push(format!("port {}: {reason}", server.port));
+            }
+        }
+    }
+    Err(format!(
+        "the server did not start ({START_ATTEMPTS} attempts):\n{}{}",
+        failures.join("\n"),
+        server.log_tail()
+    ))
+}
+
+/// The persistent server's settings, appended to `postgresql.conf` once, after `initdb`:
+/// PostgreSQL's defaults but for where it listens.
+fn append_persistent_settings(server: &TestServer) -> Result<(), String> {
+    let conf = server.data_dir.join("postgresql.conf");
+    let settings = "\n# flujo-test-postgres: a server kept for benchmarks, default durability\n\
+         listen_addresses = '127.0.0.1'\n\
+         unix_socket_directories = ''\n\
+         max_connections = 200\n";
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&conf)
+        .and_then(|mut file| file.write_all(settings.as_bytes()))
+        .map_err(|error| format!("cannot write {}: {error}", conf.display()))
+}
+
+/// Starts the persistent server's watchdog ([`PERSISTENT_WATCHDOG_SCRIPT`]), as
+/// [`spawn_watchdog`] does the throwaway one's; `None` when it cannot start.
+fn spawn_persistent_watchdog(
+    data_dir: &Path,
+    bin_dir: &Path,
+    runuser: Option<&Path>,
+) -> Option<ChildStdin> {
+    let mut stop = Vec::new();
+    if let Some(runuser) = runuser {
+        stop.push(runuser.as_os_str().to_owned());
+        stop.extend(["-u", SUPERUSER, "--"].map(Into::into));
+    }
+    stop.push(bin_dir.join("pg_ctl").into_os_string());
+    stop.extend(["-D".into(), data_dir.as_os_str().to_owned()]);
+    stop.extend(["-m", "fast", "-w", "-t", PG_CTL_TIMEOUT, "stop"].map(Into::into));
+    let mut command = Command::new("/bin/sh");
+    clear_pg_environment(&mut command);
+    command
+        .args([
+            "-c",
+            PERSISTENT_WATCHDOG_SCRIPT,
+            "flujo-test-postgres-watchdog",
+        ])
+        .args(stop)
+        .current_dir("/")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0);
+    command
+        .spawn()
+        .ok()
+        .and_then(|mut child| child.stdin.take())
+}
+
 /// Runs at process exit (registered with `atexit` once the server started): stops the server
 /// and removes its directory. A panic must not unwind into libc.
 extern "C" fn at_exit() {
@@ -337,6 +545,7 @@ fn start_server() -> Result<TestServer, String> {
         control: Mutex::new(()),
         databases: AtomicU64::new(0),
         _watchdog: watchdog,
+        persistent: false,
     };
     match init_and_start(&mut server, owner) {
         Ok(()) => {

@@ -3,6 +3,7 @@
 
 mod bench_lens;
 mod bench_overhead;
+mod bench_postgres;
 mod seed;
 
 use std::path::PathBuf;
@@ -25,7 +26,8 @@ Examples:
   cargo xtask demo                            run the quickstart pipeline, then `flujo lens` over it
   cargo xtask seed --runs 10000 --db /tmp/f.db
   cargo xtask bench overhead                  persistence on vs off, side by side
-  cargo xtask bench lens --runs 1000000       whole `flujo lens` processes on a big database";
+  cargo xtask bench lens --runs 1000000       whole `flujo lens` processes on a big database
+  cargo xtask bench postgres --runs 10000     PostgreSQL beside SQLite: writers, overhead, lens";
 
 #[derive(Subcommand)]
 enum Task {
@@ -43,6 +45,9 @@ enum Task {
     /// (internal) one measured child process of `bench overhead`.
     #[command(hide = true)]
     OverheadChild(bench_overhead::ChildArgs),
+    /// (internal) one writer process of `bench postgres`.
+    #[command(hide = true)]
+    PostgresWriterChild(bench_postgres::WriterChildArgs),
 }
 
 #[derive(Subcommand)]
@@ -51,6 +56,9 @@ enum Bench {
     Overhead(bench_overhead::OverheadArgs),
     /// Time whole `flujo lens` processes on a seeded database.
     Lens(bench_lens::LensArgs),
+    /// PostgreSQL beside SQLite, on a server of its own: writer throughput from 4 processes,
+    /// typical overhead, whole `flujo lens` processes over a large history.
+    Postgres(bench_postgres::PostgresArgs),
 }
 
 fn main() -> Result<()> {
@@ -61,8 +69,10 @@ fn main() -> Result<()> {
         Task::Bench { bench } => match bench {
             Bench::Overhead(args) => bench_overhead::run(&args),
             Bench::Lens(args) => bench_lens::run(&args),
+            Bench::Postgres(args) => bench_postgres::run(&args),
         },
         Task::OverheadChild(args) => bench_overhead::child(&args),
+        Task::PostgresWriterChild(args) => bench_postgres::writer_child(&args),
     }
 }
 

@@ -48,13 +48,13 @@ pub(crate) struct ChildArgs {
 
 /// About 1 KB of JSON, passed from step to step.
 #[derive(Debug, Clone, Serialize)]
-struct Payload {
-    step: u64,
-    customer: String,
-    notes: String,
+pub(crate) struct Payload {
+    pub(crate) step: u64,
+    pub(crate) customer: String,
+    pub(crate) notes: String,
 }
 
-fn payload() -> Payload {
+pub(crate) fn payload() -> Payload {
     Payload {
         step: 0,
         customer: "ana@example.com".into(),
@@ -62,10 +62,10 @@ fn payload() -> Payload {
     }
 }
 
-const STEPS: usize = 10;
+pub(crate) const STEPS: usize = 10;
 
 /// Ten steps, each awaiting about 1 ms (a stand-in for a model or tool call).
-fn typical() -> Pipeline<Payload, Payload> {
+pub(crate) fn typical() -> Pipeline<Payload, Payload> {
     let mut pipeline = Pipeline::new(sleep_step(0));
     for i in 1..STEPS {
         pipeline = pipeline.then(sleep_step(i));
@@ -87,7 +87,7 @@ fn sleep_step(i: usize) -> flujo::Step<Payload, Payload> {
 }
 
 /// Ten steps that do no work.
-fn noop<T: Serialize + Send + 'static>() -> Pipeline<T, T> {
+pub(crate) fn noop<T: Serialize + Send + 'static>() -> Pipeline<T, T> {
     let mut pipeline = Pipeline::new(noop_step(0));
     for i in 1..STEPS {
         pipeline = pipeline.then(noop_step(i));
@@ -101,12 +101,12 @@ fn noop_step<T: Serialize + Send + 'static>(i: usize) -> flujo::Step<T, T> {
     })
 }
 
-fn median(mut xs: Vec<Duration>) -> Duration {
+pub(crate) fn median(mut xs: Vec<Duration>) -> Duration {
     xs.sort();
     xs[xs.len() / 2]
 }
 
-fn us(d: Duration) -> f64 {
+pub(crate) fn us(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
 }
 

@@ -18,15 +18,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use flujo::{
-    step, BareFlujo, Flujo, Persistence, Pipeline, PostgresLayer, SqliteLayer, StepContext,
-};
+use flujo::{BareFlujo, Flujo, Persistence, PostgresLayer, SqliteLayer};
 use flujo_test_postgres::TestServer;
 use serde::Serialize;
 use tracing::instrument::WithSubscriber;
 use tracing::Dispatch;
 use tracing_subscriber::layer::SubscriberExt;
 
+use crate::bench_overhead::{median, noop, payload, typical, us, Payload};
 use crate::seed;
 
 #[derive(clap::Args)]
@@ -93,78 +92,16 @@ const WARMUP_RUNS: usize = 20;
 const WRITER_TASKS: usize = 2;
 /// Writer processes sharing one PostgreSQL database: the case.
 const FLEET: usize = 4;
-const STEPS: usize = 10;
+use crate::bench_overhead::STEPS;
 /// What `cargo xtask seed` stores per run in SQLite (measured: 108 MiB for 10,000 runs, 11.1 GiB
 /// for 1,000,000), to tell before seeding whether the disk can hold it.
 const SQLITE_BYTES_PER_RUN: u64 = 12_000;
 /// Room kept for PostgreSQL's WAL while copying: `max_wal_size` is 1 GiB by default.
 const WAL_ROOM: u64 = 1 << 30;
 
-/// About 1 KB of JSON, passed from step to step (as `bench overhead`'s).
-#[derive(Debug, Clone, Serialize)]
-struct Payload {
-    step: u64,
-    customer: String,
-    notes: String,
-}
-
-fn payload() -> Payload {
-    Payload {
-        step: 0,
-        customer: "ana@example.com".into(),
-        notes: "the quick brown fox jumps over the lazy dog; ".repeat(22),
-    }
-}
-
-/// Ten steps, each awaiting about 1 ms (a stand-in for a model or tool call).
-fn typical() -> Pipeline<Payload, Payload> {
-    let mut pipeline = Pipeline::new(sleep_step(0));
-    for i in 1..STEPS {
-        pipeline = pipeline.then(sleep_step(i));
-    }
-    pipeline
-}
-
-fn sleep_step(i: usize) -> flujo::Step<Payload, Payload> {
-    step(
-        format!("call_{i}"),
-        |p: Payload, _: StepContext<()>| async move {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-            Ok(Payload {
-                step: p.step + 1,
-                ..p
-            })
-        },
-    )
-}
-
-/// Ten steps that do no work.
-fn noop<T: Serialize + Send + 'static>() -> Pipeline<T, T> {
-    let mut pipeline = Pipeline::new(noop_step(0));
-    for i in 1..STEPS {
-        pipeline = pipeline.then(noop_step(i));
-    }
-    pipeline
-}
-
-fn noop_step<T: Serialize + Send + 'static>(i: usize) -> flujo::Step<T, T> {
-    step(format!("noop_{i}"), |x: T, _: StepContext<()>| async move {
-        Ok(x)
-    })
-}
-
-fn median(mut xs: Vec<Duration>) -> Duration {
-    xs.sort();
-    xs[xs.len() / 2]
-}
-
 fn median_f64(mut xs: Vec<f64>) -> f64 {
     xs.sort_by(f64::total_cmp);
     xs[xs.len() / 2]
-}
-
-fn us(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e6
 }
 
 fn ms(d: Duration) -> String {

@@ -1,10 +1,10 @@
 //! `PostgresSink`: the PostgreSQL store as the core's writer drives it. Each batch is one
-//! transaction of at most five statements, whatever its size: runs inserted, steps inserted
-//! (a step that starts and ends in the batch is one row), step ends and run ends updated, each
-//! from arrays (`unnest`), then the heartbeat when due. Every statement is idempotent, so a batch
-//! written again after a commit whose answer was lost leaves the same rows: a start never
-//! overwrites a row (`ON CONFLICT DO NOTHING`, or an update only from a finished step), and ends
-//! set the same values again.
+//! statement, so one round trip and one transaction whatever its size: runs inserted, steps
+//! inserted, step ends and run ends updated, each from arrays (`unnest`), and the heartbeat when
+//! due. A run or step that starts and ends in the batch is one row, so a short run costs two
+//! inserts and no update. Every part is idempotent, so a batch written again after a commit whose
+//! answer was lost leaves the same rows: a start never overwrites a row (an insert's conflict
+//! updates only from a finished row), and ends set the same values again.
 //!
 //! The connection is made on the writer thread (`postgres` must not be used on an async
 //! runtime's worker thread), at the first write and again after it breaks; a broken connection
@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use flujo_trace_core::{
-    PostgresUri, Row, RunRecord, Sink, SinkError, StepClose, StepRecord, WriterProcess,
+    PostgresUri, Row, RunEnd, RunRecord, Sink, SinkError, StepClose, StepRecord, WriterProcess,
 };
 use postgres::{Client, Statement};
 
@@ -25,71 +25,90 @@ use crate::migrate::{migrate, Migrated};
 use crate::text::{encode, encode_opt};
 use crate::Error;
 
-/// Inserts runs from arrays, in [`RunColumns`]' order; the conflict clause follows.
-macro_rules! insert_runs {
-    ($on_conflict:literal) => {
-        concat!(
-            "INSERT INTO runs (run_id, pipeline_name, pipeline_version, status, start_time, \
-             end_time, duration_ms, total_cost, total_tokens, n_steps, input_blob, output_blob, \
-             final_context_blob, error_blob, writer_host, writer_pid, writer_pid_start, \
-             writer_pid_ns) \
-             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
-             $6::text[], $7::int8[], $8::float8[], $9::int8[], $10::int8[], $11::text[], \
-             $12::text[], $13::text[], $14::text[], $15::text[], $16::int8[], $17::int8[], \
-             $18::int8[]) ",
-            $on_conflict
-        )
+/// The columns of an insert of runs from arrays, in [`RunColumns`]' order, from `$1`.
+macro_rules! runs_from_arrays {
+    () => {
+        "INSERT INTO runs (run_id, pipeline_name, pipeline_version, status, start_time, \
+         end_time, duration_ms, total_cost, total_tokens, n_steps, input_blob, output_blob, \
+         final_context_blob, error_blob, writer_host, writer_pid, writer_pid_start, \
+         writer_pid_ns) \
+         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
+         $6::text[], $7::int8[], $8::float8[], $9::int8[], $10::int8[], $11::text[], \
+         $12::text[], $13::text[], $14::text[], $15::text[], $16::int8[], $17::int8[], \
+         $18::int8[]) \
+         ON CONFLICT (run_id) DO UPDATE SET status = excluded.status, \
+         end_time = excluded.end_time, duration_ms = excluded.duration_ms, \
+         total_cost = excluded.total_cost, total_tokens = excluded.total_tokens, \
+         n_steps = excluded.n_steps, output_blob = excluded.output_blob, \
+         final_context_blob = excluded.final_context_blob, error_blob = excluded.error_blob \
+         WHERE runs.status = 'running' AND excluded.status <> 'running'"
     };
 }
 
-/// The writer's insert: a run starts once; a start written again changes nothing.
-const INSERT_RUNS: &str = insert_runs!("ON CONFLICT (run_id) DO NOTHING");
+/// The columns of an insert of steps from arrays, in [`StepColumns`]' order, from `$19`.
+macro_rules! steps_from_arrays {
+    () => {
+        "INSERT INTO steps (step_run_id, run_id, parent_step_run_id, \
+         step_name, step_index, step_kind, status, attempts, start_time, end_time, duration_ms, \
+         cost, tokens, input_blob, output_blob, error_blob, fallback_taken) \
+         SELECT id, run, parent, name, index, kind, status, attempts, start_time, end_time, \
+         duration_ms, cost, tokens, input, output, error, fallback \
+         FROM unnest($19::text[], $20::text[], $21::text[], $22::text[], $23::int8[], \
+         $24::text[], $25::text[], $26::int8[], $27::text[], $28::text[], $29::int8[], \
+         $30::float8[], $31::int8[], $32::text[], $33::text[], $34::text[], $35::bool[]) \
+         WITH ORDINALITY \
+         AS s(id, run, parent, name, index, kind, status, attempts, start_time, end_time, \
+         duration_ms, cost, tokens, input, output, error, fallback, position) \
+         ORDER BY position \
+         ON CONFLICT (step_run_id) DO UPDATE SET status = excluded.status, \
+         attempts = excluded.attempts, end_time = excluded.end_time, \
+         duration_ms = excluded.duration_ms, cost = excluded.cost, tokens = excluded.tokens, \
+         output_blob = excluded.output_blob, error_blob = excluded.error_blob, \
+         fallback_taken = excluded.fallback_taken \
+         WHERE excluded.status <> 'running'"
+    };
+}
 
-/// The importer's insert (`flujo lens copy`): a whole run, which replaces a copy made while it
-/// was running once it has ended, and never the other way round.
-const UPSERT_RUNS: &str = insert_runs!(
-    "ON CONFLICT (run_id) DO UPDATE SET status = excluded.status, \
-     end_time = excluded.end_time, duration_ms = excluded.duration_ms, \
-     total_cost = excluded.total_cost, total_tokens = excluded.total_tokens, \
-     n_steps = excluded.n_steps, output_blob = excluded.output_blob, \
-     final_context_blob = excluded.final_context_blob, error_blob = excluded.error_blob \
-     WHERE runs.status = 'running' AND excluded.status <> 'running'"
-);
-
-const INSERT_STEPS: &str = "INSERT INTO steps (step_run_id, run_id, parent_step_run_id, \
-     step_name, step_index, step_kind, status, attempts, start_time, end_time, duration_ms, \
-     cost, tokens, input_blob, output_blob, error_blob, fallback_taken) \
-     SELECT id, run, parent, name, index, kind, status, attempts, start_time, end_time, \
-     duration_ms, cost, tokens, input, output, error, fallback \
-     FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::text[], \
-     $7::text[], $8::int8[], $9::text[], $10::text[], $11::int8[], $12::float8[], $13::int8[], \
-     $14::text[], $15::text[], $16::text[], $17::bool[]) WITH ORDINALITY \
-     AS s(id, run, parent, name, index, kind, status, attempts, start_time, end_time, \
-     duration_ms, cost, tokens, input, output, error, fallback, position) \
-     ORDER BY position \
-     ON CONFLICT (step_run_id) DO UPDATE SET status = excluded.status, \
-     attempts = excluded.attempts, end_time = excluded.end_time, \
-     duration_ms = excluded.duration_ms, cost = excluded.cost, tokens = excluded.tokens, \
-     output_blob = excluded.output_blob, error_blob = excluded.error_blob, \
-     fallback_taken = excluded.fallback_taken \
-     WHERE excluded.status <> 'running'";
-
-const END_STEPS: &str = "UPDATE steps SET status = e.status, attempts = e.attempts, \
+/// A writer's batch as one statement, so one round trip and one implicit transaction
+/// (`$1`-`$18` runs, `$19`-`$35` steps, `$36`-`$45` step ends, `$46`-`$55` run ends, `$56`-`$62`
+/// the heartbeat and whether it is due).
+///
+/// A run or step that starts and ends in the batch is one inserted row (its start and end
+/// merged by the caller), so the updates touch only rows of earlier batches: the statement's
+/// parts never modify one row twice, and each sees the rows as they were before it. A start
+/// written again changes nothing (a finished row is never taken back to `running`); an end
+/// written again sets the same values. A run's `n_steps` counts its rows outside the batch
+/// (`$19` are the batch's step ids) plus its steps in the batch (`$55`), so it is exact even when
+/// the batch is written a second time.
+const WRITE_BATCH: &str = concat!(
+    "WITH new_runs AS (",
+    runs_from_arrays!(),
+    "), new_steps AS (",
+    steps_from_arrays!(),
+    "), ended_steps AS (UPDATE steps SET status = e.status, attempts = e.attempts, \
      end_time = e.end_time, duration_ms = e.duration_ms, cost = e.cost, tokens = e.tokens, \
      output_blob = e.output, error_blob = e.error, fallback_taken = e.fallback \
-     FROM unnest($1::text[], $2::text[], $3::int8[], $4::text[], $5::int8[], $6::float8[], \
-     $7::int8[], $8::text[], $9::text[], $10::bool[]) \
+     FROM unnest($36::text[], $37::text[], $38::int8[], $39::text[], $40::int8[], \
+     $41::float8[], $42::int8[], $43::text[], $44::text[], $45::bool[]) \
      AS e(id, status, attempts, end_time, duration_ms, cost, tokens, output, error, fallback) \
-     WHERE steps.step_run_id = e.id";
-
-const END_RUNS: &str = "UPDATE runs SET status = e.status, end_time = e.end_time, \
+     WHERE steps.step_run_id = e.id RETURNING 1\
+     ), ended_runs AS (UPDATE runs SET status = e.status, end_time = e.end_time, \
      duration_ms = e.duration_ms, total_cost = e.cost, total_tokens = e.tokens, \
      final_context_blob = e.context, error_blob = e.error, output_blob = e.output, \
-     n_steps = (SELECT count(*) FROM steps WHERE steps.run_id = runs.run_id) \
-     FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[], $5::float8[], $6::int8[], \
-     $7::text[], $8::text[], $9::text[]) \
-     AS e(id, status, end_time, duration_ms, cost, tokens, context, error, output) \
-     WHERE runs.run_id = e.id";
+     n_steps = e.batch_steps + (SELECT count(*) FROM steps \
+     WHERE steps.run_id = runs.run_id AND NOT (steps.step_run_id = ANY($19::text[]))) \
+     FROM unnest($46::text[], $47::text[], $48::text[], $49::int8[], $50::float8[], \
+     $51::int8[], $52::text[], $53::text[], $54::text[], $55::int8[]) \
+     AS e(id, status, end_time, duration_ms, cost, tokens, context, error, output, batch_steps) \
+     WHERE runs.run_id = e.id RETURNING 1\
+     ), beat AS (INSERT INTO flujo_writers (host, pid, pid_start, pid_ns, beat_interval_ms, \
+     missed_beats) SELECT $56::text, $57::int8, $58::int8, $59::int8, $60::int8, $61::int8 \
+     WHERE $62::bool \
+     ON CONFLICT (host, pid, pid_start, pid_ns) DO UPDATE SET last_beat = now(), \
+     stopped_at = NULL, beat_interval_ms = excluded.beat_interval_ms, \
+     missed_beats = excluded.missed_beats) \
+     SELECT (SELECT count(*) FROM ended_steps), (SELECT count(*) FROM ended_runs)"
+);
 
 const BEAT: &str = "INSERT INTO flujo_writers (host, pid, pid_start, pid_ns, beat_interval_ms, \
      missed_beats) VALUES ($1, $2, $3, $4, $5, $6) \
@@ -117,11 +136,7 @@ pub(crate) struct Heartbeat {
 
 /// The prepared statements of one connection.
 struct Statements {
-    insert_runs: Statement,
-    upsert_runs: Statement,
-    insert_steps: Statement,
-    end_steps: Statement,
-    end_runs: Statement,
+    write_batch: Statement,
     beat: Statement,
 }
 
@@ -185,11 +200,7 @@ impl PostgresSink {
             }
         }
         let statements = Statements {
-            insert_runs: client.prepare(INSERT_RUNS).map_err(client_error)?,
-            upsert_runs: client.prepare(UPSERT_RUNS).map_err(client_error)?,
-            insert_steps: client.prepare(INSERT_STEPS).map_err(client_error)?,
-            end_steps: client.prepare(END_STEPS).map_err(client_error)?,
-            end_runs: client.prepare(END_RUNS).map_err(client_error)?,
+            write_batch: client.prepare(WRITE_BATCH).map_err(client_error)?,
             beat: client.prepare(BEAT).map_err(client_error)?,
         };
         let mut connection = Connection { client, statements };
@@ -331,6 +342,16 @@ struct BeatParams<'a> {
 }
 
 impl BeatParams<'_> {
+    /// The parameters of a batch without a beat.
+    const NONE: BeatParams<'static> = BeatParams {
+        host: "",
+        pid: 0,
+        pid_start: 0,
+        pid_ns: 0,
+        interval_ms: 0,
+        missed: 0,
+    };
+
     fn as_params(&self) -> [&(dyn postgres::types::ToSql + Sync); 6] {
         [
             &self.host,
@@ -354,33 +375,47 @@ fn beat_params(writer: &WriterProcess, heartbeat: Heartbeat) -> BeatParams<'_> {
     }
 }
 
-/// Writes `rows` in one transaction (see the module docs); returns how many ends had no row.
+/// Writes `rows` in one statement (see the module docs); returns how many ends had no row.
 fn write_batch(
     connection: &mut Connection,
     rows: &[Row],
     beat_as: Option<&WriterProcess>,
     heartbeat: Heartbeat,
 ) -> Result<u64, postgres::Error> {
-    let mut ends: HashMap<&str, &StepClose> = HashMap::new();
+    let mut step_closes: HashMap<&str, &StepClose> = HashMap::new();
+    let mut run_ends: HashMap<&str, &RunEnd> = HashMap::new();
+    let mut batch_steps: HashMap<&str, i64> = HashMap::new();
     for row in rows {
-        if let Row::StepEnd(close) = row {
-            ends.insert(&close.step_run_id, close);
+        match row {
+            Row::StepEnd(close) => {
+                step_closes.insert(&close.step_run_id, close);
+            }
+            Row::RunEnd { run_id, end } => {
+                run_ends.insert(run_id, end);
+            }
+            Row::StepStart(start) => *batch_steps.entry(&start.run_id).or_default() += 1,
+            Row::RunStart(_) => {}
         }
     }
-    let mut runs = RunColumns::default();
-    let mut steps = StepColumns::default();
-    let mut step_ends = StepEndColumns::default();
-    let mut run_ends = RunEndColumns::default();
+    let mut columns = BatchColumns::default();
+    // the ids whose start is in the batch: their end is merged into the inserted row
     let mut merged = std::collections::HashSet::new();
     for row in rows {
         match row {
-            Row::RunStart(run) => runs.push(run),
+            Row::RunStart(run) => {
+                let end = run_ends.get(run.run_id.as_str()).copied();
+                if end.is_some() {
+                    merged.insert(run.run_id.as_str());
+                }
+                let n_steps = batch_steps.get(run.run_id.as_str()).copied().unwrap_or(0);
+                columns.runs.push(run, end.map(|end| (end, n_steps)));
+            }
             Row::StepStart(start) => {
-                let close = ends.get(start.step_run_id.as_str()).copied();
+                let close = step_closes.get(start.step_run_id.as_str()).copied();
                 if close.is_some() {
                     merged.insert(start.step_run_id.as_str());
                 }
-                steps.push(start, close);
+                columns.steps.push(start, close);
             }
             Row::StepEnd(_) | Row::RunEnd { .. } => {}
         }
@@ -388,89 +423,92 @@ fn write_batch(
     for row in rows {
         match row {
             Row::StepEnd(close) if !merged.contains(close.step_run_id.as_str()) => {
-                step_ends.push(close)
+                columns.step_ends.push(close)
             }
-            Row::RunEnd { run_id, end } => run_ends.push(run_id, end),
+            Row::RunEnd { run_id, end } if !merged.contains(run_id.as_str()) => {
+                let in_batch = batch_steps.get(run_id.as_str()).copied().unwrap_or(0);
+                columns.run_ends.push(run_id, end, in_batch)
+            }
             _ => {}
         }
     }
     let Connection { client, statements } = connection;
-    let mut tx = client.transaction()?;
-    let mut missing = 0;
-    if !runs.id.is_empty() {
-        tx.execute(&statements.insert_runs, &runs.as_params())?;
-    }
-    if !steps.id.is_empty() {
-        tx.execute(&statements.insert_steps, &steps.as_params())?;
-    }
-    if !step_ends.id.is_empty() {
-        let updated = tx.execute(
-            &statements.end_steps,
-            &[
-                &step_ends.id,
-                &step_ends.status,
-                &step_ends.attempts,
-                &step_ends.end,
-                &step_ends.duration,
-                &step_ends.cost,
-                &step_ends.tokens,
-                &step_ends.output,
-                &step_ends.error,
-                &step_ends.fallback,
-            ],
-        )?;
-        missing += (step_ends.id.len() as u64).saturating_sub(updated);
-    }
-    if !run_ends.id.is_empty() {
-        let updated = tx.execute(
-            &statements.end_runs,
-            &[
-                &run_ends.id,
-                &run_ends.status,
-                &run_ends.end,
-                &run_ends.duration,
-                &run_ends.cost,
-                &run_ends.tokens,
-                &run_ends.context,
-                &run_ends.error,
-                &run_ends.output,
-            ],
-        )?;
-        missing += (run_ends.id.len() as u64).saturating_sub(updated);
-    }
-    if let Some(writer) = beat_as {
-        tx.execute(
-            &statements.beat,
-            &beat_params(writer, heartbeat).as_params(),
-        )?;
-    }
-    tx.commit()?;
-    Ok(missing)
+    let beat = beat_as.map_or(BeatParams::NONE, |writer| beat_params(writer, heartbeat));
+    let beat_due = beat_as.is_some();
+    let row = client.query_one(
+        &statements.write_batch,
+        &columns.as_params(&beat, &beat_due),
+    )?;
+    let (ended_steps, ended_runs): (i64, i64) = (row.get(0), row.get(1));
+    let expected = columns.step_ends.id.len() + columns.run_ends.id.len();
+    Ok((expected as u64).saturating_sub((ended_steps + ended_runs) as u64))
 }
 
-/// [`PostgresSink::import`]'s transaction.
+/// [`PostgresSink::import`]'s statement: whole runs and steps, nothing to update.
 fn import_batch(
     connection: &mut Connection,
     runs: &[RunRecord],
     steps: &[StepRecord],
 ) -> Result<(), postgres::Error> {
-    let mut run_columns = RunColumns::default();
+    let mut columns = BatchColumns::default();
     for run in runs {
-        run_columns.push(run);
+        columns.runs.push(run, None);
     }
-    let mut step_columns = StepColumns::default();
     for step in steps {
-        step_columns.push(step, None);
+        columns.steps.push(step, None);
     }
     let Connection { client, statements } = connection;
-    let mut tx = client.transaction()?;
-    if !run_columns.id.is_empty() {
-        tx.execute(&statements.upsert_runs, &run_columns.as_params())?;
+    client.query_one(
+        &statements.write_batch,
+        &columns.as_params(&BeatParams::NONE, &false),
+    )?;
+    Ok(())
+}
+
+/// The arrays of one [`WRITE_BATCH`].
+#[derive(Default)]
+struct BatchColumns<'a> {
+    runs: RunColumns<'a>,
+    steps: StepColumns<'a>,
+    step_ends: StepEndColumns<'a>,
+    run_ends: RunEndColumns<'a>,
+}
+
+impl BatchColumns<'_> {
+    fn as_params<'p>(&'p self, beat: &'p BeatParams<'p>, beat_due: &'p bool) -> Vec<Param<'p>> {
+        let mut params: Vec<Param<'p>> = Vec::with_capacity(62);
+        params.extend(self.runs.as_params());
+        params.extend(self.steps.as_params());
+        let e = &self.step_ends;
+        params.extend::<[Param<'p>; 10]>([
+            &e.id,
+            &e.status,
+            &e.attempts,
+            &e.end,
+            &e.duration,
+            &e.cost,
+            &e.tokens,
+            &e.output,
+            &e.error,
+            &e.fallback,
+        ]);
+        let r = &self.run_ends;
+        params.extend::<[Param<'p>; 10]>([
+            &r.id,
+            &r.status,
+            &r.end,
+            &r.duration,
+            &r.cost,
+            &r.tokens,
+            &r.context,
+            &r.error,
+            &r.output,
+            &r.batch_steps,
+        ]);
+        params.extend(beat.as_params());
+        params.push(beat_due);
+        params
     }
-    if !step_columns.id.is_empty() {
-        tx.execute(&statements.insert_steps, &step_columns.as_params())?;
-    }
-    tx.commit()
 }
 
 type Text<'a> = Vec<Cow<'a, str>>;
@@ -525,22 +563,39 @@ impl<'a> RunColumns<'a> {
         ]
     }
 
-    fn push(&mut self, run: &'a RunRecord) {
+    /// A run as recorded, or its start with its end (and its number of steps) in the batch.
+    fn push(&mut self, run: &'a RunRecord, end: Option<(&'a RunEnd, i64)>) {
         self.id.push(encode(&run.run_id));
         self.name.push(encode(&run.pipeline_name));
         self.version.push(encode(&run.pipeline_version));
-        self.status.push(encode(&run.status));
         self.start.push(encode(&run.start_time));
-        self.end.push(encode_opt(run.end_time.as_deref()));
-        self.duration.push(run.duration_ms);
-        self.cost.push(run.total_cost);
-        self.tokens.push(run.total_tokens);
-        self.n_steps.push(run.n_steps);
         self.input.push(encode_opt(run.input_blob.as_deref()));
-        self.output.push(encode_opt(run.output_blob.as_deref()));
-        self.context
-            .push(encode_opt(run.final_context_blob.as_deref()));
-        self.error.push(encode_opt(run.error_blob.as_deref()));
+        match end {
+            Some((end, n_steps)) => {
+                self.status.push(encode(&end.status));
+                self.end.push(Some(encode(&end.end_time)));
+                self.duration.push(end.duration_ms);
+                self.cost.push(end.total_cost);
+                self.tokens.push(end.total_tokens);
+                self.n_steps.push(Some(n_steps));
+                self.output.push(encode_opt(end.output_blob.as_deref()));
+                self.context
+                    .push(encode_opt(end.final_context_blob.as_deref()));
+                self.error.push(encode_opt(end.error_blob.as_deref()));
+            }
+            None => {
+                self.status.push(encode(&run.status));
+                self.end.push(encode_opt(run.end_time.as_deref()));
+                self.duration.push(run.duration_ms);
+                self.cost.push(run.total_cost);
+                self.tokens.push(run.total_tokens);
+                self.n_steps.push(run.n_steps);
+                self.output.push(encode_opt(run.output_blob.as_deref()));
+                self.context
+                    .push(encode_opt(run.final_context_blob.as_deref()));
+                self.error.push(encode_opt(run.error_blob.as_deref()));
+            }
+        }
         let writer = run.writer.as_ref();
         self.host.push(encode_opt(writer.map(|w| w.host.as_str())));
         self.pid.push(writer.map(|w| w.pid));
@@ -673,10 +728,13 @@ struct RunEndColumns<'a> {
     context: OptText<'a>,
     error: OptText<'a>,
     output: OptText<'a>,
+    /// The run's steps that start in the batch.
+    batch_steps: Vec<i64>,
 }
 
 impl<'a> RunEndColumns<'a> {
-    fn push(&mut self, run_id: &'a str, end: &'a flujo_trace_core::RunEnd) {
+    fn push(&mut self, run_id: &'a str, end: &'a RunEnd, batch_steps: i64) {
+        self.batch_steps.push(batch_steps);
         self.id.push(encode(run_id));
         self.status.push(encode(&end.status));
         self.end.push(encode(&end.end_time));
@@ -687,5 +745,189 @@ impl<'a> RunEndColumns<'a> {
             .push(encode_opt(end.final_context_blob.as_deref()));
         self.error.push(encode_opt(end.error_blob.as_deref()));
         self.output.push(encode_opt(end.output_blob.as_deref()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The one-statement batch on a real server: starts and ends merged or not, batches written
+    //! again after their commit, and ends without a row.
+
+    use super::*;
+    use flujo_test_postgres::TestServer;
+
+    fn run_start(id: &str) -> Row {
+        Row::RunStart(RunRecord {
+            run_id: id.to_owned(),
+            pipeline_name: "p".into(),
+            pipeline_version: "v1".into(),
+            status: "running".into(),
+            start_time: "2026-12-02T09:00:00.000000Z".into(),
+            end_time: None,
+            duration_ms: None,
+            total_cost: None,
+            total_tokens: None,
+            n_steps: None,
+            input_blob: Some("1".into()),
+            output_blob: None,
+            final_context_blob: None,
+            error_blob: None,
+            writer: None,
+        })
+    }
+
+    fn run_end(id: &str) -> Row {
+        Row::RunEnd {
+            run_id: id.to_owned(),
+            end: RunEnd {
+                status: "completed".into(),
+                end_time: "2026-12-02T09:00:01.000000Z".into(),
+                duration_ms: Some(1000),
+                total_cost: Some(0.5),
+                total_tokens: Some(7),
+                output_blob: Some("2".into()),
+                final_context_blob: Some("{}".into()),
+                error_blob: None,
+            },
+        }
+    }
+
+    fn step_start(run: &str, step: &str, index: i64) -> Row {
+        Row::StepStart(StepRecord {
+            step_run_id: step.to_owned(),
+            run_id: run.to_owned(),
+            parent_step_run_id: None,
+            step_name: format!("s{index}"),
+            step_index: index,
+            step_kind: Some("step".into()),
+            status: "running".into(),
+            attempts: None,
+            start_time: "2026-12-02T09:00:00.100000Z".into(),
+            end_time: None,
+            duration_ms: None,
+            cost: None,
+            tokens: None,
+            input_blob: Some("1".into()),
+            output_blob: None,
+            error_blob: None,
+            fallback_taken: None,
+        })
+    }
+
+    fn step_end(step: &str) -> Row {
+        Row::StepEnd(StepClose {
+            step_run_id: step.to_owned(),
+            status: "completed".into(),
+            attempts: Some(1),
+            end_time: "2026-12-02T09:00:00.200000Z".into(),
+            duration_ms: Some(100),
+            output_blob: Some("2".into()),
+            ..StepClose::default()
+        })
+    }
+
+    /// `status|n_steps|output` of a run, and `status` of its steps in execution order.
+    fn stored(server: &TestServer, db: &str, run: &str) -> (String, String) {
+        let run_row = server.psql(
+            db,
+            &format!(
+                "SELECT status || '|' || coalesce(n_steps::text, '-') || '|' || \
+                 coalesce(output_blob, '-') FROM runs WHERE run_id = '{run}'"
+            ),
+        );
+        let steps = server.psql(
+            db,
+            &format!(
+                "SELECT string_agg(step_name || ':' || status, ',' ORDER BY seq) FROM steps \
+                 WHERE run_id = '{run}'"
+            ),
+        );
+        (run_row.trim().to_owned(), steps.trim().to_owned())
+    }
+
+    #[test]
+    fn batches_merge_split_and_replay_to_the_same_rows() {
+        let server = TestServer::get();
+        let uri = server.create_database("batch");
+        let db = uri.rsplit('/').next().unwrap().to_owned();
+        let heartbeat = Heartbeat {
+            interval: Duration::from_secs(5),
+            missed: 6,
+        };
+        let mut sink =
+            PostgresSink::new(PostgresUri::parse(&uri).unwrap(), None, heartbeat).unwrap();
+
+        // a run split over two batches, with steps on both sides of the split
+        let first = vec![
+            run_start("a"),
+            step_start("a", "a1", 0),
+            step_end("a1"),
+            step_start("a", "a2", 1),
+        ];
+        let second = vec![
+            step_end("a2"),
+            step_start("a", "a3", 2),
+            step_end("a3"),
+            run_end("a"),
+        ];
+        assert_eq!(sink.write_batch(&first).unwrap(), 0);
+        assert_eq!(
+            stored(server, &db, "a"),
+            ("running|-|-".into(), "s0:completed,s1:running".into())
+        );
+        assert_eq!(sink.write_batch(&second).unwrap(), 0);
+        let done = (
+            "completed|3|2".to_owned(),
+            "s0:completed,s1:completed,s2:completed".to_owned(),
+        );
+        assert_eq!(stored(server, &db, "a"), done);
+        // the second batch again (its commit's answer lost), then both as one retried batch
+        assert_eq!(sink.write_batch(&second).unwrap(), 0);
+        assert_eq!(stored(server, &db, "a"), done);
+        let both: Vec<Row> = first.iter().chain(&second).cloned().collect();
+        assert_eq!(sink.write_batch(&both).unwrap(), 0);
+        assert_eq!(stored(server, &db, "a"), done);
+        // a start written again never takes a finished run back
+        assert_eq!(sink.write_batch(&first).unwrap(), 0);
+        assert_eq!(stored(server, &db, "a"), done);
+
+        // only the start committed, then everything retried as one batch: the merged row
+        // brings the run up to date
+        let first_b = vec![run_start("b"), step_start("b", "b1", 0)];
+        assert_eq!(sink.write_batch(&first_b).unwrap(), 0);
+        let all_b = vec![
+            run_start("b"),
+            step_start("b", "b1", 0),
+            step_end("b1"),
+            step_start("b", "b2", 1),
+            step_end("b2"),
+            run_end("b"),
+        ];
+        assert_eq!(sink.write_batch(&all_b).unwrap(), 0);
+        assert_eq!(
+            stored(server, &db, "b"),
+            ("completed|2|2".into(), "s0:completed,s1:completed".into())
+        );
+
+        // a whole run in one batch is two inserts
+        let c = vec![
+            run_start("c"),
+            step_start("c", "c1", 0),
+            step_end("c1"),
+            run_end("c"),
+        ];
+        assert_eq!(sink.write_batch(&c).unwrap(), 0);
+        assert_eq!(
+            stored(server, &db, "c"),
+            ("completed|1|2".into(), "s0:completed".into())
+        );
+
+        // ends whose rows were never written are counted, and the rest of the batch lands
+        let orphans = vec![step_end("nowhere"), run_end("missing"), run_start("d")];
+        assert_eq!(sink.write_batch(&orphans).unwrap(), 2);
+        assert_eq!(
+            stored(server, &db, "d"),
+            ("running|-|-".into(), String::new())
+        );
     }
 }

@@ -1,8 +1,16 @@
 //! The `StateBackend` trait (FSD-08's storage interface) over the core's row types, and
-//! `SqliteBackend`.
+//! `SqliteBackend`, the writer's role: it creates and migrates a database and writes rows.
 //!
-//! The trait is synchronous: its two callers, the layer's writer thread and the lens, are
-//! synchronous, and an async trait would only add a runtime to both.
+//! Publicly a `SqliteBackend` only writes: `open`, `path` and the `StateBackend` impl (whose read
+//! methods, FSD-08's, read back what it wrote). Its read-only open and the lens's queries
+//! (`read.rs`) and its prune open and deletes (`prune.rs`) are crate-private: public reading goes
+//! through `SqliteReader`, public pruning through `SqlitePruner` (`roles.rs`), each wrapping a
+//! `SqliteBackend` of its own; the lens never holds a `SqliteBackend`. The layer's writer thread
+//! (`SqliteSink`, `sink.rs`) holds one and writes with this file's row functions (`insert_run`,
+//! `insert_step`, `update_run_end`, `update_step_end`), not through the trait.
+//!
+//! The trait is synchronous, as its callers are (tests write rows through it); an async trait
+//! would only add a runtime to them.
 
 use std::path::Path;
 use std::time::Duration;
@@ -31,10 +39,12 @@ pub trait StateBackend {
     fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>, Self::Error>;
 }
 
-/// The SQLite implementation of [`StateBackend`].
+/// The SQLite implementation of [`StateBackend`]: the writer's role.
 ///
-/// `SqliteBackend::open` creates and migrates a database (writers); `SqliteBackend::open_read_only`
-/// never creates, migrates or writes one (the lens).
+/// [`SqliteBackend::open`] creates and migrates a database; the [`StateBackend`] impl writes runs
+/// and steps and, through FSD-08's read operations, reads them back. The lens never holds one:
+/// it reads through a [`SqliteReader`](crate::SqliteReader), which never creates, migrates or
+/// writes a database, and prunes through a [`SqlitePruner`](crate::SqlitePruner).
 #[derive(Debug)]
 pub struct SqliteBackend {
     pub(crate) conn: rusqlite::Connection,

@@ -1,5 +1,6 @@
 //! Pruning: deleting old runs with their steps in short transactions, and handing the freed pages
-//! back to the file system.
+//! back to the file system. The open and the deletes are crate-private methods of `SqliteBackend`,
+//! public only through `SqlitePruner` (`roles.rs`).
 //!
 //! Deleting is safe while pipelines write to the same database: runs are deleted in IMMEDIATE
 //! transactions of at most [`RUNS_PER_TRANSACTION`] runs and [`ROWS_PER_TRANSACTION`] rows, each
@@ -41,7 +42,7 @@ const CHECKPOINT_PAUSE: Duration = Duration::from_millis(50);
 const MIN_PAUSE: Duration = Duration::from_millis(1);
 const MAX_PAUSE: Duration = Duration::from_millis(250);
 
-/// Which runs [`SqliteBackend::prune`] deletes: every condition narrows.
+/// Which runs [`SqlitePruner::prune`](crate::SqlitePruner::prune) deletes: every condition narrows.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PruneFilter {
     /// Runs that started before this time (RFC 3339 UTC, the stored fixed-width format).
@@ -54,7 +55,8 @@ pub struct PruneFilter {
     pub pipeline_name: Option<String>,
 }
 
-/// How many runs and steps a prune would delete ([`SqliteBackend::prune_count`]).
+/// How many runs and steps a prune would delete
+/// ([`SqlitePruner::prune_count`](crate::SqlitePruner::prune_count)).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PruneCounts {
     /// Matching runs.
@@ -149,7 +151,7 @@ impl SqliteBackend {
     /// same checks as [`SqliteBackend::open_read_only`] first, with the same errors (missing, not
     /// a flujo database, corrupt, too new), and never creates, migrates or repairs the file: an
     /// older schema version is pruned as it is. Sets a busy timeout of 5 s and `foreign_keys`.
-    pub fn open_for_prune(path: impl AsRef<Path>) -> Result<SqliteBackend, Error> {
+    pub(crate) fn open_for_prune(path: impl AsRef<Path>) -> Result<SqliteBackend, Error> {
         let path = path.as_ref();
         let schema_version = SqliteBackend::open_read_only(path)?.stored_schema_version();
         let sqlite = |source| classify(path, source);
@@ -168,7 +170,7 @@ impl SqliteBackend {
 
     /// How many runs match `filter` and how many steps they have: what [`SqliteBackend::prune`]
     /// would delete now. Only reads; works on a read-only open too.
-    pub fn prune_count(&self, filter: &PruneFilter) -> Result<PruneCounts, Error> {
+    pub(crate) fn prune_count(&self, filter: &PruneFilter) -> Result<PruneCounts, Error> {
         let read = |e| classify(&self.path, e);
         let arms = StatusArms::of(&filter.statuses);
         let mut steps_of = self
@@ -204,7 +206,7 @@ impl SqliteBackend {
     /// that pipelines writing meanwhile lose nothing, then hands the freed pages back to the file
     /// system when the database allows it and truncates the `-wal` file when no reader holds it.
     /// Calls `progress` after each transaction. Needs [`SqliteBackend::open_for_prune`].
-    pub fn prune(
+    pub(crate) fn prune(
         &mut self,
         filter: &PruneFilter,
         progress: impl FnMut(PruneProgress),

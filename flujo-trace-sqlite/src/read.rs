@@ -1,4 +1,5 @@
-//! Read-only queries over `runs` and `steps`, and the read-only open the lens uses.
+//! Read-only queries over `runs` and `steps`, and the read-only open the lens uses: crate-private
+//! methods of `SqliteBackend`, public only through `SqliteReader` (`roles.rs`).
 //!
 //! Every query is served by an index of schema v2 (checked with `EXPLAIN QUERY PLAN` in the tests
 //! below): a page of runs walks `runs(start_time)` or one of `runs(status, start_time)` /
@@ -41,7 +42,7 @@ impl SqliteBackend {
     ///
     /// A database in WAL mode is read through SQLite's `-wal` and `-shm` companion files, which
     /// SQLite creates next to it when missing (empty); the database file itself is not written.
-    pub fn open_read_only(path: impl AsRef<Path>) -> Result<SqliteBackend, Error> {
+    pub(crate) fn open_read_only(path: impl AsRef<Path>) -> Result<SqliteBackend, Error> {
         let path = path.as_ref();
         check_sqlite_header(path)?;
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
@@ -70,17 +71,17 @@ impl SqliteBackend {
     }
 
     /// The schema version of the database as opened (`PRAGMA user_version`, at least 1).
-    pub fn stored_schema_version(&self) -> i64 {
+    pub(crate) fn stored_schema_version(&self) -> i64 {
         self.schema_version
     }
 
     /// One run with its blobs, `None` when no run has this id.
-    pub fn find_run(&self, run_id: &str) -> Result<Option<RunRecord>, Error> {
+    pub(crate) fn find_run(&self, run_id: &str) -> Result<Option<RunRecord>, Error> {
         run_by_id(&self.conn, self.schema_version, run_id).map_err(|e| self.read_error(e))
     }
 
     /// The run that started last, with its blobs.
-    pub fn latest_run(&self) -> Result<Option<RunRecord>, Error> {
+    pub(crate) fn latest_run(&self) -> Result<Option<RunRecord>, Error> {
         let sql = format!(
             "SELECT {} FROM runs ORDER BY start_time DESC LIMIT 1",
             run_columns(self.schema_version, Columns::Detail)
@@ -89,7 +90,11 @@ impl SqliteBackend {
     }
 
     /// Up to `max` runs whose id starts with `prefix`, in id order, without their blobs.
-    pub fn find_runs_by_prefix(&self, prefix: &str, max: usize) -> Result<Vec<RunRecord>, Error> {
+    pub(crate) fn find_runs_by_prefix(
+        &self,
+        prefix: &str,
+        max: usize,
+    ) -> Result<Vec<RunRecord>, Error> {
         runs_by_prefix(&self.conn, self.schema_version, prefix, max).map_err(|e| self.read_error(e))
     }
 
@@ -100,7 +105,11 @@ impl SqliteBackend {
     /// When exactly one of `running` and `crashed` is asked for, each candidate's writer must be
     /// checked: the walk stops after the page and one more run (the count is then "more than
     /// the page") or after [`RECHECK_BOUND`] candidates ([`RunPage::stopped_after`]).
-    pub fn list_runs_page(&self, filter: &RunFilter, count_bound: u64) -> Result<RunPage, Error> {
+    pub(crate) fn list_runs_page(
+        &self,
+        filter: &RunFilter,
+        count_bound: u64,
+    ) -> Result<RunPage, Error> {
         let version = self.schema_version;
         let read = |e| self.read_error(e);
         page_of_runs(
@@ -123,7 +132,7 @@ impl SqliteBackend {
 
     /// Calls `each` with every run, with its payloads, oldest first (by `runs(start_time)`), one
     /// row at a time; stops at the first error `each` returns. For copying a whole store.
-    pub fn for_each_run<E: From<Error>>(
+    pub(crate) fn for_each_run<E: From<Error>>(
         &self,
         mut each: impl FnMut(RunRecord) -> Result<(), E>,
     ) -> Result<(), E> {
@@ -142,14 +151,14 @@ impl SqliteBackend {
     }
 
     /// How many runs the database holds.
-    pub fn run_count(&self) -> Result<u64, Error> {
+    pub(crate) fn run_count(&self) -> Result<u64, Error> {
         count_runs(&self.conn, &RunFilter::default(), u64::MAX - 1).map_err(|e| self.read_error(e))
     }
 
     /// Calls `each` with every step of a run in execution order (the order the writer inserted
     /// them, when each started: `rowid`, read through `idx_steps_run_id`), one row at a time, so a run with thousands of large steps is never held in memory at once.
     /// Stops at the first error `each` returns.
-    pub fn for_each_run_step<E: From<Error>>(
+    pub(crate) fn for_each_run_step<E: From<Error>>(
         &self,
         run_id: &str,
         mut each: impl FnMut(StepRecord) -> Result<(), E>,
@@ -169,7 +178,7 @@ impl SqliteBackend {
 
     /// The steps of a run still stored as `running`, in execution order: for a crashed run, the
     /// steps that were running when its process died.
-    pub fn running_steps(&self, run_id: &str) -> Result<Vec<StepRecord>, Error> {
+    pub(crate) fn running_steps(&self, run_id: &str) -> Result<Vec<StepRecord>, Error> {
         let sql = format!(
             "SELECT {} FROM steps WHERE run_id = ?1 AND status = 'running' ORDER BY rowid",
             step_columns(self.schema_version)

@@ -1,14 +1,17 @@
 //! The read and prune roles, each its own type, so what a caller may do with a database is
-//! decided by the type it holds: the lens's `list` and `show` hold a [`SqliteReader`], which has
-//! no method that writes (a compile-fail test shows it); only `prune` holds a [`SqlitePruner`].
-//! (The writer's role is the core's `Sink`, `SqliteSink`, behind `SqliteLayer`.)
+//! decided by the type it holds: the lens's `list`, `show` and `copy` hold a [`SqliteReader`],
+//! which has no method that writes or deletes (a compile-fail test shows it); only `prune` holds a
+//! [`SqlitePruner`]. The writer's role is `SqliteBackend` (`open` and the `StateBackend` impl) and,
+//! behind `SqliteLayer`, the core's `Sink`, `SqliteSink`.
 //!
-//! Both open through `SqliteBackend`'s one read-only open and its checks; the queries are the
-//! ones of `read.rs` and `prune.rs`.
+//! These two types are the only public way to read or prune: each wraps a `SqliteBackend` opened
+//! through its crate-private read-only open (`read.rs`) or prune open (`prune.rs`, which makes the
+//! read-only open's checks first), and each method is a thin delegation to that backend's
+//! crate-private queries.
 
 use std::path::Path;
 
-use crate::backend::{RunFilter, RunRecord, SqliteBackend, StepRecord};
+use crate::backend::{RunFilter, RunRecord, SqliteBackend, StateBackend, StepRecord};
 use crate::prune::{PruneCounts, PruneFilter, PruneProgress, PruneReport};
 use flujo_trace_core::RunReader;
 
@@ -23,8 +26,13 @@ pub struct SqliteReader {
 }
 
 impl SqliteReader {
-    /// Opens an existing database for reading only, with the checks and errors of
-    /// [`SqliteBackend::open_read_only`] (never creates, migrates or writes the file).
+    /// Opens an existing database for reading only. Never creates, migrates or writes the file:
+    /// a missing file is [`Error::NotFound`], a file that is not SQLite or has no flujo tables is
+    /// [`Error::NotAFlujoDatabase`], a damaged one [`Error::Corrupt`], one written by a newer
+    /// flujo [`Error::TooNew`]. Older schema versions are read as they are.
+    ///
+    /// A database in WAL mode is read through SQLite's `-wal` and `-shm` companion files, which
+    /// SQLite creates next to it when missing (empty); the database file itself is not written.
     pub fn open(path: impl AsRef<Path>) -> Result<SqliteReader, Error> {
         SqliteBackend::open_read_only(path).map(|backend| SqliteReader { backend })
     }
@@ -39,8 +47,8 @@ impl SqliteReader {
         self.backend.stored_schema_version()
     }
 
-    /// Calls `each` with every run, with its payloads, oldest first; see
-    /// [`SqliteBackend::for_each_run`].
+    /// Calls `each` with every run, with its payloads, oldest first (by `runs(start_time)`), one
+    /// row at a time; stops at the first error `each` returns. For copying a whole store.
     pub fn for_each_run<E: From<Error>>(
         &self,
         each: impl FnMut(RunRecord) -> Result<(), E>,
@@ -57,12 +65,37 @@ impl SqliteReader {
     pub fn prune_count(&self, filter: &PruneFilter) -> Result<PruneCounts, Error> {
         self.backend.prune_count(filter)
     }
+
+    /// FSD-08's `get_run_details` ([`StateBackend::get_run_details`]) on this read-only open: one
+    /// run with its blobs, `None` when unknown.
+    pub fn get_run_details(&self, run_id: &str) -> Result<Option<RunRecord>, Error> {
+        StateBackend::get_run_details(&self.backend, run_id)
+    }
+
+    /// FSD-08's `list_run_steps` ([`StateBackend::list_run_steps`]) on this read-only open: a
+    /// run's steps in execution order, all at once.
+    pub fn list_run_steps(&self, run_id: &str) -> Result<Vec<StepRecord>, Error> {
+        StateBackend::list_run_steps(&self.backend, run_id)
+    }
+
+    /// [`StateBackend::list_runs`] on this read-only open: the runs matching `filter`, newest
+    /// first, with their blobs.
+    pub fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>, Error> {
+        StateBackend::list_runs(&self.backend, filter)
+    }
 }
 
 impl RunReader for SqliteReader {
     type Error = Error;
 
-    /// See [`SqliteBackend::list_runs_page`].
+    /// A page of runs matching `filter`, newest first, without blobs, and how many match:
+    /// counted exactly up to `count_bound`, beyond that reported as "more than `count_bound`".
+    /// `filter.limit` of `None` returns every matching run.
+    ///
+    /// When exactly one of `running` and `crashed` is asked for, each candidate's writer must be
+    /// checked: the walk stops after the page and one more run (the count is then "more than
+    /// the page") or after [`RECHECK_BOUND`](crate::RECHECK_BOUND) candidates
+    /// ([`RunPage::stopped_after`]).
     fn list_runs_page(&self, filter: &RunFilter, count_bound: u64) -> Result<RunPage, Error> {
         self.backend.list_runs_page(filter, count_bound)
     }
@@ -79,7 +112,10 @@ impl RunReader for SqliteReader {
         self.backend.find_runs_by_prefix(prefix, max)
     }
 
-    /// See [`SqliteBackend::for_each_run_step`].
+    /// Calls `each` with every step of a run in execution order (the order the writer inserted
+    /// them, when each started: `rowid`, read through `idx_steps_run_id`), one row at a time, so
+    /// a run with thousands of large steps is never held in memory at once. Stops at the first
+    /// error `each` returns.
     fn for_each_run_step<E: From<Error>>(
         &self,
         run_id: &str,
@@ -100,19 +136,29 @@ pub struct SqlitePruner {
 }
 
 impl SqlitePruner {
-    /// Opens an existing database to delete runs from it, with the checks and errors of
-    /// [`SqliteBackend::open_for_prune`] (never creates, migrates or repairs the file).
+    /// Opens an existing database to delete runs from it. Makes the same checks as
+    /// [`SqliteReader::open`] first, with the same errors (missing, not a flujo database, corrupt,
+    /// too new), and never creates, migrates or repairs the file: an older schema version is
+    /// pruned as it is. Sets a busy timeout of 5 s and `foreign_keys`.
     pub fn open(path: impl AsRef<Path>) -> Result<SqlitePruner, Error> {
         SqliteBackend::open_for_prune(path).map(|backend| SqlitePruner { backend })
     }
 
-    /// How many runs and steps [`prune`](Self::prune) with `filter` would delete now.
+    /// The schema version of the database as opened (`PRAGMA user_version`, at least 1).
+    pub fn stored_schema_version(&self) -> i64 {
+        self.backend.stored_schema_version()
+    }
+
+    /// How many runs match `filter` and how many steps they have: what [`prune`](Self::prune)
+    /// would delete now. Only reads.
     pub fn prune_count(&self, filter: &PruneFilter) -> Result<PruneCounts, Error> {
         self.backend.prune_count(filter)
     }
 
-    /// Deletes the runs matching `filter` with their steps, in short transactions: see
-    /// [`SqliteBackend::prune`].
+    /// Deletes the runs matching `filter` with their steps, in short IMMEDIATE transactions so
+    /// that pipelines writing meanwhile lose nothing, then hands the freed pages back to the file
+    /// system when the database allows it and truncates the `-wal` file when no reader holds it.
+    /// Calls `progress` after each transaction.
     pub fn prune(
         &mut self,
         filter: &PruneFilter,

@@ -2,7 +2,7 @@
 //! before it is reaped), and as `running` while it lives, when it ran on another host, or in
 //! another PID namespace (another container with the same host name).
 
-use flujo_trace_sqlite::{RunFilter, SqliteBackend, CRASHED};
+use flujo_trace_sqlite::{RunFilter, RunReader, SqliteReader, CRASHED};
 use rusqlite::params;
 
 const V1: &str = include_str!("../src/schema/v1.sql");
@@ -75,9 +75,9 @@ fn database_with_running_run_in(
 }
 
 fn status(path: &std::path::Path) -> String {
-    let backend = SqliteBackend::open_read_only(path).unwrap();
-    let by_id = backend.find_run("r1").unwrap().unwrap().status;
-    let listed = backend
+    let reader = SqliteReader::open(path).unwrap();
+    let by_id = reader.find_run("r1").unwrap().unwrap().status;
+    let listed = reader
         .list_runs_page(
             &RunFilter {
                 limit: Some(5),
@@ -118,8 +118,8 @@ fn killed_writer_makes_its_running_run_crashed() {
     child.wait().unwrap();
     assert_eq!(status(&path), CRASHED);
 
-    let backend = SqliteBackend::open_read_only(&path).unwrap();
-    let running = backend.running_steps("r1").unwrap();
+    let reader = SqliteReader::open(&path).unwrap();
+    let running = reader.running_steps("r1").unwrap();
     assert_eq!(
         running
             .iter()
@@ -132,18 +132,18 @@ fn killed_writer_makes_its_running_run_crashed() {
         limit: Some(5),
         ..RunFilter::default()
     };
-    assert_eq!(backend.list_runs_page(&crashed, 10).unwrap().runs.len(), 1);
+    assert_eq!(reader.list_runs_page(&crashed, 10).unwrap().runs.len(), 1);
     let running_filter = RunFilter {
         statuses: vec!["running".into()],
         limit: Some(5),
         ..RunFilter::default()
     };
-    assert!(backend
+    assert!(reader
         .list_runs_page(&running_filter, 10)
         .unwrap()
         .runs
         .is_empty());
-    drop(backend);
+    drop(reader);
     assert_eq!(
         std::fs::read(&path).unwrap(),
         before,

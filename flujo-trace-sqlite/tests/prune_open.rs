@@ -1,10 +1,10 @@
-//! `SqliteBackend::open_for_prune` refuses what `open_read_only` refuses, leaving the file byte
+//! `SqlitePruner::open` refuses what `SqliteReader::open` refuses, leaving the file byte
 //! for byte; an FSD-08 (schema v1, no auto-vacuum) database is pruned as it is, never migrated,
 //! and the report says the freed space stays inside the file.
 
 use std::path::Path;
 
-use flujo_trace_sqlite::{Error, PruneFilter, SqliteBackend};
+use flujo_trace_sqlite::{Error, PruneFilter, SqlitePruner};
 use rusqlite::Connection;
 
 const V1_FIXTURE: &str = include_str!("fixtures/create_v1.sql");
@@ -25,7 +25,7 @@ fn files(dir: &Path) -> Vec<(std::ffi::OsString, Vec<u8>)> {
 fn refused(path: &Path) -> Error {
     let dir = path.parent().unwrap();
     let before = files(dir);
-    let error = SqliteBackend::open_for_prune(path).unwrap_err();
+    let error = SqlitePruner::open(path).unwrap_err();
     assert!(files(dir) == before, "{error}: the directory changed");
     error
 }
@@ -118,14 +118,14 @@ fn an_fsd_database_is_pruned_as_it_is_and_keeps_its_free_pages() {
         started_before: "2025-12-11T00:00:00.000000Z".into(),
         ..PruneFilter::default()
     };
-    let mut backend = SqliteBackend::open_for_prune(&path).unwrap();
-    assert_eq!(backend.stored_schema_version(), 1);
-    let counts = backend.prune_count(&filter).unwrap();
+    let mut pruner = SqlitePruner::open(&path).unwrap();
+    assert_eq!(pruner.stored_schema_version(), 1);
+    let counts = pruner.prune_count(&filter).unwrap();
     // days 1..=10, minus the running ones (i = 3, 7)
     assert_eq!((counts.runs, counts.steps), (8, 24));
     assert_eq!(counts.bytes_on_disk, size);
-    let report = backend.prune(&filter, |_| {}).unwrap();
-    drop(backend);
+    let report = pruner.prune(&filter, |_| {}).unwrap();
+    drop(pruner);
 
     assert_eq!((report.runs, report.steps), (8, 24));
     assert!(!report.gives_space_back);

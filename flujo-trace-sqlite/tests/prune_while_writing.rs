@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use flujo_trace_sqlite::{PruneFilter, PruneProgress, SqliteBackend, SqliteLayer};
+use flujo_trace_sqlite::{PruneFilter, PruneProgress, SqliteLayer, SqlitePruner};
 use layer_support::{count, emit_run, end_run, end_step, reader, step_span};
 use tracing::field::Empty;
 use tracing_subscriber::prelude::*;
@@ -94,11 +94,11 @@ fn a_writer_loses_nothing_while_old_runs_are_pruned() {
         started_before: "2025-12-01T00:00:00.000000Z".into(),
         ..PruneFilter::default()
     };
-    let mut backend = SqliteBackend::open_for_prune(&path).unwrap();
+    let mut pruner = SqlitePruner::open(&path).unwrap();
     // how many new runs were committed, seen after each of the prune's transactions
     let watcher = reader(&path);
     let mut committed_while_deleting = Vec::new();
-    let report = backend
+    let report = pruner
         .prune(&filter, |progress| {
             if let PruneProgress::Deleting { .. } = progress {
                 committed_while_deleting.push(count(
@@ -109,7 +109,7 @@ fn a_writer_loses_nothing_while_old_runs_are_pruned() {
         })
         .unwrap();
     drop(watcher);
-    drop(backend);
+    drop(pruner);
     // keep writing a little after the prune, then stop
     let after_prune = emitted.load(Ordering::SeqCst);
     while emitted.load(Ordering::SeqCst) < after_prune + 50 {

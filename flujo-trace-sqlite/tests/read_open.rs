@@ -1,9 +1,9 @@
-//! `SqliteBackend::open_read_only`: refuses what it cannot read with a typed error, never
+//! `SqliteReader::open`: refuses what it cannot read with a typed error, never
 //! creates, migrates or writes a file, and reads schema v1 and v2 databases.
 
 use std::path::Path;
 
-use flujo_trace_sqlite::{Error, SqliteBackend};
+use flujo_trace_sqlite::{Error, RunReader, SqliteReader};
 
 const V1_FIXTURE: &str = include_str!("fixtures/create_v1.sql");
 const V1: &str = include_str!("../src/schema/v1.sql");
@@ -31,7 +31,7 @@ fn refused(path: &Path) -> Error {
         files
     };
     let before = snapshot();
-    let error = SqliteBackend::open_read_only(path).unwrap_err();
+    let error = SqliteReader::open(path).unwrap_err();
     assert!(snapshot() == before, "{error}: the directory changed");
     error
 }
@@ -104,15 +104,15 @@ fn read_only_open_never_writes() {
     let path = dir.path().join("flujo_ops.db");
     v2_database(&path);
     let before = std::fs::read(&path).unwrap();
-    let backend = SqliteBackend::open_read_only(&path).unwrap();
-    assert_eq!(backend.stored_schema_version(), 2);
+    let reader = SqliteReader::open(&path).unwrap();
+    assert_eq!(reader.stored_schema_version(), 2);
     let filter = flujo_trace_sqlite::RunFilter {
         limit: Some(10),
         ..Default::default()
     };
-    let page = backend.list_runs_page(&filter, 100).unwrap();
+    let page = reader.list_runs_page(&filter, 100).unwrap();
     assert!(page.runs.is_empty());
-    drop(backend);
+    drop(reader);
     assert_eq!(std::fs::read(&path).unwrap(), before);
 }
 
@@ -125,8 +125,8 @@ fn v1_fixture_opens_as_version_1() {
         .execute_batch(V1_FIXTURE)
         .unwrap();
     let before = std::fs::read(&path).unwrap();
-    let backend = SqliteBackend::open_read_only(&path).unwrap();
-    assert_eq!(backend.stored_schema_version(), 1);
-    drop(backend);
+    let reader = SqliteReader::open(&path).unwrap();
+    assert_eq!(reader.stored_schema_version(), 1);
+    drop(reader);
     assert_eq!(std::fs::read(&path).unwrap(), before, "never migrated");
 }

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use flujo_trace_sqlite::{RunCount, RunFilter, SqliteBackend, StateBackend, StepRecord};
+use flujo_trace_sqlite::{RunCount, RunFilter, RunReader, SqliteReader, StepRecord};
 use rusqlite::params;
 
 const V1_FIXTURE: &str = include_str!("fixtures/create_v1.sql");
@@ -70,10 +70,8 @@ fn filter(statuses: &[&str], pipeline: Option<&str>, limit: usize) -> RunFilter 
 }
 
 /// The same questions give the same answers on both schema versions.
-fn check_queries(backend: &SqliteBackend) {
-    let page = backend
-        .list_runs_page(&filter(&[], None, 5), 1_000)
-        .unwrap();
+fn check_queries(reader: &SqliteReader) {
+    let page = reader.list_runs_page(&filter(&[], None, 5), 1_000).unwrap();
     assert_eq!(ids(&page.runs), [29, 28, 27, 26, 25].map(run_id));
     assert_eq!(
         page.matching,
@@ -93,7 +91,7 @@ fn check_queries(backend: &SqliteBackend) {
         "pages carry no blobs"
     );
 
-    let page = backend.list_runs_page(&filter(&[], None, 5), 10).unwrap();
+    let page = reader.list_runs_page(&filter(&[], None, 5), 10).unwrap();
     assert_eq!(
         page.matching,
         RunCount {
@@ -103,13 +101,13 @@ fn check_queries(backend: &SqliteBackend) {
         "bounded count"
     );
 
-    let failed = backend
+    let failed = reader
         .list_runs_page(&filter(&["failed"], None, 100), 1_000)
         .unwrap();
     assert_eq!(failed.runs.len(), 10);
     assert!(failed.runs.iter().all(|run| run.status == "failed"));
 
-    let several = backend
+    let several = reader
         .list_runs_page(&filter(&["failed", "cancelled"], Some("a"), 100), 1_000)
         .unwrap();
     let expected: Vec<String> = (0..30u32)
@@ -125,7 +123,7 @@ fn check_queries(backend: &SqliteBackend) {
         limit: Some(50),
         ..RunFilter::default()
     };
-    let page = backend.list_runs_page(&window, 1_000).unwrap();
+    let page = reader.list_runs_page(&window, 1_000).unwrap();
     assert_eq!(
         ids(&page.runs),
         [12, 11, 10].map(run_id),
@@ -133,24 +131,24 @@ fn check_queries(backend: &SqliteBackend) {
     );
 
     let injection = filter(&[], Some("a' OR 1=1 --"), 50);
-    assert!(backend
+    assert!(reader
         .list_runs_page(&injection, 1_000)
         .unwrap()
         .runs
         .is_empty());
 
-    let by_prefix = backend.find_runs_by_prefix("0190001", 100).unwrap();
+    let by_prefix = reader.find_runs_by_prefix("0190001", 100).unwrap();
     assert_eq!(ids(&by_prefix), (16..30).map(run_id).collect::<Vec<_>>());
-    assert!(backend.find_runs_by_prefix("0191", 10).unwrap().is_empty());
-    assert_eq!(backend.find_runs_by_prefix("0190", 3).unwrap().len(), 3);
+    assert!(reader.find_runs_by_prefix("0191", 10).unwrap().is_empty());
+    assert_eq!(reader.find_runs_by_prefix("0190", 3).unwrap().len(), 3);
 
-    let latest = backend.latest_run().unwrap().unwrap();
+    let latest = reader.latest_run().unwrap().unwrap();
     assert_eq!(latest.run_id, run_id(29));
     assert_eq!(latest.final_context_blob.as_deref(), Some("{\"i\":1}"));
-    assert!(backend.find_run("nope").unwrap().is_none());
+    assert!(reader.find_run("nope").unwrap().is_none());
 
     let mut streamed: Vec<StepRecord> = Vec::new();
-    backend
+    reader
         .for_each_run_step(
             &run_id(3),
             |step| -> Result<(), flujo_trace_sqlite::Error> {
@@ -167,13 +165,13 @@ fn check_queries(backend: &SqliteBackend) {
         ["s0", "s1"]
     );
 
-    // the trait's reads agree with the lens's
+    // the trait's reads (FSD-08's, on this read-only open) agree with the lens's
     assert_eq!(
-        backend.get_run_details(&run_id(3)).unwrap().unwrap(),
-        backend.find_run(&run_id(3)).unwrap().unwrap()
+        reader.get_run_details(&run_id(3)).unwrap().unwrap(),
+        reader.find_run(&run_id(3)).unwrap().unwrap()
     );
-    assert_eq!(backend.list_run_steps(&run_id(3)).unwrap(), streamed);
-    let all = StateBackend::list_runs(backend, &filter(&["cancelled"], None, 3)).unwrap();
+    assert_eq!(reader.list_run_steps(&run_id(3)).unwrap(), streamed);
+    let all = reader.list_runs(&filter(&["cancelled"], None, 3)).unwrap();
     assert_eq!(ids(&all), [29, 26, 23].map(run_id));
     assert!(
         all[0].final_context_blob.is_some(),
@@ -186,9 +184,9 @@ fn schema_v1_is_read_with_missing_columns_as_null() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("flujo_ops.db");
     v1_database(&path, 30);
-    let backend = SqliteBackend::open_read_only(&path).unwrap();
-    check_queries(&backend);
-    let run = backend.find_run(&run_id(0)).unwrap().unwrap();
+    let reader = SqliteReader::open(&path).unwrap();
+    check_queries(&reader);
+    let run = reader.find_run(&run_id(0)).unwrap().unwrap();
     assert_eq!(
         (
             run.input_blob,
@@ -199,7 +197,7 @@ fn schema_v1_is_read_with_missing_columns_as_null() {
         ),
         (None, None, None, None, None)
     );
-    let step = &backend.list_run_steps(&run_id(0)).unwrap()[0];
+    let step = &reader.list_run_steps(&run_id(0)).unwrap()[0];
     assert_eq!(
         (&step.parent_step_run_id, step.fallback_taken),
         (&None, None)
@@ -211,7 +209,7 @@ fn schema_v2() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("flujo_ops.db");
     drop(v2_database(&path, 30));
-    check_queries(&SqliteBackend::open_read_only(&path).unwrap());
+    check_queries(&SqliteReader::open(&path).unwrap());
 }
 
 #[test]
@@ -219,7 +217,7 @@ fn stopping_a_stream_early_returns_the_callers_error() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("flujo_ops.db");
     drop(v2_database(&path, 1));
-    let backend = SqliteBackend::open_read_only(&path).unwrap();
+    let reader = SqliteReader::open(&path).unwrap();
     #[derive(Debug)]
     enum Stop {
         Here(usize),
@@ -231,7 +229,7 @@ fn stopping_a_stream_early_returns_the_callers_error() {
         }
     }
     let mut seen = 0;
-    let result = backend.for_each_run_step(&run_id(0), |_| {
+    let result = reader.for_each_run_step(&run_id(0), |_| {
         seen += 1;
         Err(Stop::Here(seen))
     });

@@ -13,7 +13,7 @@ use flujo_runner::{
     format_timestamp, loop_until, map_over, parallel, step, Flujo, Pipeline, PipelineResult,
     RunObserver, RunStatus, StepContext, StepError, StepResult, Usage,
 };
-use flujo_trace_sqlite::{SqliteBackend, SqliteHandle, SqliteLayer, StateBackend, StepRecord};
+use flujo_trace_sqlite::{SqliteHandle, SqliteLayer, SqliteReader, StepRecord};
 use layer_support::reader;
 use tracing::instrument::WithSubscriber;
 use tracing_subscriber::prelude::*;
@@ -122,8 +122,8 @@ fn json(text: Option<&str>) -> Option<serde_json::Value> {
 }
 
 fn check_rows_match(path: &std::path::Path, result: &PipelineResult<String, Ctx>) {
-    let backend = SqliteBackend::open_read_only(path).unwrap();
-    let run = backend
+    let reader = SqliteReader::open(path).unwrap();
+    let run = reader
         .get_run_details(&result.run_id)
         .unwrap()
         .expect("the run is committed");
@@ -154,7 +154,7 @@ fn check_rows_match(path: &std::path::Path, result: &PipelineResult<String, Ctx>
 
     let mut expected = Vec::new();
     flatten(&result.step_history, None, &mut expected);
-    let rows: Vec<StepRecord> = backend.list_run_steps(&result.run_id).unwrap();
+    let rows: Vec<StepRecord> = reader.list_run_steps(&result.run_id).unwrap();
     assert_eq!(run.n_steps, Some(expected.len() as i64));
     assert_eq!(rows.len(), expected.len());
     for (parent, step) in expected {
@@ -234,10 +234,10 @@ async fn a_run_is_committed_when_it_returns_and_matches_its_result() {
     check_rows_match(&path, &result);
     assert!(result.step("template").is_some());
     assert!(result.step("call_model").unwrap().fallback_taken);
-    let backend = SqliteBackend::open_read_only(&path).unwrap();
-    let run = backend.get_run_details(&result.run_id).unwrap().unwrap();
+    let reader = SqliteReader::open(&path).unwrap();
+    let run = reader.get_run_details(&result.run_id).unwrap().unwrap();
     assert_eq!(run.output_blob.as_deref(), Some(r#""7,8,5,1,5,1,1,2""#));
-    let steps = backend.list_run_steps(&result.run_id).unwrap();
+    let steps = reader.list_run_steps(&result.run_id).unwrap();
     let taken: Vec<&str> = steps
         .iter()
         .filter(|step| step.fallback_taken == Some(true))
@@ -325,9 +325,9 @@ async fn a_locked_database_leaves_the_result_intact() {
         .with_subscriber(dispatch)
         .await;
     check_rows_match(&path, &result);
-    let backend = SqliteBackend::open_read_only(&path).unwrap();
+    let reader = SqliteReader::open(&path).unwrap();
     for lost_run in &results {
-        assert_eq!(backend.get_run_details(&lost_run.run_id).unwrap(), None);
+        assert_eq!(reader.get_run_details(&lost_run.run_id).unwrap(), None);
     }
     assert_eq!(handle.rows_not_recorded(), lost);
 }

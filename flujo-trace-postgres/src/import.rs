@@ -4,7 +4,7 @@
 
 use flujo_trace_core::{PostgresUri, RunRecord, StepRecord};
 
-use crate::sink::{Heartbeat, PostgresSink};
+use crate::sink::{Access, Heartbeat, PostgresSink};
 use crate::Error;
 
 /// A PostgreSQL store opened to import runs into (creating or upgrading its schema).
@@ -26,7 +26,8 @@ impl PostgresImporter {
             interval: std::time::Duration::from_secs(3600),
             missed: 1,
         };
-        let mut sink = PostgresSink::new(uri.clone(), None, heartbeat)?;
+        // with the server's durability: a copy that said it finished has every row on its disk
+        let mut sink = PostgresSink::new(uri.clone(), Access::Import, None, heartbeat)?;
         sink.import(&[], &[])?;
         Ok(PostgresImporter { sink })
     }

@@ -12,7 +12,7 @@ use flujo_trace_core::{
     DEFAULT_PAYLOAD_CAP,
 };
 
-use crate::sink::{Heartbeat, PostgresSink};
+use crate::sink::{Access, Heartbeat, PostgresSink};
 use crate::Error;
 
 /// The outage buffer by default: rows held while the server is unreachable.
@@ -153,7 +153,12 @@ impl PostgresLayerBuilder {
 
     /// [`open`](Self::open) with a URI already parsed (the facade's configured store).
     pub fn open_uri(self, uri: PostgresUri) -> Result<PostgresLayer, Error> {
-        let sink = PostgresSink::new(uri.clone(), self.writer.clone(), self.heartbeat)?;
+        let sink = PostgresSink::new(
+            uri.clone(),
+            Access::Record,
+            self.writer.clone(),
+            self.heartbeat,
+        )?;
         let options = WriterOptions {
             flush_interval: self.flush_interval,
             retry_window: self.retry_window,

@@ -18,9 +18,11 @@ use std::time::{Duration, Instant};
 use flujo_trace_core::{
     PostgresUri, Row, RunEnd, RunRecord, Sink, SinkError, StepClose, StepRecord, WriterProcess,
 };
+use postgres::types::Type;
 use postgres::{Client, Statement};
 
-use crate::connect::{config_for, connect, Access};
+pub(crate) use crate::connect::Access;
+use crate::connect::{config_for, connect};
 use crate::migrate::{migrate, Migrated};
 use crate::text::{encode, encode_opt};
 use crate::Error;
@@ -69,9 +71,138 @@ macro_rules! steps_from_arrays {
     };
 }
 
+/// The part of [`write_batch_sql`] that updates step rows of earlier batches (`$36`-`$45`).
+const ENDED_STEPS: &str = "ended_steps AS (UPDATE steps SET (status, attempts, end_time, \
+     duration_ms, cost, tokens, output_blob, error_blob, fallback_taken) = (SELECT e.status, \
+     e.attempts, e.end_time, e.duration_ms, e.cost, e.tokens, e.output, e.error, e.fallback \
+     FROM unnest($36::text[], $37::text[], $38::int8[], $39::text[], $40::int8[], \
+     $41::float8[], $42::int8[], $43::text[], $44::text[], $45::bool[]) \
+     AS e(id, status, attempts, end_time, duration_ms, cost, tokens, output, error, fallback) \
+     WHERE e.id = steps.step_run_id) \
+     WHERE steps.step_run_id = ANY($36::text[]) RETURNING 1)";
+
+/// The part of [`write_batch_sql`] that updates run rows of earlier batches (`$46`-`$55`).
+const ENDED_RUNS: &str = "ended_runs AS (UPDATE runs SET (status, end_time, duration_ms, \
+     total_cost, total_tokens, final_context_blob, error_blob, output_blob, n_steps) = \
+     (SELECT e.status, e.end_time, e.duration_ms, e.cost, e.tokens, e.context, e.error, \
+     e.output, e.batch_steps + (SELECT count(*) FROM steps \
+     WHERE steps.run_id = runs.run_id AND NOT (steps.step_run_id = ANY($19::text[]))) \
+     FROM unnest($46::text[], $47::text[], $48::text[], $49::int8[], $50::float8[], \
+     $51::int8[], $52::text[], $53::text[], $54::text[], $55::int8[]) \
+     AS e(id, status, end_time, duration_ms, cost, tokens, context, error, output, batch_steps) \
+     WHERE e.id = runs.run_id) \
+     WHERE runs.run_id = ANY($46::text[]) RETURNING 1)";
+
+/// The part of [`write_batch_sql`] that beats the heartbeat (`$56`-`$61`).
+const BEAT_PART: &str = "beat AS (INSERT INTO flujo_writers (host, pid, pid_start, pid_ns, \
+     beat_interval_ms, missed_beats) \
+     SELECT $56::text, $57::int8, $58::int8, $59::int8, $60::int8, $61::int8 \
+     ON CONFLICT (host, pid, pid_start, pid_ns) DO UPDATE SET last_beat = now(), \
+     stopped_at = NULL, beat_interval_ms = excluded.beat_interval_ms, \
+     missed_beats = excluded.missed_beats)";
+
+/// The parameter types of [`write_batch_sql`]'s statements, `$1`-`$62` (`$62` unused: it keeps
+/// the numbering of the parts fixed), so every variant binds the same parameters.
+const WRITE_BATCH_TYPES: [Type; 62] = {
+    use Type as T;
+    const TEXTS: Type = T::TEXT_ARRAY;
+    const INTS: Type = T::INT8_ARRAY;
+    const FLOATS: Type = T::FLOAT8_ARRAY;
+    const BOOLS: Type = T::BOOL_ARRAY;
+    [
+        // runs
+        TEXTS,
+        TEXTS,
+        TEXTS,
+        TEXTS,
+        TEXTS,
+        TEXTS,
+        INTS,
+        FLOATS,
+        INTS,
+        INTS,
+        TEXTS,
+        TEXTS,
+        TEXTS,
+        TEXTS,
+        TEXTS,
+        INTS,
+        INTS,
+        INTS,
+        // steps
+        TEXTS,
+        TEXTS,
+        TEXTS,
+        TEXTS,
+        INTS,
+        TEXTS,
+        TEXTS,
+        INTS,
+        TEXTS,
+        TEXTS,
+        INTS,
+        FLOATS,
+        INTS,
+        TEXTS,
+        TEXTS,
+        TEXTS,
+        BOOLS,
+        // step ends
+        TEXTS,
+        TEXTS,
+        INTS,
+        TEXTS,
+        INTS,
+        FLOATS,
+        INTS,
+        TEXTS,
+        TEXTS,
+        BOOLS,
+        // run ends
+        TEXTS,
+        TEXTS,
+        TEXTS,
+        INTS,
+        FLOATS,
+        INTS,
+        TEXTS,
+        TEXTS,
+        TEXTS,
+        INTS,
+        // heartbeat
+        T::TEXT,
+        T::INT8,
+        T::INT8,
+        T::INT8,
+        T::INT8,
+        T::INT8,
+        T::BOOL,
+    ]
+};
+
+/// Which parts a batch needs: a bit per part of [`write_batch_sql`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Parts(u8);
+
+impl Parts {
+    const RUNS: u8 = 1;
+    const STEPS: u8 = 2;
+    const STEP_ENDS: u8 = 4;
+    const RUN_ENDS: u8 = 8;
+    const BEAT: u8 = 16;
+    /// Every combination, for the statement cache.
+    const ALL: usize = 32;
+
+    fn has(self, part: u8) -> bool {
+        self.0 & part != 0
+    }
+}
+
 /// A writer's batch as one statement, so one round trip and one implicit transaction
-/// (`$1`-`$18` runs, `$19`-`$35` steps, `$36`-`$45` step ends, `$46`-`$55` run ends, `$56`-`$62`
-/// the heartbeat and whether it is due).
+/// (`$1`-`$18` runs, `$19`-`$35` steps, `$36`-`$45` step ends, `$46`-`$55` run ends, `$56`-`$61`
+/// the heartbeat), made of the `parts` the batch needs: a part with nothing to write is left
+/// out rather than run on empty arrays (the batch at a run's end, one step end and the run's
+/// end, is two updates).
 ///
 /// A run or step that starts and ends in the batch is one inserted row (its start and end
 /// merged by the caller), so the updates touch only rows of earlier batches: the statement's
@@ -80,35 +211,48 @@ macro_rules! steps_from_arrays {
 /// written again sets the same values. A run's `n_steps` counts its rows outside the batch
 /// (`$19` are the batch's step ids) plus its steps in the batch (`$55`), so it is exact even when
 /// the batch is written a second time.
-const WRITE_BATCH: &str = concat!(
-    "WITH new_runs AS (",
-    runs_from_arrays!(),
-    "), new_steps AS (",
-    steps_from_arrays!(),
-    "), ended_steps AS (UPDATE steps SET status = e.status, attempts = e.attempts, \
-     end_time = e.end_time, duration_ms = e.duration_ms, cost = e.cost, tokens = e.tokens, \
-     output_blob = e.output, error_blob = e.error, fallback_taken = e.fallback \
-     FROM unnest($36::text[], $37::text[], $38::int8[], $39::text[], $40::int8[], \
-     $41::float8[], $42::int8[], $43::text[], $44::text[], $45::bool[]) \
-     AS e(id, status, attempts, end_time, duration_ms, cost, tokens, output, error, fallback) \
-     WHERE steps.step_run_id = e.id RETURNING 1\
-     ), ended_runs AS (UPDATE runs SET status = e.status, end_time = e.end_time, \
-     duration_ms = e.duration_ms, total_cost = e.cost, total_tokens = e.tokens, \
-     final_context_blob = e.context, error_blob = e.error, output_blob = e.output, \
-     n_steps = e.batch_steps + (SELECT count(*) FROM steps \
-     WHERE steps.run_id = runs.run_id AND NOT (steps.step_run_id = ANY($19::text[]))) \
-     FROM unnest($46::text[], $47::text[], $48::text[], $49::int8[], $50::float8[], \
-     $51::int8[], $52::text[], $53::text[], $54::text[], $55::int8[]) \
-     AS e(id, status, end_time, duration_ms, cost, tokens, context, error, output, batch_steps) \
-     WHERE runs.run_id = e.id RETURNING 1\
-     ), beat AS (INSERT INTO flujo_writers (host, pid, pid_start, pid_ns, beat_interval_ms, \
-     missed_beats) SELECT $56::text, $57::int8, $58::int8, $59::int8, $60::int8, $61::int8 \
-     WHERE $62::bool \
-     ON CONFLICT (host, pid, pid_start, pid_ns) DO UPDATE SET last_beat = now(), \
-     stopped_at = NULL, beat_interval_ms = excluded.beat_interval_ms, \
-     missed_beats = excluded.missed_beats) \
-     SELECT (SELECT count(*) FROM ended_steps), (SELECT count(*) FROM ended_runs)"
-);
+fn write_batch_sql(parts: Parts) -> String {
+    let mut ctes: Vec<String> = Vec::new();
+    if parts.has(Parts::RUNS) {
+        ctes.push(format!("new_runs AS ({})", runs_from_arrays!()));
+    }
+    if parts.has(Parts::STEPS) {
+        ctes.push(format!("new_steps AS ({})", steps_from_arrays!()));
+    }
+    if parts.has(Parts::STEP_ENDS) {
+        ctes.push(ENDED_STEPS.to_owned());
+    }
+    if parts.has(Parts::RUN_ENDS) {
+        ctes.push(ENDED_RUNS.to_owned());
+    }
+    if parts.has(Parts::BEAT) {
+        ctes.push(BEAT_PART.to_owned());
+    }
+    let count = |part, cte| {
+        if parts.has(part) {
+            format!("(SELECT count(*) FROM {cte})")
+        } else {
+            "0::int8".to_owned()
+        }
+    };
+    let select = format!(
+        "SELECT {}, {}",
+        count(Parts::STEP_ENDS, "ended_steps"),
+        count(Parts::RUN_ENDS, "ended_runs")
+    );
+    if ctes.is_empty() {
+        select
+    } else {
+        format!("WITH {} {select}", ctes.join(", "))
+    }
+}
+
+/// How the writer's session plans its statements, set once the schema is migrated: every one
+/// finds its rows by key, so it is planned once (a generic plan, which saves planning each
+/// batch) and with index scans whatever the tables' statistics say. Without this, a table not
+/// yet analyzed (a new store, for up to a minute or more) gets plans that read the whole table
+/// for every batch, even one whose arrays are empty, and so cost more as the table grows.
+const PLANNER: &str = "SET plan_cache_mode = force_generic_plan; SET enable_seqscan = off";
 
 const BEAT: &str = "INSERT INTO flujo_writers (host, pid, pid_start, pid_ns, beat_interval_ms, \
      missed_beats) VALUES ($1, $2, $3, $4, $5, $6) \
@@ -136,8 +280,26 @@ pub(crate) struct Heartbeat {
 
 /// The prepared statements of one connection.
 struct Statements {
-    write_batch: Statement,
+    /// [`write_batch_sql`] of each combination of parts, prepared when a batch first needs it.
+    write_batch: [Option<Statement>; Parts::ALL],
     beat: Statement,
+}
+
+impl Statements {
+    /// The batch statement of `parts`, prepared on `client` unless it was.
+    fn write_batch(
+        &mut self,
+        client: &mut Client,
+        parts: Parts,
+    ) -> Result<Statement, postgres::Error> {
+        let slot = &mut self.write_batch[usize::from(parts.0)];
+        if let Some(statement) = slot {
+            return Ok(statement.clone());
+        }
+        let statement = client.prepare_typed(&write_batch_sql(parts), &WRITE_BATCH_TYPES)?;
+        *slot = Some(statement.clone());
+        Ok(statement)
+    }
 }
 
 /// A live connection and its statements.
@@ -158,12 +320,14 @@ pub(crate) struct PostgresSink {
 }
 
 impl PostgresSink {
+    /// A sink for `access`: [`Access::Record`] (the layer's writer) or [`Access::Import`].
     pub(crate) fn new(
         uri: PostgresUri,
+        access: Access,
         writer: Option<WriterProcess>,
         heartbeat: Heartbeat,
     ) -> Result<PostgresSink, Error> {
-        let config = config_for(&uri, Access::Write)?;
+        let config = config_for(&uri, access)?;
         Ok(PostgresSink {
             uri,
             config,
@@ -199,8 +363,9 @@ impl PostgresSink {
                 })
             }
         }
+        client.batch_execute(PLANNER).map_err(client_error)?;
         let statements = Statements {
-            write_batch: client.prepare(WRITE_BATCH).map_err(client_error)?,
+            write_batch: std::array::from_fn(|_| None),
             beat: client.prepare(BEAT).map_err(client_error)?,
         };
         let mut connection = Connection { client, statements };
@@ -435,10 +600,8 @@ fn write_batch(
     let Connection { client, statements } = connection;
     let beat = beat_as.map_or(BeatParams::NONE, |writer| beat_params(writer, heartbeat));
     let beat_due = beat_as.is_some();
-    let row = client.query_one(
-        &statements.write_batch,
-        &columns.as_params(&beat, &beat_due),
-    )?;
+    let statement = statements.write_batch(client, columns.parts(beat_due))?;
+    let row = client.query_one(&statement, &columns.as_params(&beat, &beat_due))?;
     let (ended_steps, ended_runs): (i64, i64) = (row.get(0), row.get(1));
     let expected = columns.step_ends.id.len() + columns.run_ends.id.len();
     Ok((expected as u64).saturating_sub((ended_steps + ended_runs) as u64))
@@ -458,14 +621,12 @@ fn import_batch(
         columns.steps.push(step, None);
     }
     let Connection { client, statements } = connection;
-    client.query_one(
-        &statements.write_batch,
-        &columns.as_params(&BeatParams::NONE, &false),
-    )?;
+    let statement = statements.write_batch(client, columns.parts(false))?;
+    client.query_one(&statement, &columns.as_params(&BeatParams::NONE, &false))?;
     Ok(())
 }
 
-/// The arrays of one [`WRITE_BATCH`].
+/// The arrays of one [`write_batch_sql`] statement.
 #[derive(Default)]
 struct BatchColumns<'a> {
     runs: RunColumns<'a>,
@@ -475,6 +636,23 @@ struct BatchColumns<'a> {
 }
 
 impl BatchColumns<'_> {
+    /// The parts of the statement this batch needs.
+    fn parts(&self, beat_due: bool) -> Parts {
+        let mut parts = 0;
+        for (needed, part) in [
+            (!self.runs.id.is_empty(), Parts::RUNS),
+            (!self.steps.id.is_empty(), Parts::STEPS),
+            (!self.step_ends.id.is_empty(), Parts::STEP_ENDS),
+            (!self.run_ends.id.is_empty(), Parts::RUN_ENDS),
+            (beat_due, Parts::BEAT),
+        ] {
+            if needed {
+                parts |= part;
+            }
+        }
+        Parts(parts)
+    }
+
     fn as_params<'p>(&'p self, beat: &'p BeatParams<'p>, beat_due: &'p bool) -> Vec<Param<'p>> {
         let mut params: Vec<Param<'p>> = Vec::with_capacity(62);
         params.extend(self.runs.as_params());
@@ -845,6 +1023,102 @@ mod tests {
         (run_row.trim().to_owned(), steps.trim().to_owned())
     }
 
+    /// `synchronous_commit` as the sink's own session sees it.
+    fn session_synchronous_commit(uri: &str, access: Access) -> String {
+        let heartbeat = Heartbeat {
+            interval: Duration::from_secs(5),
+            missed: 6,
+        };
+        let mut sink =
+            PostgresSink::new(PostgresUri::parse(uri).unwrap(), access, None, heartbeat).unwrap();
+        let connection = sink.connection().unwrap();
+        let row = connection
+            .client
+            .query_one("SHOW synchronous_commit", &[])
+            .unwrap();
+        row.get(0)
+    }
+
+    #[test]
+    fn the_recorder_commits_asynchronously_and_the_uri_or_the_importer_can_flush() {
+        let server = TestServer::get();
+        let uri = server.create_database("durability");
+        // the server's own setting, as the other sessions see it
+        assert_eq!(
+            server.psql("postgres", "SHOW synchronous_commit").trim(),
+            "on"
+        );
+        assert_eq!(session_synchronous_commit(&uri, Access::Record), "off");
+        assert_eq!(session_synchronous_commit(&uri, Access::Import), "on");
+        let asked = format!("{uri}?options=-c%20synchronous_commit%3Dlocal");
+        assert_eq!(session_synchronous_commit(&asked, Access::Record), "local");
+    }
+
+    #[test]
+    fn batches_find_their_rows_by_key_on_tables_never_analyzed() {
+        let server = TestServer::get();
+        let uri = server.create_database("by_key");
+        let db = uri.rsplit('/').next().unwrap().to_owned();
+        let heartbeat = Heartbeat {
+            interval: Duration::from_secs(5),
+            missed: 6,
+        };
+        let mut sink = PostgresSink::new(
+            PostgresUri::parse(&uri).unwrap(),
+            Access::Record,
+            None,
+            heartbeat,
+        )
+        .unwrap();
+        // each run split over two batches, as a run longer than the flush interval is: the
+        // second updates rows of the first (3,000 runs: with the server's planner defaults, the
+        // plans read both tables whole from about 2,500 runs on)
+        for r in 0..3000 {
+            let run = format!("r{r:04}");
+            let step = |i: usize| format!("{run}-s{i}");
+            let mut first = vec![run_start(&run)];
+            for i in 0..4 {
+                first.push(step_start(&run, &step(i), i as i64));
+                first.push(step_end(&step(i)));
+            }
+            first.push(step_start(&run, &step(4), 4));
+            assert_eq!(sink.write_batch(&first).unwrap(), 0);
+            assert_eq!(
+                sink.write_batch(&[step_end(&step(4)), run_end(&run)])
+                    .unwrap(),
+                0
+            );
+        }
+        // the session's counters are flushed before it answers this
+        let connection = sink.connection().unwrap();
+        connection
+            .client
+            .query_one("SELECT pg_stat_force_next_flush()", &[])
+            .unwrap();
+        connection.client.query_one("SELECT 1", &[]).unwrap();
+        let scans = server.psql(
+            &db,
+            "SELECT string_agg(relname || '=' || seq_scan || '/' || seq_tup_read, ' ' \
+             ORDER BY relname) FROM pg_stat_user_tables WHERE relname IN ('runs', 'steps')",
+        );
+        let analyzed = server.psql(
+            &db,
+            "SELECT count(*) FROM pg_stat_user_tables WHERE relname IN ('runs', 'steps') \
+             AND (last_analyze IS NOT NULL OR last_autoanalyze IS NOT NULL)",
+        );
+        assert_eq!(analyzed, "0", "the tables were analyzed meanwhile: {scans}");
+        // a sequential scan of a table holding rows would read them: none may have
+        for table in scans.split(' ') {
+            let (name, counts) = table.split_once('=').unwrap();
+            let (_, read) = counts.split_once('/').unwrap();
+            assert_eq!(read, "0", "{name} was read whole by a batch: {scans}");
+        }
+        assert!(
+            scans.contains("runs=") && scans.contains("steps="),
+            "{scans}"
+        );
+    }
+
     #[test]
     fn batches_merge_split_and_replay_to_the_same_rows() {
         let server = TestServer::get();
@@ -854,8 +1128,13 @@ mod tests {
             interval: Duration::from_secs(5),
             missed: 6,
         };
-        let mut sink =
-            PostgresSink::new(PostgresUri::parse(&uri).unwrap(), None, heartbeat).unwrap();
+        let mut sink = PostgresSink::new(
+            PostgresUri::parse(&uri).unwrap(),
+            Access::Record,
+            None,
+            heartbeat,
+        )
+        .unwrap();
 
         // a run split over two batches, with steps on both sides of the split
         let first = vec![

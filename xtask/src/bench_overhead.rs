@@ -73,11 +73,27 @@ pub(crate) fn typical() -> Pipeline<Payload, Payload> {
     pipeline
 }
 
+/// When the typical pipeline's last step last finished its work: what `run()` takes after it is
+/// the recording of the last step's end and the run's, and the wait for their commit.
+static LAST_STEP_DONE: std::sync::Mutex<Option<Instant>> = std::sync::Mutex::new(None);
+
+/// The time from the typical pipeline's last step finishing its work to `returned`, and forgets
+/// it (zero for a run of another pipeline).
+pub(crate) fn since_last_step(returned: Instant) -> Duration {
+    let done = LAST_STEP_DONE.lock().expect("not poisoned").take();
+    done.map_or(Duration::ZERO, |done| {
+        returned.saturating_duration_since(done)
+    })
+}
+
 fn sleep_step(i: usize) -> flujo::Step<Payload, Payload> {
     step(
         format!("call_{i}"),
-        |p: Payload, _: StepContext<()>| async move {
+        move |p: Payload, _: StepContext<()>| async move {
             tokio::time::sleep(Duration::from_millis(1)).await;
+            if i == STEPS - 1 {
+                *LAST_STEP_DONE.lock().expect("not poisoned") = Some(Instant::now());
+            }
             Ok(Payload {
                 step: p.step + 1,
                 ..p

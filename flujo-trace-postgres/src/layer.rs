@@ -206,8 +206,10 @@ impl PostgresHandle {
     /// Resolves once every row sent before this call is committed, held in the outage buffer
     /// ([`Flushed::rows_pending`]) or counted as not recorded: at most the retry window (1 s by
     /// default) plus one connection attempt (3 s unless the URI sets `connect_timeout`) while
-    /// the server is unreachable. Committed means as durable as the server's
-    /// `synchronous_commit` makes a commit (by default: flushed to its WAL).
+    /// the server is unreachable. Committed means as durable as the writer session's
+    /// `synchronous_commit` makes a commit: `off` unless the URI's `options` set it (in the
+    /// server's WAL, not yet on its disk: it survives this process and its host, not a crash of
+    /// the server's host in the next moments; see the README's *Durability*).
     pub fn flush(&self) -> impl Future<Output = Flushed> + Send + 'static {
         self.writer.link.flush()
     }

@@ -1,7 +1,8 @@
 //! `PostgresSink`: the PostgreSQL store as the core's writer drives it. Each batch is one
-//! statement, so one round trip and one transaction whatever its size: runs inserted, steps
-//! inserted, step ends and run ends updated, each from arrays (`unnest`), and the heartbeat when
-//! due. A run or step that starts and ends in the batch is one row, so a short run costs two
+//! statement, so one round trip and one transaction whatever its size, made of the parts it
+//! needs: runs inserted, steps inserted, step ends and run ends updated, each from arrays
+//! (`unnest`), and the heartbeat when due. Each combination is prepared once per connection and
+//! planned once, with index scans (see [`PLANNER`]). A run or step that starts and ends in the batch is one row, so a short run costs two
 //! inserts and no update. Every part is idempotent, so a batch written again after a commit whose
 //! answer was lost leaves the same rows: a start never overwrites a row (an insert's conflict
 //! updates only from a finished row), and ends set the same values again.

@@ -108,8 +108,12 @@ impl Sink for SqliteSink {
             return;
         }
         let wal_bytes = std::fs::metadata(&self.wal_path).map_or(0, |m| m.len());
+        // SQLite starts a checkpointed WAL over from its first byte without shrinking the file
+        // below `journal_size_limit`, so a file of exactly that size holds no more than that
+        // since the last checkpoint: only a larger one has grown past it (a `<` here made every
+        // commit after the first cut-back a checkpoint, three fsyncs each)
         if self.commits_since_checkpoint < COMMITS_PER_CHECKPOINT
-            && wal_bytes < WAL_CHECKPOINT_BYTES
+            && wal_bytes <= WAL_CHECKPOINT_BYTES
         {
             return;
         }

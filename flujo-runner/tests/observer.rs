@@ -12,12 +12,12 @@ use std::time::Duration;
 use tracing::instrument::WithSubscriber;
 
 /// Records what it saw of the capture at each call.
-struct Recorder {
+struct EventLog {
     capture: Capture,
     log: Mutex<Vec<String>>,
 }
 
-impl RunObserver for Recorder {
+impl RunObserver for EventLog {
     fn before_run(&self) {
         let spans = self.capture.spans().len();
         self.log
@@ -42,7 +42,7 @@ impl RunObserver for Recorder {
     }
 }
 
-fn flujo(observer: Arc<Recorder>, fail: bool) -> Flujo<u32, u32> {
+fn flujo(observer: Arc<EventLog>, fail: bool) -> Flujo<u32, u32> {
     let work = step("work", move |n: u32, _cx: StepContext<()>| async move {
         if fail {
             return Err(StepError::new("nope"));
@@ -56,7 +56,7 @@ fn flujo(observer: Arc<Recorder>, fail: bool) -> Flujo<u32, u32> {
 async fn after_run_runs_after_the_run_span_closed_and_before_run_returns() {
     for fail in [false, true] {
         let capture = Capture::new();
-        let observer = Arc::new(Recorder {
+        let observer = Arc::new(EventLog {
             capture: capture.clone(),
             log: Mutex::default(),
         });
@@ -80,7 +80,7 @@ async fn after_run_runs_after_the_run_span_closed_and_before_run_returns() {
 #[test]
 fn run_blocking_calls_the_observer_too() {
     let capture = Capture::new();
-    let observer = Arc::new(Recorder {
+    let observer = Arc::new(EventLog {
         capture: capture.clone(),
         log: Mutex::default(),
     });

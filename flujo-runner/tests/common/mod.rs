@@ -148,9 +148,10 @@ pub struct Capture {
 
 struct Seq(usize);
 
-struct Recorder<'a>(&'a mut BTreeMap<String, FieldValue>);
+/// Collects the fields a span records, by name.
+struct FieldCollector<'a>(&'a mut BTreeMap<String, FieldValue>);
 
-impl Visit for Recorder<'_> {
+impl Visit for FieldCollector<'_> {
     fn record_str(&mut self, field: &Field, value: &str) {
         self.0
             .insert(field.name().to_owned(), FieldValue::Str(value.to_owned()));
@@ -186,7 +187,7 @@ impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for Capture {
             .parent()
             .and_then(|parent| parent.extensions().get::<Seq>().map(|seq| seq.0));
         let mut open_fields = BTreeMap::new();
-        attrs.record(&mut Recorder(&mut open_fields));
+        attrs.record(&mut FieldCollector(&mut open_fields));
         let metadata = attrs.metadata();
         let mut state = self.state.lock().unwrap();
         let seq = state.spans.len();
@@ -217,7 +218,7 @@ impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for Capture {
         let span = ctx.span(id).expect("a recorded span is in the registry");
         let seq = span.extensions().get::<Seq>().expect("seq").0;
         let mut state = self.state.lock().unwrap();
-        values.record(&mut Recorder(&mut state.spans[seq].fields));
+        values.record(&mut FieldCollector(&mut state.spans[seq].fields));
     }
 
     fn on_close(&self, id: Id, ctx: Context<'_, S>) {

@@ -1024,14 +1024,18 @@ mod tests {
         (run_row.trim().to_owned(), steps.trim().to_owned())
     }
 
-    /// `synchronous_commit` as the sink's own session sees it.
-    fn session_synchronous_commit(uri: &str, access: Access) -> String {
+    /// A sink for `uri` with no writer identity (so no heartbeat).
+    fn sink_for(uri: &str, access: Access) -> PostgresSink {
         let heartbeat = Heartbeat {
             interval: Duration::from_secs(5),
             missed: 6,
         };
-        let mut sink =
-            PostgresSink::new(PostgresUri::parse(uri).unwrap(), access, None, heartbeat).unwrap();
+        PostgresSink::new(PostgresUri::parse(uri).unwrap(), access, None, heartbeat).unwrap()
+    }
+
+    /// `synchronous_commit` as the sink's own session sees it.
+    fn session_synchronous_commit(uri: &str, access: Access) -> String {
+        let mut sink = sink_for(uri, access);
         let connection = sink.connection().unwrap();
         let row = connection
             .client
@@ -1060,17 +1064,7 @@ mod tests {
         let server = TestServer::get();
         let uri = server.create_database("by_key");
         let db = uri.rsplit('/').next().unwrap().to_owned();
-        let heartbeat = Heartbeat {
-            interval: Duration::from_secs(5),
-            missed: 6,
-        };
-        let mut sink = PostgresSink::new(
-            PostgresUri::parse(&uri).unwrap(),
-            Access::Record,
-            None,
-            heartbeat,
-        )
-        .unwrap();
+        let mut sink = sink_for(&uri, Access::Record);
         // each run split over two batches, as a run longer than the flush interval is: the
         // second updates rows of the first (3,000 runs: with the server's planner defaults, the
         // plans read both tables whole from about 2,500 runs on)
@@ -1125,17 +1119,7 @@ mod tests {
         let server = TestServer::get();
         let uri = server.create_database("batch");
         let db = uri.rsplit('/').next().unwrap().to_owned();
-        let heartbeat = Heartbeat {
-            interval: Duration::from_secs(5),
-            missed: 6,
-        };
-        let mut sink = PostgresSink::new(
-            PostgresUri::parse(&uri).unwrap(),
-            Access::Record,
-            None,
-            heartbeat,
-        )
-        .unwrap();
+        let mut sink = sink_for(&uri, Access::Record);
 
         // a run split over two batches, with steps on both sides of the split
         let first = vec![

@@ -329,14 +329,19 @@ impl<K: Sink> Writer<K> {
     /// Runs until every sender is gone or the process exits, then commits what is left,
     /// checkpoints, closes the connection and returns.
     pub(crate) fn run(mut self, receiver: Receiver<Message>) {
-        let shutdown =
-            tracing::subscriber::with_default(tracing::subscriber::NoSubscriber::default(), || {
-                self.sink.open();
-                self.run_loop(&receiver)
-            });
+        // The writer's own tracing (its drivers' events) goes nowhere. `Dispatch::none()`, not
+        // `Dispatch::new(NoSubscriber)`: a new dispatch registers itself under tracing-core's
+        // global lock, where another thread may be dropping the last handle on a subscriber
+        // whose layer then joins its writer thread: a writer starting then would wait for that
+        // lock forever (seen in `tests/compose_layers.rs`, two tests at once).
+        let none = tracing::Dispatch::none();
+        let shutdown = tracing::dispatcher::with_default(&none, || {
+            self.sink.open();
+            self.run_loop(&receiver)
+        });
         // later senders find the channel closed and count their rows
         drop(receiver);
-        tracing::subscriber::with_default(tracing::subscriber::NoSubscriber::default(), || {
+        tracing::dispatcher::with_default(&none, || {
             if !self.retry.is_empty() {
                 // rows held for an unreachable store when the writer stops: they are lost now
                 let failure = format!(

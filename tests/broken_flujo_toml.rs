@@ -80,7 +80,8 @@ fn run_child(project: &Path, toml: &str) -> Recorded {
             .expect("the run is recorded at FLUJO_STATE_URI");
     let run = conn
         .query_row(
-            "SELECT status, input_blob, output_blob, final_context_blob FROM runs",
+            "SELECT status, input_blob, COALESCE(output_blob, (SELECT s.output_blob FROM steps s \
+             WHERE s.step_run_id = runs.output_step_run_id)), final_context_blob FROM runs",
             [],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
         )

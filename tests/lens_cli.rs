@@ -197,6 +197,12 @@ fn normalise(db: &Path) {
                 [&new_step, step_id],
             )
             .unwrap();
+            // the run's output is kept in its last step's row
+            tx.execute(
+                "UPDATE runs SET output_step_run_id = ?1 WHERE output_step_run_id = ?2",
+                [&new_step, step_id],
+            )
+            .unwrap();
         }
         let end = ts(run_start, 10 * steps.len() as i64 + 3);
         tx.execute(

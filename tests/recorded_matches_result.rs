@@ -183,7 +183,10 @@ fn check(db: &std::path::Path, result: &PipelineResult<u32, Ctx>) {
     } = conn
         .query_row(
             "SELECT status, total_cost, total_tokens, error_blob, final_context_blob, n_steps,
-                    pipeline_version, end_time, output_blob FROM runs WHERE run_id = ?1",
+                    pipeline_version, end_time,
+                    COALESCE(output_blob, (SELECT s.output_blob FROM steps s
+                        WHERE s.step_run_id = runs.output_step_run_id))
+             FROM runs WHERE run_id = ?1",
             [&result.run_id],
             |r| {
                 Ok(RunRow {

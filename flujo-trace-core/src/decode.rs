@@ -128,6 +128,7 @@ fn blank_run_end() -> RunEnd {
         total_cost: None,
         total_tokens: None,
         output_blob: None,
+        output_step_run_id: None,
         final_context_blob: None,
         error_blob: None,
     }

@@ -84,6 +84,9 @@ struct SpanRecorder {
 struct RunSpan {
     run_id: String,
     end: RunEnd,
+    /// The last top-level step that closed, and its recorded output: when the run's output is
+    /// the same, [`RunEnd::output_step_run_id`] names the step.
+    last_step: Option<(String, Option<String>)>,
     /// Recording layers in this subscriber that track the span (normally one).
     layers: usize,
 }
@@ -91,6 +94,8 @@ struct RunSpan {
 /// A step span's state in the registry's extensions.
 struct StepSpan {
     close: StepClose,
+    /// A step of the run itself, not of a control-flow step.
+    top_level: bool,
     layers: usize,
 }
 
@@ -251,6 +256,7 @@ where
                     None => extensions.insert(RunSpan {
                         run_id: run.run_id.clone(),
                         end,
+                        last_step: None,
                         layers: 1,
                     }),
                 }
@@ -264,7 +270,11 @@ where
                 let mut extensions = span.extensions_mut();
                 match extensions.get_mut::<StepSpan>() {
                     Some(state) => state.layers += 1,
-                    None => extensions.insert(StepSpan { close, layers: 1 }),
+                    None => extensions.insert(StepSpan {
+                        close,
+                        top_level: step.parent_step_run_id.is_none(),
+                        layers: 1,
+                    }),
                 }
                 Row::StepStart(step)
             }
@@ -301,20 +311,30 @@ where
         let row = {
             let mut extensions = span.extensions_mut();
             if let Some(state) = extensions.get_mut::<RunSpan>() {
-                let (run_id, end) = if state.layers > 1 {
+                let (run_id, mut end, last_step) = if state.layers > 1 {
                     state.layers -= 1;
-                    (state.run_id.clone(), state.end.clone())
+                    (
+                        state.run_id.clone(),
+                        state.end.clone(),
+                        state.last_step.clone(),
+                    )
                 } else {
                     let Some(state) = extensions.remove::<RunSpan>() else {
                         return;
                     };
-                    (state.run_id, state.end)
+                    (state.run_id, state.end, state.last_step)
                 };
+                if let Some((step_run_id, output)) = last_step {
+                    if end.output_blob.is_some() && output == end.output_blob {
+                        end.output_step_run_id = Some(step_run_id);
+                    }
+                }
                 Row::RunEnd {
                     run_id,
                     end: finish_run(end),
                 }
             } else if let Some(state) = extensions.get_mut::<StepSpan>() {
+                let top_level = state.top_level;
                 let close = if state.layers > 1 {
                     state.layers -= 1;
                     state.close.clone()
@@ -324,13 +344,34 @@ where
                     };
                     state.close
                 };
-                Row::StepEnd(finish_step(close))
+                drop(extensions);
+                let close = finish_step(close);
+                if top_level {
+                    remember_last_step(&span, &close);
+                }
+                Row::StepEnd(close)
             } else {
                 return;
             }
         };
         drop(span);
         self.link.send(row);
+    }
+}
+
+/// Tells the run span of a top-level step that closed its id and output (the run's output is
+/// normally its last top-level step's).
+fn remember_last_step<S>(step: &tracing_subscriber::registry::SpanRef<'_, S>, close: &StepClose)
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    let Some(run) = step.parent() else { return };
+    if run.metadata().name() != RUN_SPAN {
+        return;
+    }
+    let mut extensions = run.extensions_mut();
+    if let Some(state) = extensions.get_mut::<RunSpan>() {
+        state.last_step = Some((close.step_run_id.clone(), close.output_blob.clone()));
     }
 }
 

@@ -107,6 +107,10 @@ pub struct RunEnd {
     pub total_tokens: Option<i64>,
     /// The run's final output, JSON text (only for a completed run).
     pub output_blob: Option<String>,
+    /// The run's last top-level step when its recorded output is the run's output byte for byte
+    /// (as it is whenever a run completes), so a store may keep the output once, in that step's
+    /// row (SQLite does; see its `runs.output_step_run_id`).
+    pub output_step_run_id: Option<String>,
     /// Final context, JSON text.
     pub final_context_blob: Option<String>,
     /// Error that failed the run.

@@ -3,7 +3,7 @@
 //! version, its own SQL for that change; a change lands in every store under the next number.
 
 /// The newest schema version this build writes and reads.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// Every schema version and what it changed, oldest first (`SCHEMA_CHANGES[n - 1]` is version
 /// `n`).
@@ -17,6 +17,10 @@ pub const SCHEMA_CHANGES: [(i64, &str); SCHEMA_VERSION as usize] = [
     (
         3,
         "the writer's PID namespace; steps(run_id, step_run_id) dropped (steps read in insertion order)",
+    ),
+    (
+        4,
+        "runs.output_step_run_id: the step whose row holds the run's output, kept once",
     ),
 ];
 

@@ -965,6 +965,7 @@ mod tests {
                 total_cost: Some(0.5),
                 total_tokens: Some(7),
                 output_blob: Some("2".into()),
+                output_step_run_id: None,
                 final_context_blob: Some("{}".into()),
                 error_blob: None,
             },

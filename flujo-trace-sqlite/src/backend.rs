@@ -228,9 +228,15 @@ pub(crate) fn update_run_end(
     let mut stmt = conn.prepare_cached(
         "UPDATE runs SET status = ?2, end_time = ?3, duration_ms = ?4, total_cost = ?5, \
          total_tokens = ?6, final_context_blob = ?7, error_blob = ?8, output_blob = ?9, \
+         output_step_run_id = ?10, \
          n_steps = (SELECT count(*) FROM steps WHERE steps.run_id = ?1) \
          WHERE run_id = ?1",
     )?;
+    // the output kept once: in the row of the step it came from, when there is one
+    let (output, output_step) = match &end.output_step_run_id {
+        Some(step) => (None, Some(step.as_str())),
+        None => (end.output_blob.as_deref(), None),
+    };
     stmt.execute(params![
         run_id,
         end.status,
@@ -240,7 +246,8 @@ pub(crate) fn update_run_end(
         end.total_tokens,
         end.final_context_blob,
         end.error_blob,
-        end.output_blob,
+        output,
+        output_step,
     ])
 }
 

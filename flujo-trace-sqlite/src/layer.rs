@@ -146,13 +146,12 @@ impl SqliteLayerBuilder {
         self
     }
 
-    /// The page size of a database this layer creates (default 4 KiB; a power of two from 512
+    /// The page size of a database this layer creates (default 16 KiB; a power of two from 512
     /// to 65,536, others are ignored by SQLite); an existing database keeps its own. Smaller pages
     /// make each commit write less to the WAL, larger ones waste less of each page: at 4 KiB, a
-    /// step with ~1 KB of input and output fills a page alone (about 2.25 bytes on disk per
-    /// payload byte), at 16 KiB seven share one (1.32), but each small commit writes four times
-    /// the WAL bytes, and the typical pipeline's recording overhead grew from about 3% to about
-    /// 7% here (`cargo xtask bench overhead` prints both side by side).
+    /// step with ~1 KB of input and output fills a page alone (about 2.2 bytes on disk per
+    /// payload byte), at 16 KiB seven share one (about 1.27). `cargo xtask bench overhead`
+    /// prints both side by side, with what each costs the typical pipeline and a run's commit.
     pub fn with_page_size(mut self, page_size: u32) -> Self {
         self.page_size = i64::from(page_size);
         self

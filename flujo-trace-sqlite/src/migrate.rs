@@ -22,7 +22,7 @@ pub(crate) const SCHEMA_VERSION: i64 = flujo_trace_core::SCHEMA_VERSION;
 const V1: &str = include_str!("schema/v1.sql");
 
 /// The page size of new databases by default (see `open_for_writing`).
-pub(crate) const PAGE_SIZE: i64 = 4096;
+pub(crate) const PAGE_SIZE: i64 = 16 * 1024;
 
 /// How long a writer waits for another connection's lock before giving up.
 pub(crate) const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -67,6 +67,7 @@ fn upgrade_from(version: i64) -> &'static str {
     match version {
         1 => include_str!("schema/v1_to_v2.sql"),
         2 => include_str!("schema/v2_to_v3.sql"),
+        3 => include_str!("schema/v3_to_v4.sql"),
         _ => unreachable!(
             "no upgrade from schema version {version}: SCHEMA_VERSION is {SCHEMA_VERSION}"
         ),
@@ -107,12 +108,11 @@ pub(crate) fn open_for_writing(
     // This only takes effect before the first table is created; on an existing database it
     // changes nothing, and of two processes creating one database the first to commit wins.
     //
-    // The page size (`SqliteLayerBuilder::with_page_size`, 4 KiB by default). A step with ~1 KB
-    // of input and output is a row of ~2.3 KB, which a 4 KiB page holds alone, leaving almost
-    // half of it empty; 16 KiB pages hold seven (about 2.25x the payload bytes on disk at 4 KiB,
-    // 1.32x at 16 KiB), but every small commit then writes four times the WAL bytes, which
-    // measured +6.75% on the typical pipeline against +3.07% at 4 KiB (`cargo xtask bench
-    // overhead` prints both side by side). Recording's cost comes first.
+    // The page size (`SqliteLayerBuilder::with_page_size`, 16 KiB by default). A step with ~1 KB
+    // of input and output is a row of ~2.3 KB: a 4 KiB page holds one, leaving almost half of it
+    // empty (2.2x the payload bytes on disk), a 16 KiB page seven (1.27x, with the run's output
+    // kept once). `cargo xtask bench overhead` prints both side by side, with what each costs
+    // the typical pipeline and a run's commit.
     if version == 0 {
         conn.pragma_update(None, "page_size", page_size)
             .map_err(sqlite)?;

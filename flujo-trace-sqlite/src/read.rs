@@ -298,10 +298,15 @@ fn run_columns(version: i64, columns: Columns) -> String {
     } else {
         ("NULL", "NULL", counted.to_owned())
     };
-    let blobs = match (version >= 2, columns) {
+    let blobs = match (version, columns) {
         (_, Columns::Summary) => "NULL, NULL, NULL, NULL",
-        (true, Columns::Detail) => "input_blob, output_blob, final_context_blob, error_blob",
-        (false, Columns::Detail) => "NULL, NULL, final_context_blob, NULL",
+        // since version 4 a run's output is kept once, in the step it came from
+        (4.., Columns::Detail) => {
+            "input_blob, COALESCE(output_blob, (SELECT s.output_blob FROM steps s \
+             WHERE s.step_run_id = runs.output_step_run_id)), final_context_blob, error_blob"
+        }
+        (2.., Columns::Detail) => "input_blob, output_blob, final_context_blob, error_blob",
+        (_, Columns::Detail) => "NULL, NULL, final_context_blob, NULL",
     };
     format!(
         "run_id, pipeline_name, pipeline_version, status, start_time, end_time, {duration}, \

@@ -67,6 +67,7 @@ fn a_run_written_through_the_trait_reads_back_whole() {
         total_cost: Some(1.0),
         total_tokens: Some(24),
         output_blob: Some("\"a summary\"".into()),
+        output_step_run_id: None,
         final_context_blob: Some("{}".into()),
         error_blob: None,
     };
@@ -89,6 +90,42 @@ fn a_run_written_through_the_trait_reads_back_whole() {
 }
 
 #[test]
+fn a_run_output_kept_in_its_last_step_reads_back_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("flujo_ops.db");
+    let mut backend = SqliteBackend::open(&db).unwrap();
+    backend.save_run_start(&run("r1")).unwrap();
+    backend
+        .save_step_result(&step("r1", "r1-a", 0, "completed"))
+        .unwrap();
+    let end = RunEnd {
+        status: "completed".into(),
+        end_time: "2026-01-01T00:00:01.000000Z".into(),
+        duration_ms: Some(1000),
+        total_cost: None,
+        total_tokens: None,
+        // the step's output, as the recorder names it
+        output_blob: Some("2".into()),
+        output_step_run_id: Some("r1-a".into()),
+        final_context_blob: None,
+        error_blob: None,
+    };
+    backend.save_run_end("r1", &end).unwrap();
+    let stored = backend.get_run_details("r1").unwrap().unwrap();
+    assert_eq!(stored.output_blob.as_deref(), Some("2"));
+    // on disk the output is once, in the step's row
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let (output, step): (Option<String>, Option<String>) = conn
+        .query_row(
+            "SELECT output_blob, output_step_run_id FROM runs WHERE run_id = 'r1'",
+            [],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!((output.as_deref(), step.as_deref()), (None, Some("r1-a")));
+}
+
+#[test]
 fn write_errors_name_the_database_and_the_run() {
     let dir = tempfile::tempdir().unwrap();
     let mut backend = SqliteBackend::open(dir.path().join("flujo_ops.db")).unwrap();
@@ -99,6 +136,7 @@ fn write_errors_name_the_database_and_the_run() {
         total_cost: None,
         total_tokens: None,
         output_blob: None,
+        output_step_run_id: None,
         final_context_blob: None,
         error_blob: None,
     };

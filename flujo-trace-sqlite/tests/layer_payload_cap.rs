@@ -92,8 +92,9 @@ fn stored(conn: &Connection) -> [String; 7] {
         .unwrap();
     let (d, e, f, g) = conn
         .query_row(
-            "SELECT input_blob, output_blob, error_blob, final_context_blob FROM runs \
-             WHERE run_id = 'run-1'",
+            "SELECT input_blob, COALESCE(output_blob, (SELECT s.output_blob FROM steps s \
+             WHERE s.step_run_id = runs.output_step_run_id)), error_blob, final_context_blob \
+             FROM runs WHERE run_id = 'run-1'",
             [],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
         )

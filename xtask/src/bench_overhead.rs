@@ -211,14 +211,14 @@ pub(crate) fn run(args: &OverheadArgs) -> Result<()> {
     let noop_db = dir.path().join("noop.db");
     let (typical_on, typical_handle) = recording_dispatch(&typical_db)?;
     let (noop_on, noop_handle) = recording_dispatch(&noop_db)?;
-    // the same with 16 KiB pages (less disk, more WAL per commit), side by side
-    let large_pages = || SqliteLayer::builder().with_page_size(16 * 1024);
-    let typical_16k_db = dir.path().join("typical-16k.db");
-    let noop_16k_db = dir.path().join("noop-16k.db");
-    let (typical_16k, typical_16k_handle) =
-        recording_dispatch_with(&typical_16k_db, large_pages())?;
-    let (noop_16k, noop_16k_handle) = recording_dispatch_with(&noop_16k_db, large_pages())?;
-    let (mut t_16k, mut n_16k) = (vec![], vec![]);
+    // the same with 4 KiB pages (more disk, less WAL per commit), side by side with the
+    // default 16 KiB
+    let small_pages = || SqliteLayer::builder().with_page_size(4 * 1024);
+    let typical_4k_db = dir.path().join("typical-4k.db");
+    let noop_4k_db = dir.path().join("noop-4k.db");
+    let (typical_4k, typical_4k_handle) = recording_dispatch_with(&typical_4k_db, small_pages())?;
+    let (noop_4k, noop_4k_handle) = recording_dispatch_with(&noop_4k_db, small_pages())?;
+    let (mut t_4k, mut n_4k) = (vec![], vec![]);
     let typical_flujo = Flujo::new("bench-typical", typical());
     let typical_off_flujo =
         Flujo::new("bench-typical", typical()).with_persistence(Persistence::Disabled);
@@ -244,14 +244,14 @@ pub(crate) fn run(args: &OverheadArgs) -> Result<()> {
                 );
                 n_on.extend(time_runs(&noop_flujo, &noop_on, args.noop_runs, &0).await);
                 n_off.extend(time_runs(&noop_off_flujo, &off, args.noop_runs, &0).await);
-                t_16k.extend(
-                    time_runs(&typical_flujo, &typical_16k, args.typical_runs, &input).await,
+                t_4k.extend(
+                    time_runs(&typical_flujo, &typical_4k, args.typical_runs, &input).await,
                 );
-                n_16k.extend(time_runs(&noop_flujo, &noop_16k, args.noop_runs, &0).await);
+                n_4k.extend(time_runs(&noop_flujo, &noop_4k, args.noop_runs, &0).await);
             } else {
-                n_16k.extend(time_runs(&noop_flujo, &noop_16k, args.noop_runs, &0).await);
-                t_16k.extend(
-                    time_runs(&typical_flujo, &typical_16k, args.typical_runs, &input).await,
+                n_4k.extend(time_runs(&noop_flujo, &noop_4k, args.noop_runs, &0).await);
+                t_4k.extend(
+                    time_runs(&typical_flujo, &typical_4k, args.typical_runs, &input).await,
                 );
                 t_no_barrier.extend(
                     time_runs(&typical_off_flujo, &typical_on, args.typical_runs, &input).await,
@@ -325,8 +325,8 @@ pub(crate) fn run(args: &OverheadArgs) -> Result<()> {
     let typical_steps = (2 * args.rounds * args.typical_runs + 3) * STEPS;
     drop((typical_on, noop_on, bare_on, burst_on));
     drop((typical_handle, noop_handle, bare_handle, burst_handle));
-    drop((typical_16k, noop_16k, typical_16k_handle, noop_16k_handle));
-    let typical_16k_disk = disk_use(&typical_16k_db)?;
+    drop((typical_4k, noop_4k, typical_4k_handle, noop_4k_handle));
+    let typical_4k_disk = disk_use(&typical_4k_db)?;
     let typical_disk = disk_use(&typical_db)?;
     let burst_disk = disk_use(&burst_db)?;
     let typical_bytes = typical_disk.file_bytes as f64;
@@ -344,12 +344,12 @@ pub(crate) fn run(args: &OverheadArgs) -> Result<()> {
     );
     println!("  off {:>10.1} us/run   on {:>10.1} us/run   ratio on/off {:.4}   overhead {:+.2}% (FSD limit 5%, goal 1%)",
         us(tm_off), us(tm_on), us(tm_on) / us(tm_off), (us(tm_on) / us(tm_off) - 1.0) * 100.0);
-    let tm_16k = median(t_16k);
+    let tm_4k = median(t_4k);
     println!(
-        "  with 16 KiB pages (with_page_size):                 on {:>10.1} us/run   ratio on/off {:.4}   overhead {:+.2}%",
-        us(tm_16k),
-        us(tm_16k) / us(tm_off),
-        (us(tm_16k) / us(tm_off) - 1.0) * 100.0
+        "  with 4 KiB pages (with_page_size):                  on {:>10.1} us/run   ratio on/off {:.4}   overhead {:+.2}%",
+        us(tm_4k),
+        us(tm_4k) / us(tm_off),
+        (us(tm_4k) / us(tm_off) - 1.0) * 100.0
     );
     println!(
         "  of which the per-run durability barrier: recorded without it {:>10.1} us/run, overhead {:+.2}%",
@@ -369,12 +369,12 @@ pub(crate) fn run(args: &OverheadArgs) -> Result<()> {
         us(nm_on) / us(nm_off),
         (us(nm_on) - us(nm_off)) / STEPS as f64
     );
-    let nm_16k = median(n_16k);
+    let nm_4k = median(n_4k);
     println!(
-        "  with 16 KiB pages:           on {:>10.1} us/run   ratio on/off {:.2}   added {:.2} us per step",
-        us(nm_16k),
-        us(nm_16k) / us(nm_off),
-        (us(nm_16k) - us(nm_off)) / STEPS as f64
+        "  with 4 KiB pages:            on {:>10.1} us/run   ratio on/off {:.2}   added {:.2} us per step",
+        us(nm_4k),
+        us(nm_4k) / us(nm_off),
+        (us(nm_4k) - us(nm_off)) / STEPS as f64
     );
     println!("  on the instrumented thread alone (layer, no barrier):");
     println!(
@@ -398,10 +398,10 @@ pub(crate) fn run(args: &OverheadArgs) -> Result<()> {
         typical_disk.page_size
     );
     println!(
-        "  the same with 16 KiB pages: {} bytes / {} bytes = {:.3}x",
-        typical_16k_disk.file_bytes,
-        typical_16k_disk.payload_bytes,
-        typical_16k_disk.file_bytes as f64 / typical_16k_disk.payload_bytes as f64
+        "  the same with 4 KiB pages: {} bytes / {} bytes = {:.3}x",
+        typical_4k_disk.file_bytes,
+        typical_4k_disk.payload_bytes,
+        typical_4k_disk.file_bytes as f64 / typical_4k_disk.payload_bytes as f64
     );
 
     // --- peak memory: separate processes, so each starts clean

@@ -40,6 +40,7 @@ Examples:
   flujo lens list                               the 50 newest runs
   flujo lens list --status failed,crashed       failed or crashed runs
   flujo lens list --pipeline etl --since 7d     runs of `etl` in the last 7 days
+  flujo lens list -s failed --since 1h30m       failed runs of the last 90 minutes
   flujo lens list --since 2026-01-05 --until '2026-01-06 12:00'
   flujo lens list --limit 500 -o jsonl          for scripts: one run object per line
 
@@ -47,8 +48,8 @@ Statuses: running, completed, failed, cancelled, crashed (a run left running by 
 this host that no longer exists).
 
 Times are UTC. --since includes its instant, --until excludes it; WHEN is a duration back from
-now (45s, 30m, 2h, 7d, 2w), a date (2026-01-05), a date and time (2026-01-05 14:30[:00]), or
-RFC 3339 (2026-01-05T14:30:00+01:00).
+now (45s, 30m, 1h30m, 90min, '2 days', 2w), a date (2026-01-05), a date and time
+(2026-01-05 14:30[:00]), or RFC 3339 (2026-01-05T14:30:00+01:00).
 
 JSON (-o json): {\"runs\": [RUN...], \"matching\": {\"count\": N, \"exact\": BOOL}, \"limit\": N}
 where exact=false means more than count runs match (with \"stopped_after\": N, that only the
@@ -203,7 +204,8 @@ pub(crate) struct ListArgs {
     #[arg(short, long, value_name = "NAME")]
     pub(crate) pipeline: Option<String>,
 
-    /// Only runs started at or after WHEN (30m, 2h, 7d, 2026-01-05, '2026-01-05 14:30', RFC 3339)
+    /// Only runs started at or after WHEN (30m, 1h30m, '2 days', 2026-01-05, '2026-01-05 14:30',
+    /// RFC 3339)
     #[arg(long, value_name = "WHEN")]
     pub(crate) since: Option<String>,
 
@@ -229,7 +231,8 @@ pub(crate) struct ShowArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct PruneArgs {
-    /// Delete runs started before WHEN (30d, 12h, 2w, 2026-01-05, '2026-01-05 14:30', RFC 3339)
+    /// Delete runs started before WHEN (30d, 12h, '2 weeks', 2026-01-05, '2026-01-05 14:30',
+    /// RFC 3339)
     #[arg(long, value_name = "WHEN", required = true)]
     pub(crate) older_than: String,
 

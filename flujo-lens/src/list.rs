@@ -114,7 +114,8 @@ pub(crate) fn run(
 
 /// The table and its footer: the text `flujo lens list` prints.
 pub(crate) fn render_table(page: &RunPage, limit: usize, width: usize, color: bool) -> String {
-    let rows: Vec<Vec<Cell>> = page.runs.iter().map(row).collect();
+    let decimals = text::cost_decimals(page.runs.iter().map(|run| run.total_cost));
+    let rows: Vec<Vec<Cell>> = page.runs.iter().map(|run| row(run, decimals)).collect();
     let mut rendered = render::grid(&COLUMNS, &rows, width, color);
     rendered.push('\n');
     let shown = page.runs.len() as u64;
@@ -142,7 +143,7 @@ pub(crate) fn render_table(page: &RunPage, limit: usize, width: usize, color: bo
     rendered
 }
 
-fn row(run: &RunRecord) -> Vec<Cell> {
+fn row(run: &RunRecord, cost_decimals: usize) -> Vec<Cell> {
     vec![
         Cell::plain(text::escape(&run.run_id)),
         Cell::plain(text::escape(&run.pipeline_name)),
@@ -151,7 +152,7 @@ fn row(run: &RunRecord) -> Vec<Cell> {
         Cell::plain(text::time(Some(&run.start_time), TimePrecision::Seconds)),
         Cell::plain(text::duration(run.duration_ms)),
         Cell::plain(text::count(run.n_steps)),
-        Cell::plain(text::cost(run.total_cost)),
+        Cell::plain(text::cost_with(run.total_cost, cost_decimals)),
     ]
 }
 

@@ -297,8 +297,7 @@ pub(crate) fn render_summary(
 }
 
 fn running_for(start: &str, now: time::OffsetDateTime) -> Option<i64> {
-    let start =
-        time::OffsetDateTime::parse(start, &time::format_description::well_known::Rfc3339).ok()?;
+    let start = flujo_trace_core::parse_timestamp(start)?;
     i64::try_from((now - start).whole_milliseconds())
         .ok()
         .filter(|ms| *ms >= 0)

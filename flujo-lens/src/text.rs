@@ -246,14 +246,28 @@ pub(crate) fn duration(ms: Option<i64>) -> String {
 
 /// `$0.0123`; small non-zero costs keep two significant digits (`$0.000042`).
 pub(crate) fn cost(usd: Option<f64>) -> String {
+    cost_with(usd, cost_decimals([usd]))
+}
+
+/// The decimals a column of costs is printed with, the same for every figure so that they line
+/// up and compare: four, or enough for the smallest non-zero cost to keep two significant
+/// digits (at most twelve).
+pub(crate) fn cost_decimals(costs: impl IntoIterator<Item = Option<f64>>) -> usize {
+    costs
+        .into_iter()
+        .flatten()
+        .filter(|usd| *usd != 0.0 && usd.is_finite())
+        .map(|usd| ((-usd.abs().log10().floor()) as usize + 1).clamp(4, 12))
+        .max()
+        .unwrap_or(4)
+}
+
+/// `usd` with `decimals` decimals (see [`cost_decimals`]); `$0` for nothing spent.
+pub(crate) fn cost_with(usd: Option<f64>, decimals: usize) -> String {
     match usd {
         None => "-".to_owned(),
         Some(0.0) => "$0".to_owned(),
-        Some(usd) if usd.abs() >= 0.0001 => format!("${usd:.4}"),
-        Some(usd) => {
-            let digits = (-usd.abs().log10().floor()) as usize + 1;
-            format!("${usd:.digits$}", digits = digits.min(12))
-        }
+        Some(usd) => format!("${usd:.decimals$}"),
     }
 }
 
@@ -263,9 +277,8 @@ pub(crate) fn time(stored: Option<&str>, precision: TimePrecision) -> String {
     let Some(stored) = stored else {
         return "-".to_owned();
     };
-    use time::format_description::well_known::Rfc3339;
-    match time::OffsetDateTime::parse(stored, &Rfc3339) {
-        Ok(instant) => {
+    match flujo_trace_core::parse_timestamp(stored) {
+        Some(instant) => {
             let utc = instant.to_offset(time::UtcOffset::UTC);
             let seconds = format!(
                 "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
@@ -281,7 +294,7 @@ pub(crate) fn time(stored: Option<&str>, precision: TimePrecision) -> String {
                 TimePrecision::Micros => format!("{seconds}.{:06} UTC", utc.microsecond()),
             }
         }
-        Err(_) => escape(stored),
+        None => escape(stored),
     }
 }
 
@@ -443,6 +456,13 @@ mod tests {
         assert_eq!(cost(Some(0.000042)), "$0.000042");
         assert_eq!(cost(Some(12.5)), "$12.5000");
         assert_eq!(cost(None), "-");
+        // a column: one number of decimals for every figure
+        let column = [Some(0.000236), Some(0.000011), None, Some(0.0), Some(1.5)];
+        let decimals = cost_decimals(column);
+        let shown: Vec<String> = column.iter().map(|c| cost_with(*c, decimals)).collect();
+        assert_eq!(shown, ["$0.000236", "$0.000011", "-", "$0", "$1.500000"]);
+        assert_eq!(cost_decimals([Some(0.5), None]), 4);
+        assert_eq!(cost_decimals([None]), 4);
     }
 
     #[test]

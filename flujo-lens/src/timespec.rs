@@ -12,8 +12,9 @@ pub(crate) fn parse_when(flag: &str, when: &str, now: OffsetDateTime) -> Result<
     let when = when.trim();
     parse_instant(when, now).map(format_stored).ok_or_else(|| {
         LensError::Usage(format!(
-            "cannot read {flag} {when:?}: use a duration back from now (45s, 30m, 2h, 7d, 2w), \
-                 a date (2026-01-05), a date and time in UTC (2026-01-05 14:30) or RFC 3339"
+            "cannot read {flag} {when:?}: use a duration back from now (45s, 30m, 1h30m, 90min, \
+             2 days, 2w), a date (2026-01-05), a date and time in UTC (2026-01-05 14:30) or \
+             RFC 3339"
         ))
     })
 }
@@ -41,22 +42,11 @@ fn parse_instant(when: &str, now: OffsetDateTime) -> Option<OffsetDateTime> {
     })
 }
 
-/// `45s`, `30m`, `2h`, `7d`, `2w`.
+/// `45s`, `30m`, `1h30m`, `90min`, `2 days`, `2w` (humantime's units: a month is 30.44 days, a
+/// year 365.25).
 fn parse_duration(when: &str) -> Option<Duration> {
-    let unit = when.chars().last()?;
-    let amount: i64 = when[..when.len() - unit.len_utf8()].parse().ok()?;
-    if amount < 0 {
-        return None;
-    }
-    let seconds_per_unit = match unit {
-        's' => 1,
-        'm' => 60,
-        'h' => 3_600,
-        'd' => 86_400,
-        'w' => 604_800,
-        _ => return None,
-    };
-    Some(Duration::seconds(amount.checked_mul(seconds_per_unit)?))
+    let ago = humantime::parse_duration(when).ok()?;
+    Duration::try_from(ago).ok()
 }
 
 /// `2026-01-05T14:30:00.000000Z`: the span contract's time format (the core's one formatter).
@@ -97,6 +87,11 @@ mod tests {
             Some("2026-01-04T13:45:10.250000Z"),
         );
         check(" 2h ", Some("2026-01-05T10:00:00.000000Z"));
+        check("1h30m", Some("2026-01-05T10:30:00.000000Z"));
+        check("1h 30m", Some("2026-01-05T10:30:00.000000Z"));
+        check("90min", Some("2026-01-05T10:30:00.000000Z"));
+        check("2 days", Some("2026-01-03T12:00:00.000000Z"));
+        check("1day 12hours", Some("2026-01-04T00:00:00.000000Z"));
         check("", None);
         check("yesterday", None);
         check("-2h", None);
@@ -104,6 +99,8 @@ mod tests {
         check("h", None);
         check("2026-13-01", None);
         check("99999999999999d", None);
+        check("2 parsecs", None);
+        check("30", None);
     }
 
     #[test]

@@ -42,7 +42,7 @@ pub use rows::{
     RunCount, RunEnd, RunFilter, RunPage, RunRecord, StepClose, StepRecord, WriterProcess,
 };
 pub use schema::{SCHEMA_CHANGES, SCHEMA_VERSION};
-pub use timefmt::{format_timestamp, now_timestamp};
+pub use timefmt::{format_timestamp, now_timestamp, parse_timestamp};
 pub use writer::{
     Flushed, OutageBuffer, Row, Sink, SinkError, WriterOptions, DEFAULT_RETRY_WINDOW,
 };

@@ -20,6 +20,12 @@ pub fn format_timestamp(time: OffsetDateTime) -> String {
     )
 }
 
+/// A stored time read back: RFC 3339, as [`format_timestamp`] writes it (other offsets and
+/// precisions too, as older or hand-written rows may have them); `None` when it is not one.
+pub fn parse_timestamp(stored: &str) -> Option<OffsetDateTime> {
+    OffsetDateTime::parse(stored, &time::format_description::well_known::Rfc3339).ok()
+}
+
 /// Now, as [`format_timestamp`] writes it.
 pub fn now_timestamp() -> String {
     format_timestamp(OffsetDateTime::now_utc())
@@ -27,7 +33,7 @@ pub fn now_timestamp() -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::format_timestamp;
+    use super::{format_timestamp, parse_timestamp};
     use time::macros::datetime;
 
     #[test]
@@ -45,5 +51,16 @@ mod tests {
             datetime!(2026-01-02 01:30:00.5 +02:00),
             "2026-01-01T23:30:00.500000Z",
         );
+    }
+
+    #[test]
+    fn what_is_written_reads_back() {
+        let time = datetime!(2026-11-26 14:35:37.123456 UTC);
+        assert_eq!(parse_timestamp(&format_timestamp(time)), Some(time));
+        assert_eq!(
+            parse_timestamp("2026-01-02T03:30:00+02:00"),
+            Some(datetime!(2026-01-02 01:30:00 UTC))
+        );
+        assert_eq!(parse_timestamp("yesterday"), None);
     }
 }

@@ -383,9 +383,8 @@ fn step_from_row(row: &Row<'_>) -> rusqlite::Result<StepRecord> {
 
 /// Milliseconds from `start` to `end` (RFC 3339), for rows that did not store a duration.
 fn duration_between(start: &str, end: &str) -> Option<i64> {
-    use time::format_description::well_known::Rfc3339;
-    let start = time::OffsetDateTime::parse(start, &Rfc3339).ok()?;
-    let end = time::OffsetDateTime::parse(end, &Rfc3339).ok()?;
+    let start = flujo_trace_core::parse_timestamp(start)?;
+    let end = flujo_trace_core::parse_timestamp(end)?;
     i64::try_from((end - start).whole_milliseconds()).ok()
 }
 

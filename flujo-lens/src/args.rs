@@ -22,7 +22,8 @@ PostgreSQL store it is given.";
 const TOP_AFTER_HELP: &str = "\
 Examples:
   flujo lens list                     the 50 newest runs
-  flujo lens show latest              the last run, step by step";
+  flujo lens show latest              the last run, step by step
+  flujo lens trace latest             where the last run's time went";
 
 const LENS_AFTER_HELP: &str = "\
 Examples:
@@ -76,6 +77,25 @@ parent_step_run_id, step_name, step_index, step_kind, status, attempts, fallback
 start_time, end_time, duration_ms, cost, tokens, input, output, error. Payloads stored as JSON
 are embedded as JSON. -o jsonl: the RUN, then one STEP per line, each with \"record\": \"run\"
 or \"step\".";
+
+const TRACE_AFTER_HELP: &str = "\
+Examples:
+  flujo lens trace latest                       where the last run's time went
+  flujo lens trace 0190a1b2-3c4d --depth 1      the run's steps and their children only
+  flujo lens trace latest --expand              every item of a large map, none folded
+  flujo lens trace latest -o json | jq '.steps[] | {step_name, offset_ms, duration_ms}'
+
+One line per step in execution order, indented under the step that ran it, with a bar on the
+run's time axis (scaled to the terminal width), its duration, status and attempts: parallel
+branches overlap, and the three slowest steps that ran no steps of their own are marked with ◀.
+A step with more than 11 children shows the first 10 and folds the rest into one line with
+their count and p50 and max duration. A step that never ended (running, or interrupted by a
+crash) shows `>` before its duration. Colour on a terminal only, never with NO_COLOR.
+
+JSON (-o json): {\"run_id\", \"pipeline_name\", \"pipeline_version\", \"status\", \"start_time\",
+\"duration_ms\", \"steps\": [STEP...]}, STEP: step_run_id, step_name, step_kind, status, attempts,
+offset_ms (from the run's start), duration_ms, ended, children: [STEP...]. Nothing is folded
+in JSON; --depth applies.";
 
 const COPY_AFTER_HELP: &str = "\
 Examples:
@@ -179,6 +199,9 @@ pub(crate) enum LensCommand {
     /// Show one run: summary, final context and every step
     #[command(after_help = format!("{SHOW_AFTER_HELP}\n\n{EXIT_CODES}"))]
     Show(ShowArgs),
+    /// Where a run's time went: its steps as a waterfall on one time axis
+    #[command(after_help = format!("{TRACE_AFTER_HELP}\n\n{EXIT_CODES}"))]
+    Trace(TraceArgs),
     /// Delete old runs with their steps and give the space back (the one command that writes)
     #[command(after_help = format!("{PRUNE_AFTER_HELP}\n\n{EXIT_CODES}"))]
     Prune(PruneArgs),
@@ -227,6 +250,21 @@ pub(crate) struct ShowArgs {
     /// Print every value whole instead of cutting long ones to fit
     #[arg(long)]
     pub(crate) full: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct TraceArgs {
+    /// A run id, a unique prefix of one, or `latest`
+    #[arg(value_name = "RUN")]
+    pub(crate) run: String,
+
+    /// Show steps nested at most N deep (0: the run's own steps only)
+    #[arg(long, value_name = "N")]
+    pub(crate) depth: Option<usize>,
+
+    /// Show every step of a large map or loop instead of folding all but the first 10 into one line
+    #[arg(long)]
+    pub(crate) expand: bool,
 }
 
 #[derive(Debug, Args)]

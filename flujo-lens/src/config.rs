@@ -45,6 +45,7 @@ pub(crate) enum Format {
 pub(crate) enum Command {
     List(ListConfig),
     Show(ShowConfig),
+    Trace(TraceConfig),
     Prune(PruneConfig),
     Copy(CopyConfig),
 }
@@ -66,6 +67,15 @@ pub(crate) struct ListConfig {
 pub(crate) struct ShowConfig {
     pub(crate) run: RunSelector,
     pub(crate) values: ValueLength,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct TraceConfig {
+    pub(crate) run: RunSelector,
+    /// Steps nested deeper than this are left out (0: the run's own steps only).
+    pub(crate) depth: Option<usize>,
+    /// Every child shown, none folded.
+    pub(crate) expand: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -156,6 +166,11 @@ impl Config {
         let command = match lens.command {
             LensCommand::List(list) => Command::List(list_config(list, env)?),
             LensCommand::Show(show) => Command::Show(show_config(show)?),
+            LensCommand::Trace(trace) => Command::Trace(TraceConfig {
+                run: run_selector(&trace.run)?,
+                depth: trace.depth,
+                expand: trace.expand,
+            }),
             LensCommand::Prune(prune) => Command::Prune(prune_config(prune, env)?),
             LensCommand::Copy(copy) => Command::Copy(copy_config(copy)?),
         };
@@ -250,20 +265,24 @@ fn copy_config(args: CopyArgs) -> Result<CopyConfig, LensError> {
     Ok(CopyConfig { to })
 }
 
-fn show_config(args: ShowArgs) -> Result<ShowConfig, LensError> {
-    let run = args.run.trim();
+/// RUN: `latest`, or a run id or prefix of one.
+fn run_selector(run: &str) -> Result<RunSelector, LensError> {
+    let run = run.trim();
     if run.is_empty() {
         return Err(LensError::Usage(
             "RUN is empty: give a run id, a prefix of one, or `latest`".to_owned(),
         ));
     }
-    let run = if run == "latest" {
+    Ok(if run == "latest" {
         RunSelector::Latest
     } else {
         RunSelector::Id(run.to_owned())
-    };
+    })
+}
+
+fn show_config(args: ShowArgs) -> Result<ShowConfig, LensError> {
     Ok(ShowConfig {
-        run,
+        run: run_selector(&args.run)?,
         values: if args.full {
             ValueLength::Full
         } else {

@@ -71,6 +71,7 @@ mod render;
 mod show;
 mod text;
 mod timespec;
+mod trace;
 
 use std::io::{BufRead, IsTerminal as _, Write};
 use std::path::PathBuf;
@@ -181,6 +182,7 @@ where
         let result = match &config.command {
             Command::List(list) => list::run(&config, list, stdout),
             Command::Show(show) => show::run(&config, show, stdout),
+            Command::Trace(trace) => trace::run(&config, trace, stdout),
             Command::Prune(prune) => {
                 let mut terminal = prune::Terminal {
                     env,

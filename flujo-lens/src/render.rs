@@ -249,7 +249,7 @@ fn draw(table: NuTable, width: usize) -> String {
 }
 
 /// The first characters of `text` that fit in `width - 1` columns, then `…`.
-fn cut_to(text: &str, width: usize) -> String {
+pub(crate) fn cut_to(text: &str, width: usize) -> String {
     let mut cut = String::new();
     let mut used = 0;
     for c in text.chars() {

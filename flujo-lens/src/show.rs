@@ -102,7 +102,7 @@ where
 }
 
 /// A step still stored as `running` in a crashed run was interrupted: it shows as `crashed`.
-fn shown_status<'a>(run: &RunRecord, step: &'a StepRecord) -> &'a str {
+pub(crate) fn shown_status<'a>(run: &RunRecord, step: &'a StepRecord) -> &'a str {
     if run.status == CRASHED && step.status == "running" {
         CRASHED
     } else {
@@ -111,7 +111,7 @@ fn shown_status<'a>(run: &RunRecord, step: &'a StepRecord) -> &'a str {
 }
 
 /// Resolves RUN: `latest`, a full id, or a unique prefix (tried as given, then lowercase).
-fn find<R: RunReader>(
+pub(crate) fn find<R: RunReader>(
     config: &Config,
     backend: &R,
     selector: &RunSelector,

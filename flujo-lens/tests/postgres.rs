@@ -64,6 +64,9 @@ fn postgres_reads_back_exactly_as_sqlite() {
         vec!["lens", "show", "latest", "-o", "json"],
         vec!["lens", "show", &run3, "-o", "jsonl"],
         vec!["lens", "show", "0000"],
+        vec!["lens", "trace", &run3],
+        vec!["lens", "trace", &run6],
+        vec!["lens", "trace", "latest", "-o", "json"],
     ];
     for args in &cases {
         let from_sqlite = lens_in(&sqlite_env, args);

@@ -227,8 +227,9 @@ fn triage_pipeline() -> Pipeline<Ticket, Draft, Triage> {
         .then(review)
 }
 
+// pub(crate): tests/otlp_export.rs runs this very example in a child process
 #[tokio::main]
-async fn main() {
+pub(crate) async fn main() {
     let tickets = [
         Ticket {
             id: "T-1001",

@@ -24,6 +24,8 @@
 
 #![warn(missing_docs, unreachable_pub, rust_2018_idioms)]
 
+#[cfg(feature = "otlp")]
+mod otlp;
 mod recording;
 mod runner;
 mod settings;
@@ -39,6 +41,9 @@ pub use flujo_trace_sqlite::{
 };
 pub use recording::{layer, recording_store, Persistence};
 pub use runner::Flujo;
+
+#[cfg(feature = "otlp")]
+pub use otlp::{otlp_counts, OtlpCounts, DEFAULT_OTLP_PAYLOAD_CAP, EXIT_FLUSH_BOUND};
 
 /// The runner without the default persistence wiring, for building your own integrations.
 pub use flujo_runner::{Flujo as BareFlujo, RunObserver};

@@ -69,6 +69,13 @@ impl RunObserver for PersistenceObserver {
         }
     }
 
+    fn run_span_opened(&self, span: &tracing::Span) {
+        #[cfg(feature = "otlp")]
+        crate::otlp::record_trace_id(span);
+        #[cfg(not(feature = "otlp"))]
+        let _ = span;
+    }
+
     fn after_run<'a>(&'a self, _run_id: &'a str) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
         match current_layer() {
             Some(handle) => Box::pin(async move {
@@ -115,12 +122,67 @@ fn recording_is_off() -> bool {
     )
 }
 
-/// The layer of the configured store (SQLite or PostgreSQL), built from the settings as the
-/// default subscriber's is; `None` when the state URI is `off`.
+/// The layers of the configured store (SQLite or PostgreSQL) and of OpenTelemetry export, built
+/// from the settings as the default subscriber's are; `None` when the state URI is `off` and no
+/// OTLP endpoint is set.
 fn configured_layer<S>(
 ) -> Result<Option<Box<dyn Layer<S> + Send + Sync>>, flujo_trace_sqlite::Error>
 where
-    S: tracing::Subscriber + for<'span> LookupSpan<'span>,
+    S: tracing::Subscriber + Send + Sync + for<'span> LookupSpan<'span>,
+{
+    let store = store_layer::<S>()?;
+    let export = export_layer::<S>();
+    Ok(match (store, export) {
+        (Some(store), Some(export)) => Some(Box::new(store.and_then(export))),
+        (store, export) => store.or(export),
+    })
+}
+
+/// The OpenTelemetry export layer when an OTLP endpoint is set; a setting that cannot be used
+/// is one warning, and runs are still recorded.
+fn export_layer<S>() -> Option<Box<dyn Layer<S> + Send + Sync>>
+where
+    S: tracing::Subscriber + Send + Sync + for<'span> LookupSpan<'span>,
+{
+    #[cfg(feature = "otlp")]
+    {
+        let settings = crate::settings::settings();
+        let built = crate::otlp::resolve(|name| std::env::var(name).ok(), settings.toml())
+            .and_then(|setting| {
+                setting
+                    .map(|setting| crate::otlp::layer(&setting))
+                    .transpose()
+            });
+        match built {
+            Ok(layer) => layer,
+            Err(error) => {
+                eprintln!("flujo: warning: runs are not exported to OpenTelemetry: {error}");
+                None
+            }
+        }
+    }
+    #[cfg(not(feature = "otlp"))]
+    {
+        let settings = crate::settings::settings();
+        let asked = std::env::var_os("OTEL_EXPORTER_OTLP_ENDPOINT").is_some()
+            || std::env::var_os("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").is_some()
+            || settings
+                .toml()
+                .is_some_and(|(_, toml)| toml.otlp.endpoint.is_some());
+        if asked {
+            eprintln!(
+                "flujo: warning: runs are not exported to OpenTelemetry: this flujo was built \
+                 without its `otlp` feature (a default feature: build with default features)"
+            );
+        }
+        None
+    }
+}
+
+/// The layer of the configured store (SQLite or PostgreSQL); `None` when the state URI is `off`.
+fn store_layer<S>() -> Result<Option<Box<dyn Layer<S> + Send + Sync>>, flujo_trace_sqlite::Error>
+where
+    S: tracing::Subscriber + Send + Sync + for<'span> LookupSpan<'span>,
 {
     let settings = crate::settings::settings();
     match settings.state()? {
@@ -157,7 +219,10 @@ where
 ///
 /// Every [`Flujo`](crate::Flujo) run finds it in the subscriber and returns once its rows are
 /// committed, as with the default subscriber. When the state URI is `off` it is a layer that
-/// records nothing, and runs neither record nor warn.
+/// records nothing, and runs neither record nor warn. When an OTLP endpoint is set
+/// (`OTEL_EXPORTER_OTLP_ENDPOINT`, `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` or `[otlp] endpoint`
+/// in `flujo.toml`), it also exports every run to that OpenTelemetry collector, as the default
+/// subscriber does.
 ///
 /// ```no_run
 /// use tracing_subscriber::prelude::*;
@@ -176,7 +241,7 @@ where
 /// The state URI or `flujo.toml` cannot be used, or the database cannot be opened or created.
 pub fn layer<S>() -> Result<Box<dyn Layer<S> + Send + Sync>, flujo_trace_sqlite::Error>
 where
-    S: tracing::Subscriber + for<'span> LookupSpan<'span>,
+    S: tracing::Subscriber + Send + Sync + for<'span> LookupSpan<'span>,
 {
     Ok(match configured_layer()? {
         Some(layer) => layer,
@@ -184,8 +249,9 @@ where
     })
 }
 
-/// Installs `Registry` + the configured store's layer as the global default; reports a failure
-/// once on stderr. Installs nothing when the state URI is `off`.
+/// Installs `Registry` + the configured store's layer (and the export layer, when an OTLP
+/// endpoint is set) as the global default; reports a failure once on stderr. Installs nothing
+/// when the state URI is `off` and nothing is exported.
 fn install_default() -> bool {
     let layer = match configured_layer::<tracing_subscriber::Registry>() {
         Ok(Some(layer)) => layer,

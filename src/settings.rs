@@ -31,6 +31,13 @@ impl Settings {
                 .map(|(file, loaded)| (file.as_path(), loaded.as_ref())),
         )
     }
+
+    /// The nearest `flujo.toml` as loaded, when there is one and it parses.
+    #[cfg_attr(not(feature = "otlp"), allow(dead_code))]
+    pub(crate) fn toml(&self) -> Option<(&Path, &FlujoToml)> {
+        let (file, loaded) = self.nearest_file.as_ref()?;
+        Some((file.as_path(), loaded.as_ref().ok()?))
+    }
 }
 
 static SETTINGS: OnceLock<Settings> = OnceLock::new();

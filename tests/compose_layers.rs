@@ -1,6 +1,6 @@
 //! The SqliteLayer composes: stacked with fmt, a user layer and OpenTelemetry, one run lands in
-//! SQLite and in the OpenTelemetry exporter with the same run id, and a per-layer `warn` filter
-//! on the logs never stops persistence.
+//! SQLite and in the OpenTelemetry exporter with the same run id (and the row holds the span's
+//! trace id), and a per-layer `warn` filter on the logs never stops persistence.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -98,6 +98,23 @@ async fn one_run_lands_in_sqlite_and_in_opentelemetry_with_the_same_run_id() {
             Some(result.run_id.as_str())
         );
     }
+    // the run's row links to its trace, though the SqliteLayer comes before the OpenTelemetry
+    // layer: the facade records the trace id on the span, every layer sees it
+    let conn =
+        rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap();
+    let trace_id: Option<String> = conn
+        .query_row(
+            "SELECT trace_id FROM runs WHERE run_id = ?1",
+            [&result.run_id],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(
+        trace_id,
+        Some(run.span_context.trace_id().to_string()),
+        "the exported trace id is recorded with the run"
+    );
 }
 
 #[tokio::test]

@@ -87,6 +87,8 @@ pub(crate) struct RunJson<'a> {
     total_tokens: Option<i64>,
     n_steps: Option<i64>,
     writer: Option<&'a WriterProcess>,
+    /// The OpenTelemetry trace id of an exported run.
+    trace_id: Option<&'a str>,
     #[serde(flatten)]
     detail: Option<RunDetailJson<'a>>,
 }
@@ -121,6 +123,7 @@ impl<'a> RunJson<'a> {
             total_tokens: run.total_tokens,
             n_steps: run.n_steps,
             writer: run.writer.as_ref(),
+            trace_id: run.trace_id.as_deref(),
             detail: (shape == RunShape::Detail).then(|| RunDetailJson {
                 input: payload(run.input_blob.as_deref()),
                 output: payload(run.output_blob.as_deref()),

@@ -259,6 +259,10 @@ pub(crate) fn render_summary(
     rows.push(("steps", Cell::plain(text::count(run.n_steps))));
     rows.push(("cost", Cell::plain(text::cost(run.total_cost))));
     rows.push(("tokens", Cell::plain(text::count(run.total_tokens))));
+    if let Some(trace_id) = &run.trace_id {
+        // the link to the run's trace in a tracing backend (Jaeger, Tempo, ...)
+        rows.push(("trace id", Cell::plain(text::escape(trace_id))));
+    }
     let key_width = rows
         .iter()
         .map(|(key, _)| key.len())

@@ -22,6 +22,9 @@ use tracing::{Instrument, Span};
 pub trait RunObserver: Send + Sync + 'static {
     /// Called on the caller's task before the run span is created.
     fn before_run(&self) {}
+    /// Called once the run span is open, before any step runs: where the facade records the
+    /// span's OpenTelemetry trace id (`trace_id`) when an OpenTelemetry layer gave it one.
+    fn run_span_opened(&self, _span: &Span) {}
     /// Called after the run span has closed (all its handles dropped); `run()` returns only after the future completes.
     fn after_run<'a>(&'a self, run_id: &'a str) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
 }
@@ -263,7 +266,11 @@ where
             final_context = Empty,
             total_cost_usd = Empty,
             total_tokens = Empty,
+            trace_id = Empty,
         );
+        if let Some(observer) = &self.observer {
+            observer.run_span_opened(&span);
+        }
         let shared = Arc::new(RunShared::new(run_id, redaction, context));
         let usage = UsageNode::root();
         let children = Arc::new(Children::default());

@@ -50,6 +50,11 @@ pub const DEFAULT_STATE_URI: &str = "sqlite:///flujo_ops.db";
 ///
 /// [storage]
 /// payload_cap_bytes = 1048576     # longer inputs, outputs, errors and contexts are stored cut
+///
+/// [otlp]
+/// endpoint = "http://localhost:4318"  # export runs to this OTLP/HTTP collector (/v1/traces added)
+/// payloads = true                 # false sends no inputs, outputs or contexts
+/// payload_cap_bytes = 4096        # longer ones are sent cut
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
@@ -61,6 +66,8 @@ pub struct FlujoToml {
     pub redaction: RedactionToml,
     /// How values are stored.
     pub storage: StorageToml,
+    /// Where runs are exported with OpenTelemetry (OTLP/HTTP), and what they carry.
+    pub otlp: OtlpToml,
     /// The keys of the file that flujo does not know (set by [`load_flujo_toml`]).
     #[serde(skip)]
     unknown_keys: Vec<UnknownKey>,
@@ -104,6 +111,10 @@ const KNOWN_KEYS: &[&str] = &[
     "redaction.extra_keys",
     "storage",
     "storage.payload_cap_bytes",
+    "otlp",
+    "otlp.endpoint",
+    "otlp.payloads",
+    "otlp.payload_cap_bytes",
 ];
 
 /// The unknown keys of a parsed `flujo.toml`, at any depth under known tables.
@@ -134,8 +145,10 @@ fn closest_known_key(path: &str) -> Option<&'static str> {
     let (table, name) = split_key(path);
     let name = name.to_ascii_lowercase();
     let best = |same_table: bool| {
+        // reversed: of equally close keys, `max_by` keeps the last, the first known
         KNOWN_KEYS
             .iter()
+            .rev()
             .filter(|known| (split_key(known).0 == table) == same_table)
             .map(|known| (strsim::jaro_winkler(&name, split_key(known).1), *known))
             .filter(|(similarity, _)| *similarity >= 0.8)
@@ -169,6 +182,22 @@ pub struct RedactionToml {
 #[non_exhaustive]
 pub struct StorageToml {
     /// Longer payloads are stored cut, with a marker and their size (default 1 MiB).
+    pub payload_cap_bytes: Option<u64>,
+}
+
+/// The `[otlp]` table of a `flujo.toml`: OpenTelemetry export (the standard `OTEL_EXPORTER_OTLP_*`
+/// environment variables win over it).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+#[non_exhaustive]
+pub struct OtlpToml {
+    /// The collector's OTLP/HTTP base URL (`/v1/traces` is appended), e.g.
+    /// `http://localhost:4318`; none: nothing is exported.
+    pub endpoint: Option<String>,
+    /// `false` exports no inputs, outputs or contexts (default: they are exported, redacted and
+    /// cut to `payload_cap_bytes`).
+    pub payloads: Option<bool>,
+    /// Longer payloads and errors are exported cut (default 4 KiB).
     pub payload_cap_bytes: Option<u64>,
 }
 

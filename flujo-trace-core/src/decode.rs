@@ -117,6 +117,7 @@ fn blank_run() -> RunRecord {
         final_context_blob: None,
         error_blob: None,
         writer: None,
+        trace_id: None,
     }
 }
 
@@ -131,6 +132,7 @@ fn blank_run_end() -> RunEnd {
         output_step_run_id: None,
         final_context_blob: None,
         error_blob: None,
+        trace_id: None,
     }
 }
 
@@ -154,6 +156,16 @@ fn blank_step() -> StepRecord {
         error_blob: None,
         fallback_taken: None,
     }
+}
+
+/// An OpenTelemetry trace id as W3C trace context writes it: 32 lowercase hex digits, not all
+/// zero (the invalid id).
+fn is_trace_id(value: &str) -> bool {
+    value.len() == 32
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        && value.bytes().any(|b| b != b'0')
 }
 
 fn to_i64(value: u64) -> i64 {
@@ -184,6 +196,8 @@ impl Visit for RunVisitor<'_> {
             ("output", _) => self.end.output_blob = Some(payload()),
             ("error", _) => self.end.error_blob = Some(payload()),
             ("final_context", _) => self.end.final_context_blob = Some(payload()),
+            // an id a store can index and a backend can look up, or nothing
+            ("trace_id", _) if is_trace_id(value) => self.end.trace_id = Some(owned()),
             _ => {}
         }
     }

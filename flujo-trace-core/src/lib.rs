@@ -25,7 +25,7 @@ mod writer;
 pub use channel::WriterLink;
 pub use config::{
     find_flujo_toml, load_flujo_toml, resolve_state_in, resolve_state_path, resolve_state_path_in,
-    resolve_state_setting, ConfigError, FlujoToml, PostgresUri, RedactionToml, StatePath,
+    resolve_state_setting, ConfigError, FlujoToml, OtlpToml, PostgresUri, RedactionToml, StatePath,
     StateSetting, StateSource, StorageToml, UnknownKey, CONFIG_FILE_NAME, DEFAULT_STATE_URI,
     STATE_URI_ENV, STATE_URI_OFF,
 };

@@ -35,6 +35,9 @@ pub struct RunRecord {
     pub error_blob: Option<String>,
     /// The process that wrote the run, for crash detection.
     pub writer: Option<WriterProcess>,
+    /// The run span's OpenTelemetry trace id (32 lowercase hex digits), when a layer exported
+    /// it; recorded with the run's end.
+    pub trace_id: Option<String>,
 }
 
 /// The process that wrote a run: enough to tell later whether it is still alive.
@@ -115,6 +118,8 @@ pub struct RunEnd {
     pub final_context_blob: Option<String>,
     /// Error that failed the run.
     pub error_blob: Option<String>,
+    /// The run span's OpenTelemetry trace id (32 lowercase hex digits), when the span had one.
+    pub trace_id: Option<String>,
 }
 
 /// The close fields of a step span, which a store records on the step's `running` row.

@@ -3,7 +3,7 @@
 //! version, its own SQL for that change; a change lands in every store under the next number.
 
 /// The newest schema version this build writes and reads.
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 /// Every schema version and what it changed, oldest first (`SCHEMA_CHANGES[n - 1]` is version
 /// `n`).
@@ -21,6 +21,10 @@ pub const SCHEMA_CHANGES: [(i64, &str); SCHEMA_VERSION as usize] = [
     (
         4,
         "runs.output_step_run_id: the step whose row holds the run's output, kept once",
+    ),
+    (
+        5,
+        "runs.trace_id: the run span's OpenTelemetry trace id, a link to a tracing backend",
     ),
 ];
 

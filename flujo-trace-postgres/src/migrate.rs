@@ -19,6 +19,7 @@ fn change_to(version: i64) -> &'static str {
         2 => include_str!("schema/v1_to_v2.sql"),
         3 => include_str!("schema/v2_to_v3.sql"),
         4 => include_str!("schema/v3_to_v4.sql"),
+        5 => include_str!("schema/v4_to_v5.sql"),
         _ => unreachable!("no PostgreSQL change for schema version {version}"),
     }
 }

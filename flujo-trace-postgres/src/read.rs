@@ -55,7 +55,7 @@ fn run_columns(columns: Columns) -> String {
         "r.run_id, r.pipeline_name, r.pipeline_version, {STATUS}, r.start_time, r.end_time, \
          r.duration_ms, r.total_cost, r.total_tokens, \
          coalesce(r.n_steps, (SELECT count(*) FROM steps s WHERE s.run_id = r.run_id)), \
-         {blobs}, r.writer_host, r.writer_pid, r.writer_pid_start, r.writer_pid_ns"
+         {blobs}, r.writer_host, r.writer_pid, r.writer_pid_start, r.writer_pid_ns, r.trace_id"
     )
 }
 
@@ -436,6 +436,7 @@ fn run_from_row(row: &Row, liveness: &mut Liveness) -> RunRecord {
         final_context_blob: decode_opt(row.get(12)),
         error_blob: decode_opt(row.get(13)),
         writer,
+        trace_id: decode_opt(row.get(18)),
     };
     if liveness.derived_status(&run.status, run.writer.as_ref()) == CRASHED {
         run.status = CRASHED.to_owned();

@@ -34,16 +34,17 @@ macro_rules! runs_from_arrays {
         "INSERT INTO runs (run_id, pipeline_name, pipeline_version, status, start_time, \
          end_time, duration_ms, total_cost, total_tokens, n_steps, input_blob, output_blob, \
          final_context_blob, error_blob, writer_host, writer_pid, writer_pid_start, \
-         writer_pid_ns) \
+         writer_pid_ns, trace_id) \
          SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
          $6::text[], $7::int8[], $8::float8[], $9::int8[], $10::int8[], $11::text[], \
          $12::text[], $13::text[], $14::text[], $15::text[], $16::int8[], $17::int8[], \
-         $18::int8[]) \
+         $18::int8[], $63::text[]) \
          ON CONFLICT (run_id) DO UPDATE SET status = excluded.status, \
          end_time = excluded.end_time, duration_ms = excluded.duration_ms, \
          total_cost = excluded.total_cost, total_tokens = excluded.total_tokens, \
          n_steps = excluded.n_steps, output_blob = excluded.output_blob, \
-         final_context_blob = excluded.final_context_blob, error_blob = excluded.error_blob \
+         final_context_blob = excluded.final_context_blob, error_blob = excluded.error_blob, \
+         trace_id = excluded.trace_id \
          WHERE runs.status = 'running' AND excluded.status <> 'running'"
     };
 }
@@ -82,15 +83,17 @@ const ENDED_STEPS: &str = "ended_steps AS (UPDATE steps SET (status, attempts, e
      WHERE e.id = steps.step_run_id) \
      WHERE steps.step_run_id = ANY($36::text[]) RETURNING 1)";
 
-/// The part of [`write_batch_sql`] that updates run rows of earlier batches (`$46`-`$55`).
+/// The part of [`write_batch_sql`] that updates run rows of earlier batches (`$46`-`$55`, and
+/// `$64` their trace ids).
 const ENDED_RUNS: &str = "ended_runs AS (UPDATE runs SET (status, end_time, duration_ms, \
-     total_cost, total_tokens, final_context_blob, error_blob, output_blob, n_steps) = \
+     total_cost, total_tokens, final_context_blob, error_blob, output_blob, trace_id, n_steps) = \
      (SELECT e.status, e.end_time, e.duration_ms, e.cost, e.tokens, e.context, e.error, \
-     e.output, e.batch_steps + (SELECT count(*) FROM steps \
+     e.output, e.trace_id, e.batch_steps + (SELECT count(*) FROM steps \
      WHERE steps.run_id = runs.run_id AND NOT (steps.step_run_id = ANY($19::text[]))) \
      FROM unnest($46::text[], $47::text[], $48::text[], $49::int8[], $50::float8[], \
-     $51::int8[], $52::text[], $53::text[], $54::text[], $55::int8[]) \
-     AS e(id, status, end_time, duration_ms, cost, tokens, context, error, output, batch_steps) \
+     $51::int8[], $52::text[], $53::text[], $54::text[], $55::int8[], $64::text[]) \
+     AS e(id, status, end_time, duration_ms, cost, tokens, context, error, output, batch_steps, \
+     trace_id) \
      WHERE e.id = runs.run_id) \
      WHERE runs.run_id = ANY($46::text[]) RETURNING 1)";
 
@@ -102,9 +105,9 @@ const BEAT_PART: &str = "beat AS (INSERT INTO flujo_writers (host, pid, pid_star
      stopped_at = NULL, beat_interval_ms = excluded.beat_interval_ms, \
      missed_beats = excluded.missed_beats)";
 
-/// The parameter types of [`write_batch_sql`]'s statements, `$1`-`$62` (`$62` unused: it keeps
+/// The parameter types of [`write_batch_sql`]'s statements, `$1`-`$64` (`$62` unused: it keeps
 /// the numbering of the parts fixed), so every variant binds the same parameters.
-const WRITE_BATCH_TYPES: [Type; 62] = {
+const WRITE_BATCH_TYPES: [Type; 64] = {
     use Type as T;
     const TEXTS: Type = T::TEXT_ARRAY;
     const INTS: Type = T::INT8_ARRAY;
@@ -178,6 +181,9 @@ const WRITE_BATCH_TYPES: [Type; 62] = {
         T::INT8,
         T::INT8,
         T::BOOL,
+        // trace ids of the runs inserted ($63) and of the runs ended ($64), added in version 5
+        TEXTS,
+        TEXTS,
     ]
 };
 
@@ -655,7 +661,7 @@ impl BatchColumns<'_> {
     }
 
     fn as_params<'p>(&'p self, beat: &'p BeatParams<'p>, beat_due: &'p bool) -> Vec<Param<'p>> {
-        let mut params: Vec<Param<'p>> = Vec::with_capacity(62);
+        let mut params: Vec<Param<'p>> = Vec::with_capacity(64);
         params.extend(self.runs.as_params());
         params.extend(self.steps.as_params());
         let e = &self.step_ends;
@@ -686,6 +692,8 @@ impl BatchColumns<'_> {
         ]);
         params.extend(beat.as_params());
         params.push(beat_due);
+        params.push(&self.runs.trace_id);
+        params.push(&r.trace_id);
         params
     }
 }
@@ -714,6 +722,7 @@ struct RunColumns<'a> {
     pid: Vec<Option<i64>>,
     pid_start: Vec<Option<i64>>,
     pid_ns: Vec<Option<i64>>,
+    trace_id: OptText<'a>,
 }
 
 type Param<'p> = &'p (dyn postgres::types::ToSql + Sync);
@@ -761,6 +770,7 @@ impl<'a> RunColumns<'a> {
                 self.context
                     .push(encode_opt(end.final_context_blob.as_deref()));
                 self.error.push(encode_opt(end.error_blob.as_deref()));
+                self.trace_id.push(encode_opt(end.trace_id.as_deref()));
             }
             None => {
                 self.status.push(encode(&run.status));
@@ -773,6 +783,7 @@ impl<'a> RunColumns<'a> {
                 self.context
                     .push(encode_opt(run.final_context_blob.as_deref()));
                 self.error.push(encode_opt(run.error_blob.as_deref()));
+                self.trace_id.push(encode_opt(run.trace_id.as_deref()));
             }
         }
         let writer = run.writer.as_ref();
@@ -909,6 +920,7 @@ struct RunEndColumns<'a> {
     output: OptText<'a>,
     /// The run's steps that start in the batch.
     batch_steps: Vec<i64>,
+    trace_id: OptText<'a>,
 }
 
 impl<'a> RunEndColumns<'a> {
@@ -924,6 +936,7 @@ impl<'a> RunEndColumns<'a> {
             .push(encode_opt(end.final_context_blob.as_deref()));
         self.error.push(encode_opt(end.error_blob.as_deref()));
         self.output.push(encode_opt(end.output_blob.as_deref()));
+        self.trace_id.push(encode_opt(end.trace_id.as_deref()));
     }
 }
 
@@ -952,6 +965,7 @@ mod tests {
             final_context_blob: None,
             error_blob: None,
             writer: None,
+            trace_id: None,
         })
     }
 
@@ -968,6 +982,7 @@ mod tests {
                 output_step_run_id: None,
                 final_context_blob: Some("{}".into()),
                 error_blob: None,
+                trace_id: None,
             },
         }
     }

@@ -191,8 +191,10 @@ pub(crate) fn insert_run(conn: &Connection, run: &RunRecord) -> rusqlite::Result
     let mut stmt = conn.prepare_cached(
         "INSERT INTO runs (run_id, pipeline_name, pipeline_version, status, start_time, end_time, \
          duration_ms, total_cost, total_tokens, n_steps, input_blob, output_blob, \
-         final_context_blob, error_blob, writer_host, writer_pid, writer_pid_start, writer_pid_ns) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
+         final_context_blob, error_blob, writer_host, writer_pid, writer_pid_start, writer_pid_ns, \
+         trace_id) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, \
+         ?19)",
     )?;
     let writer = run.writer.as_ref();
     stmt.execute(params![
@@ -214,6 +216,7 @@ pub(crate) fn insert_run(conn: &Connection, run: &RunRecord) -> rusqlite::Result
         writer.map(|w| w.pid),
         writer.map(|w| w.pid_start),
         writer.and_then(|w| w.pid_ns),
+        run.trace_id,
     ])?;
     Ok(())
 }
@@ -228,7 +231,7 @@ pub(crate) fn update_run_end(
     let mut stmt = conn.prepare_cached(
         "UPDATE runs SET status = ?2, end_time = ?3, duration_ms = ?4, total_cost = ?5, \
          total_tokens = ?6, final_context_blob = ?7, error_blob = ?8, output_blob = ?9, \
-         output_step_run_id = ?10, \
+         output_step_run_id = ?10, trace_id = ?11, \
          n_steps = (SELECT count(*) FROM steps WHERE steps.run_id = ?1) \
          WHERE run_id = ?1",
     )?;
@@ -248,6 +251,7 @@ pub(crate) fn update_run_end(
         end.error_blob,
         output,
         output_step,
+        end.trace_id,
     ])
 }
 

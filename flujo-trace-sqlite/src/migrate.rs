@@ -68,6 +68,7 @@ fn upgrade_from(version: i64) -> &'static str {
         1 => include_str!("schema/v1_to_v2.sql"),
         2 => include_str!("schema/v2_to_v3.sql"),
         3 => include_str!("schema/v3_to_v4.sql"),
+        4 => include_str!("schema/v4_to_v5.sql"),
         _ => unreachable!(
             "no upgrade from schema version {version}: SCHEMA_VERSION is {SCHEMA_VERSION}"
         ),

@@ -308,9 +308,10 @@ fn run_columns(version: i64, columns: Columns) -> String {
         (2.., Columns::Detail) => "input_blob, output_blob, final_context_blob, error_blob",
         (_, Columns::Detail) => "NULL, NULL, final_context_blob, NULL",
     };
+    let trace_id = if version >= 5 { "trace_id" } else { "NULL" };
     format!(
         "run_id, pipeline_name, pipeline_version, status, start_time, end_time, {duration}, \
-         total_cost, {tokens}, {n_steps}, {blobs}, {}",
+         total_cost, {tokens}, {n_steps}, {blobs}, {}, {trace_id}",
         writer_columns(version)
     )
 }
@@ -346,6 +347,7 @@ fn run_from_row(row: &Row<'_>, liveness: &mut Liveness) -> rusqlite::Result<RunR
         final_context_blob: row.get(12)?,
         error_blob: row.get(13)?,
         writer,
+        trace_id: row.get(18)?,
     };
     if run.duration_ms.is_none() {
         run.duration_ms = run

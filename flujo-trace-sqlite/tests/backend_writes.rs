@@ -19,6 +19,7 @@ fn run(run_id: &str) -> RunRecord {
         final_context_blob: None,
         error_blob: None,
         writer: None,
+        trace_id: None,
     }
 }
 
@@ -70,6 +71,7 @@ fn a_run_written_through_the_trait_reads_back_whole() {
         output_step_run_id: None,
         final_context_blob: Some("{}".into()),
         error_blob: None,
+        trace_id: Some("4bf92f3577b34da6a3ce929d0e0e4736".into()),
     };
     backend.save_run_end("r1", &end).unwrap();
 
@@ -79,6 +81,10 @@ fn a_run_written_through_the_trait_reads_back_whole() {
     assert_eq!(stored.total_tokens, Some(24));
     assert_eq!(stored.input_blob.as_deref(), Some("\"text\""));
     assert_eq!(stored.output_blob.as_deref(), Some("\"a summary\""));
+    assert_eq!(
+        stored.trace_id.as_deref(),
+        Some("4bf92f3577b34da6a3ce929d0e0e4736")
+    );
     let steps = backend.list_run_steps("r1").unwrap();
     assert_eq!(
         steps,
@@ -109,6 +115,7 @@ fn a_run_output_kept_in_its_last_step_reads_back_whole() {
         output_step_run_id: Some("r1-a".into()),
         final_context_blob: None,
         error_blob: None,
+        trace_id: None,
     };
     backend.save_run_end("r1", &end).unwrap();
     let stored = backend.get_run_details("r1").unwrap().unwrap();
@@ -139,6 +146,7 @@ fn write_errors_name_the_database_and_the_run() {
         output_step_run_id: None,
         final_context_blob: None,
         error_blob: None,
+        trace_id: None,
     };
     let error = backend.save_run_end("nope", &end).unwrap_err();
     assert!(matches!(error, Error::UnknownRun { .. }), "{error:?}");

@@ -49,7 +49,7 @@ fn check_upgraded(path: &std::path::Path) {
     let version: i64 = conn
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 4);
+    assert_eq!(version, 5);
     let added: i64 = conn
         .query_row(
             "SELECT count(*) FROM pragma_table_info('steps') WHERE name IN ('parent_step_run_id', 'step_kind', 'attempts', 'fallback_taken')",
@@ -60,12 +60,12 @@ fn check_upgraded(path: &std::path::Path) {
     assert_eq!(added, 4);
     let added: i64 = conn
         .query_row(
-            "SELECT count(*) FROM pragma_table_info('runs') WHERE name IN ('input_blob', 'output_blob', 'error_blob', 'writer_pid_ns')",
+            "SELECT count(*) FROM pragma_table_info('runs') WHERE name IN ('input_blob', 'output_blob', 'error_blob', 'writer_pid_ns', 'trace_id')",
             [],
             |r| r.get(0),
         )
         .unwrap();
-    assert_eq!(added, 4);
+    assert_eq!(added, 5);
 }
 
 #[test]

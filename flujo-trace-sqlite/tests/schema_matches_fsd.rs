@@ -140,7 +140,7 @@ fn a_new_database_holds_the_fsd_schema_unchanged() {
     let version: i64 = db
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 4);
+    assert_eq!(version, 5);
 }
 
 #[test]

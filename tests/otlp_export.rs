@@ -1,0 +1,644 @@
+//! OpenTelemetry export with one setting, checked on real OTLP/HTTP requests: a receiver on
+//! 127.0.0.1 inside the test decodes what the exporter posts (`opentelemetry-proto`). The
+//! quickstart pipeline arrives as one trace per run, named for the pipeline and its steps, with
+//! the parallel branch, the retried and the failed step as recorded; a 10 MB output arrives cut;
+//! the trace id `flujo lens show` prints is the one the receiver got. A collector that refuses
+//! connections changes nothing in the results and rows, costs one warning, and one that never
+//! answers holds the exit no longer than `flujo::EXIT_FLUSH_BOUND`.
+//!
+//! Each case runs in a child process (this test binary again, with `FLUJO_TEST_CASE` set),
+//! because export is wired into the process's global subscriber.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use flujo::{step, Flujo, Pipeline, StepContext};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use opentelemetry_proto::tonic::common::v1::KeyValue;
+use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
+use opentelemetry_proto::tonic::trace::v1::Span;
+use prost::Message;
+
+#[allow(dead_code, unreachable_pub)]
+#[path = "../examples/quickstart.rs"]
+mod quickstart;
+
+/// Runs in a child only.
+#[test]
+#[ignore = "child process of the other tests of this file, which run it with --ignored --exact"]
+fn case_process_entry() {
+    let case = std::env::var("FLUJO_TEST_CASE").expect("FLUJO_TEST_CASE is set by the parent test");
+    match case.as_str() {
+        "quickstart" => quickstart::main(),
+        "big-output" => {
+            let big = step("big", |n: usize, _: StepContext<()>| async move {
+                Ok("x".repeat(n))
+            });
+            let result = Flujo::new("big", Pipeline::new(big)).run_blocking(10_000_000);
+            println!("run {} {}", result.run_id, result.status.as_str());
+        }
+        other => panic!("unknown case {other}"),
+    }
+    println!("pipeline done");
+}
+
+/// A child running `case` in `dir`, with these extra environment variables (and no `OTEL_*`
+/// of the parent's).
+fn child(case: &str, dir: &Path, env: &[(&str, String)]) -> Command {
+    let mut command = Command::new(std::env::current_exe().unwrap());
+    command
+        .args(["case_process_entry", "--exact", "--ignored", "--nocapture"])
+        .current_dir(dir)
+        .env("FLUJO_TEST_CASE", case)
+        .env("FLUJO_STATE_URI", dir.join("flujo_ops.db"));
+    for (name, _) in std::env::vars() {
+        if name.starts_with("OTEL_") {
+            command.env_remove(name);
+        }
+    }
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    command
+}
+
+fn run_child(case: &str, dir: &Path, env: &[(&str, String)]) -> (String, String) {
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = child(case, dir, env).output().unwrap();
+    let stdout = String::from_utf8_lossy(&stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&stderr).into_owned();
+    assert!(status.success(), "{case}: {stdout}\n{stderr}");
+    (stdout, stderr)
+}
+
+/// What the receiver got: each request's headers and decoded body.
+#[derive(Default)]
+struct Received {
+    requests: Vec<(String, HashMap<String, String>, ExportTraceServiceRequest)>,
+}
+
+/// An OTLP/HTTP receiver on 127.0.0.1: answers every POST with 200 and keeps what it decoded.
+struct Receiver {
+    server: Arc<tiny_http::Server>,
+    received: Arc<Mutex<Received>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Receiver {
+    fn start() -> Receiver {
+        let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").unwrap());
+        let received = Arc::new(Mutex::new(Received::default()));
+        let thread = {
+            let server = server.clone();
+            let received = received.clone();
+            std::thread::spawn(move || {
+                for mut request in server.incoming_requests() {
+                    let mut body = Vec::new();
+                    request.as_reader().read_to_end(&mut body).unwrap();
+                    let headers = request
+                        .headers()
+                        .iter()
+                        .map(|h| {
+                            (
+                                h.field.as_str().as_str().to_ascii_lowercase(),
+                                h.value.as_str().to_owned(),
+                            )
+                        })
+                        .collect();
+                    let decoded = ExportTraceServiceRequest::decode(body.as_slice())
+                        .expect("an OTLP protobuf ExportTraceServiceRequest");
+                    received.lock().unwrap().requests.push((
+                        request.url().to_owned(),
+                        headers,
+                        decoded,
+                    ));
+                    request
+                        .respond(
+                            tiny_http::Response::empty(200).with_header(
+                                "Content-Type: application/x-protobuf"
+                                    .parse::<tiny_http::Header>()
+                                    .unwrap(),
+                            ),
+                        )
+                        .unwrap();
+                }
+            })
+        };
+        Receiver {
+            server,
+            received,
+            thread: Some(thread),
+        }
+    }
+
+    fn base_url(&self) -> String {
+        format!("http://{}", self.server.server_addr().to_ip().unwrap())
+    }
+
+    /// Every request received so far (the child has exited: its exit flushed them).
+    fn stop(mut self) -> Received {
+        self.server.unblock();
+        self.thread.take().unwrap().join().unwrap();
+        std::mem::take(&mut *self.received.lock().unwrap())
+    }
+}
+
+fn attr<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a Value> {
+    attributes
+        .iter()
+        .find(|kv| kv.key == key)
+        .and_then(|kv| kv.value.as_ref()?.value.as_ref())
+}
+
+fn text(span: &Span, key: &str) -> String {
+    match attr(&span.attributes, key) {
+        Some(Value::StringValue(s)) => s.clone(),
+        other => panic!("{}: {key} is {other:?}", span.name),
+    }
+}
+
+fn int(span: &Span, key: &str) -> i64 {
+    match attr(&span.attributes, key) {
+        Some(Value::IntValue(i)) => *i,
+        other => panic!("{}: {key} is {other:?}", span.name),
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn spans_of(received: &Received) -> Vec<Span> {
+    received
+        .requests
+        .iter()
+        .flat_map(|(_, _, request)| &request.resource_spans)
+        .flat_map(|resource| &resource.scope_spans)
+        .flat_map(|scope| scope.spans.clone())
+        .collect()
+}
+
+fn lens(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_flujo"))
+        .arg("lens")
+        .args(args)
+        .current_dir(dir)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The run ids the quickstart printed, in order, with their status.
+fn printed_runs(stdout: &str) -> Vec<(String, String)> {
+    stdout
+        .lines()
+        .filter(|line| line.starts_with("T-"))
+        .map(|line| {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            (words[2].to_owned(), words[3].to_owned())
+        })
+        .collect()
+}
+
+#[test]
+fn the_quickstart_arrives_as_one_trace_per_run_with_names_attributes_and_the_lens_trace_id() {
+    let receiver = Receiver::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (stdout, stderr) = run_child(
+        "quickstart",
+        dir.path(),
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.base_url()),
+            ("OTEL_SERVICE_NAME", "triage-worker".to_owned()),
+            (
+                "OTEL_RESOURCE_ATTRIBUTES",
+                "deployment.environment=test".to_owned(),
+            ),
+            ("OTEL_EXPORTER_OTLP_HEADERS", "x-team=ops".to_owned()),
+        ],
+    );
+    let received = receiver.stop();
+    assert!(
+        !stderr.contains("flujo: warning"),
+        "an export that works says nothing: {stderr}"
+    );
+    let runs = printed_runs(&stdout);
+    assert_eq!(runs.len(), 4, "{stdout}");
+
+    // the requests: the traces path, protobuf, the configured header, the resource
+    assert!(!received.requests.is_empty());
+    for (url, headers, request) in &received.requests {
+        assert_eq!(url, "/v1/traces");
+        assert_eq!(headers["content-type"], "application/x-protobuf");
+        assert_eq!(headers["x-team"], "ops");
+        for resource in &request.resource_spans {
+            let attributes = &resource.resource.as_ref().unwrap().attributes;
+            assert_eq!(
+                attr(attributes, "service.name"),
+                Some(&Value::StringValue("triage-worker".into()))
+            );
+            assert_eq!(
+                attr(attributes, "deployment.environment"),
+                Some(&Value::StringValue("test".into()))
+            );
+        }
+    }
+
+    let spans = spans_of(&received);
+    let by_id: HashMap<&[u8], &Span> = spans.iter().map(|s| (s.span_id.as_slice(), s)).collect();
+    let roots: Vec<&Span> = spans
+        .iter()
+        .filter(|s| s.parent_span_id.is_empty())
+        .collect();
+    assert_eq!(roots.len(), 4, "one root span per run");
+    for (run_id, status) in &runs {
+        let root = roots
+            .iter()
+            .find(|s| text(s, "flujo.run.id") == *run_id)
+            .unwrap_or_else(|| panic!("no span for run {run_id}"));
+        assert_eq!(root.name, "support-triage");
+        assert_eq!(text(root, "flujo.pipeline.name"), "support-triage");
+        assert_eq!(text(root, "flujo.pipeline.version"), "1.0");
+        assert_eq!(&text(root, "flujo.status"), status);
+        assert!(int(root, "flujo.usage.tokens") > 0);
+        assert!(matches!(
+            attr(&root.attributes, "flujo.usage.cost_usd"),
+            Some(Value::DoubleValue(cost)) if *cost > 0.0
+        ));
+        for raw in [
+            "run_id",
+            "pipeline_name",
+            "status",
+            "start_time",
+            "trace_id",
+            "busy_ns",
+        ] {
+            assert!(
+                attr(&root.attributes, raw).is_none(),
+                "{raw} is not exported as is"
+            );
+        }
+        assert!(text(root, "flujo.input").contains("customer"));
+
+        // the run's steps: children of the run span (or of their control-flow step), in the
+        // run's trace
+        let steps: Vec<&Span> = spans
+            .iter()
+            .filter(|s| s.trace_id == root.trace_id && s.span_id != root.span_id)
+            .collect();
+        let named = |name: &str| -> &Span {
+            steps
+                .iter()
+                .find(|s| s.name == name)
+                .unwrap_or_else(|| panic!("run {run_id}: no step span {name}"))
+        };
+        for step in &steps {
+            assert!(
+                by_id.contains_key(step.parent_span_id.as_slice()),
+                "{}",
+                step.name
+            );
+            assert_eq!(text(step, "flujo.run.id"), *run_id);
+            assert_eq!(text(step, "flujo.step.name"), step.name);
+            let _ = int(step, "flujo.step.index");
+            let _ = text(step, "flujo.step.kind");
+            let _ = int(step, "flujo.duration_ms");
+        }
+        assert_eq!(named("classify").parent_span_id, root.span_id);
+        let retrieve = named("retrieve");
+        assert_eq!(text(retrieve, "flujo.step.kind"), "parallel");
+        let (kb, history) = (named("search_kb"), named("customer_history"));
+        assert_eq!(kb.parent_span_id, retrieve.span_id);
+        assert_eq!(history.parent_span_id, retrieve.span_id);
+        assert!(
+            kb.start_time_unix_nano < history.end_time_unix_nano
+                && history.start_time_unix_nano < kb.end_time_unix_nano,
+            "the parallel branches overlap"
+        );
+
+        // the lens prints the trace id the receiver got
+        let shown: serde_json::Value =
+            serde_json::from_str(&lens(dir.path(), &["show", run_id, "-o", "json"])).unwrap();
+        let run_json = if shown.get("run_id").is_some() {
+            &shown
+        } else {
+            &shown["run"]
+        };
+        assert_eq!(
+            run_json["trace_id"].as_str(),
+            Some(hex(&root.trace_id).as_str()),
+            "{shown}"
+        );
+        let shown_text = lens(dir.path(), &["show", run_id]);
+        assert!(shown_text.contains(&hex(&root.trace_id)), "{shown_text}");
+
+        match status.as_str() {
+            "completed" => {
+                assert_eq!(root.status.as_ref().unwrap().code, StatusCode::Ok as i32);
+                assert!(text(root, "flujo.output").contains("reply"));
+            }
+            "failed" => {
+                let run_status = root.status.as_ref().unwrap();
+                assert_eq!(run_status.code, StatusCode::Error as i32);
+                assert!(
+                    run_status.message.contains("no customer record"),
+                    "{run_status:?}"
+                );
+                let failed = history;
+                let step_status = failed.status.as_ref().unwrap();
+                assert_eq!(step_status.code, StatusCode::Error as i32);
+                assert!(step_status
+                    .message
+                    .contains("no customer record for kim@unknown.test"));
+                let exception = failed
+                    .events
+                    .iter()
+                    .find(|e| e.name == "exception")
+                    .expect("an exception event on the failed step");
+                assert!(matches!(
+                    attr(&exception.attributes, "exception.message"),
+                    Some(Value::StringValue(m)) if m.contains("no customer record")
+                ));
+                assert!(attr(&failed.attributes, "flujo.output").is_none());
+            }
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    // the retried classifier (T-1002) made two attempts
+    let retried: Vec<&Span> = spans
+        .iter()
+        .filter(|s| s.name == "classify" && int(s, "flujo.step.attempts") == 2)
+        .collect();
+    assert_eq!(retried.len(), 1);
+    assert!(text(retried[0], "flujo.error").contains("503"));
+}
+
+#[test]
+fn a_ten_megabyte_output_arrives_cut_to_the_cap() {
+    let receiver = Receiver::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (stdout, _) = run_child(
+        "big-output",
+        dir.path(),
+        &[("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.base_url())],
+    );
+    let received = receiver.stop();
+    assert!(stdout.contains(" completed"), "{stdout}");
+    let spans = spans_of(&received);
+    let total: usize = received
+        .requests
+        .iter()
+        .map(|(_, _, request)| request.encoded_len())
+        .sum();
+    assert!(total < 64 * 1024, "{total} bytes posted for a 10 MB output");
+    for span in &spans {
+        let output = text(span, "flujo.output");
+        assert!(
+            output.len() < flujo::DEFAULT_OTLP_PAYLOAD_CAP + 64,
+            "{}: {} bytes",
+            span.name,
+            output.len()
+        );
+        assert!(output.starts_with("\"xxxx"), "{output:.40}");
+        assert!(
+            output.ends_with(&format!(" of {} bytes]", 10_000_002)),
+            "{}",
+            &output[output.len() - 60..]
+        );
+    }
+    assert_eq!(spans.len(), 2, "the run and its step");
+}
+
+/// The quickstart's printed results without run ids, and the rows it recorded without ids and
+/// times.
+fn results_and_rows(stdout: &str, db: &Path) -> (Vec<String>, Vec<String>) {
+    let results = stdout
+        .lines()
+        // libtest's own lines say how long it took
+        .filter(|line| !line.starts_with("test result:"))
+        .map(|line| {
+            line.split_whitespace()
+                .filter(|word| word.len() != 36)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect();
+    let conn =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap();
+    let mut rows: Vec<String> = Vec::new();
+    let mut runs = conn
+        .prepare(
+            "SELECT pipeline_name, status, n_steps, total_tokens, input_blob, error_blob, \
+             trace_id IS NOT NULL FROM runs ORDER BY run_id",
+        )
+        .unwrap();
+    rows.extend(
+        runs.query_map([], |r| {
+            Ok(format!(
+                "run {:?} {:?} {:?} {:?} {:?} {:?} {:?}",
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, Option<i64>>(2)?,
+                r.get::<_, Option<i64>>(3)?,
+                r.get::<_, Option<String>>(4)?,
+                r.get::<_, Option<String>>(5)?,
+                // the trace id is the span's, exported or not
+                if r.get::<_, bool>(6)? {
+                    "traced"
+                } else {
+                    "not traced"
+                },
+            ))
+        })
+        .unwrap()
+        .map(Result::unwrap),
+    );
+    let mut steps = conn
+        .prepare(
+            "SELECT step_name, step_index, step_kind, status, attempts, output_blob, error_blob \
+             FROM steps ORDER BY run_id, rowid",
+        )
+        .unwrap();
+    rows.extend(
+        steps
+            .query_map([], |r| {
+                Ok(format!(
+                    "step {:?} {:?} {:?} {:?} {:?} {:?} {:?}",
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, Option<String>>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, Option<i64>>(4)?,
+                    r.get::<_, Option<String>>(5)?,
+                    r.get::<_, Option<String>>(6)?,
+                ))
+            })
+            .unwrap()
+            .map(Result::unwrap),
+    );
+    (results, rows)
+}
+
+#[test]
+fn a_collector_that_refuses_connections_changes_nothing_but_one_warning() {
+    // a port nothing listens on: bound, then closed
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+
+    let plain = tempfile::tempdir().unwrap();
+    let (plain_out, plain_err) = run_child("quickstart", plain.path(), &[]);
+    assert!(!plain_err.contains("flujo:"), "{plain_err}");
+    let refused = tempfile::tempdir().unwrap();
+    let (refused_out, refused_err) = run_child(
+        "quickstart",
+        refused.path(),
+        &[(
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            format!("http://127.0.0.1:{port}"),
+        )],
+    );
+    let (plain_results, plain_rows) =
+        results_and_rows(&plain_out, &plain.path().join("flujo_ops.db"));
+    let (refused_results, refused_rows) =
+        results_and_rows(&refused_out, &refused.path().join("flujo_ops.db"));
+    assert_eq!(refused_results, plain_results);
+    let traced = |rows: &[String]| {
+        rows.iter()
+            .map(|row| row.replace(" \"traced\"", " \"not traced\""))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(traced(&refused_rows), plain_rows, "the same rows");
+    assert_eq!(plain_rows.len(), 4 + 34, "{plain_rows:#?}");
+    let runs_traced = |rows: &[String]| rows.iter().filter(|r| r.ends_with(" \"traced\"")).count();
+    assert_eq!(
+        runs_traced(&plain_rows),
+        0,
+        "no OpenTelemetry layer, no trace id"
+    );
+    assert_eq!(runs_traced(&refused_rows), 4, "each run keeps its trace id");
+
+    let warnings: Vec<&str> = refused_err
+        .lines()
+        .filter(|line| line.starts_with("flujo:"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{refused_err}");
+    assert!(
+        warnings[0].contains("OpenTelemetry export")
+            && warnings[0].contains(&format!("127.0.0.1:{port}"))
+            && warnings[0].contains("spans not exported"),
+        "{}",
+        warnings[0]
+    );
+}
+
+#[test]
+fn a_collector_that_never_answers_holds_the_exit_no_longer_than_the_bound() {
+    // accepts connections (the kernel's backlog) and never answers
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let mut process = child(
+        "big-output",
+        dir.path(),
+        &[
+            (
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                format!("http://127.0.0.1:{port}"),
+            ),
+            // the exporter alone would wait this long for an answer
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "30000".to_owned()),
+        ],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let stdout = BufReader::new(process.stdout.take().unwrap());
+    let mut done = None;
+    for line in stdout.lines() {
+        if line.unwrap() == "pipeline done" {
+            done = Some(Instant::now());
+        }
+    }
+    let status = process.wait().unwrap();
+    let exited = done.expect("the pipeline finished").elapsed();
+    let mut stderr = String::new();
+    process
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(status.success(), "{stderr}");
+    assert!(
+        exited < flujo::EXIT_FLUSH_BOUND + Duration::from_secs(3),
+        "exit took {exited:?} after the pipeline ended"
+    );
+    assert!(
+        stderr.contains("still queued after 2 s at exit"),
+        "{stderr}"
+    );
+    drop(silent);
+}
+
+#[test]
+fn a_run_recorded_in_postgres_keeps_the_trace_id_the_collector_got() {
+    let server = flujo_test_postgres::TestServer::get();
+    let uri = server.create_database("otlp");
+    let receiver = Receiver::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (stdout, stderr) = run_child(
+        "big-output",
+        dir.path(),
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.base_url()),
+            ("FLUJO_STATE_URI", uri.clone()),
+        ],
+    );
+    let received = receiver.stop();
+    assert!(!stderr.contains("flujo: warning"), "{stderr}");
+    let run_id = stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("run "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("the child printed its run")
+        .to_owned();
+    let spans = spans_of(&received);
+    let root = spans
+        .iter()
+        .find(|s| s.parent_span_id.is_empty())
+        .expect("the run's span");
+    assert_eq!(text(root, "flujo.run.id"), run_id);
+    let out = Command::new(env!("CARGO_BIN_EXE_flujo"))
+        .args(["lens", "show", &run_id, "-o", "json", "--state-uri", &uri])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let shown: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        shown["run"]["trace_id"].as_str(),
+        Some(hex(&root.trace_id).as_str()),
+        "{shown}"
+    );
+}

@@ -7,6 +7,7 @@
 
 use std::path::Path;
 use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -126,6 +127,59 @@ pub(crate) fn us(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
 }
 
+/// The configured layer (`flujo::layer()`) recording into `db` and exporting to `endpoint`, as a
+/// user with `FLUJO_STATE_URI` and `OTEL_EXPORTER_OTLP_ENDPOINT` set gets it.
+fn otlp_dispatch(db: &Path, endpoint: &str) -> Result<Dispatch> {
+    // set before any other thread of this process reads the environment
+    std::env::set_var("FLUJO_STATE_URI", db);
+    std::env::set_var("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint);
+    let layer = flujo::layer::<tracing_subscriber::Registry>()?;
+    std::env::remove_var("FLUJO_STATE_URI");
+    std::env::remove_var("OTEL_EXPORTER_OTLP_ENDPOINT");
+    Ok(Dispatch::new(tracing_subscriber::registry().with(layer)))
+}
+
+/// An OTLP/HTTP receiver on 127.0.0.1: reads each request whole and answers 200, counting
+/// requests and bytes.
+struct OtlpReceiver {
+    server: std::sync::Arc<tiny_http::Server>,
+    counts: std::sync::Arc<(AtomicU64, AtomicU64)>,
+}
+
+impl OtlpReceiver {
+    fn start() -> Result<OtlpReceiver> {
+        let server = std::sync::Arc::new(
+            tiny_http::Server::http("127.0.0.1:0").map_err(|e| anyhow::anyhow!("{e}"))?,
+        );
+        let counts = std::sync::Arc::new((AtomicU64::new(0), AtomicU64::new(0)));
+        let (serving, counted) = (server.clone(), counts.clone());
+        std::thread::spawn(move || {
+            for mut request in serving.incoming_requests() {
+                let mut body = Vec::new();
+                let _ = std::io::Read::read_to_end(request.as_reader(), &mut body);
+                counted.0.fetch_add(1, Ordering::Relaxed);
+                counted.1.fetch_add(body.len() as u64, Ordering::Relaxed);
+                let _ = request.respond(tiny_http::Response::empty(200));
+            }
+        });
+        Ok(OtlpReceiver { server, counts })
+    }
+
+    fn base_url(&self) -> String {
+        match self.server.server_addr().to_ip() {
+            Some(addr) => format!("http://{addr}"),
+            None => "http://127.0.0.1:4318".to_owned(),
+        }
+    }
+
+    fn received(&self) -> (u64, u64) {
+        (
+            self.counts.0.load(Ordering::Relaxed),
+            self.counts.1.load(Ordering::Relaxed),
+        )
+    }
+}
+
 fn recording_dispatch(db: &Path) -> Result<(Dispatch, flujo::SqliteHandle)> {
     recording_dispatch_with(db, SqliteLayer::builder())
 }
@@ -219,6 +273,12 @@ pub(crate) fn run(args: &OverheadArgs) -> Result<()> {
     let (typical_4k, typical_4k_handle) = recording_dispatch_with(&typical_4k_db, small_pages())?;
     let (noop_4k, noop_4k_handle) = recording_dispatch_with(&noop_4k_db, small_pages())?;
     let (mut t_4k, mut n_4k) = (vec![], vec![]);
+    // SQLite + OpenTelemetry export to a receiver on loopback, wired as a user gets it (the
+    // configured layer with an OTLP endpoint set)
+    let receiver = OtlpReceiver::start()?;
+    let otlp_db = dir.path().join("otlp.db");
+    let otlp_on = otlp_dispatch(&otlp_db, &receiver.base_url())?;
+    let mut t_otlp = vec![];
     let typical_flujo = Flujo::new("bench-typical", typical());
     let typical_off_flujo =
         Flujo::new("bench-typical", typical()).with_persistence(Persistence::Disabled);
@@ -232,6 +292,7 @@ pub(crate) fn run(args: &OverheadArgs) -> Result<()> {
     runtime.block_on(async {
         // warm-up, not counted
         time_runs(&typical_flujo, &typical_on, 3, &input).await;
+        time_runs(&typical_flujo, &otlp_on, 3, &input).await;
         time_runs(&noop_flujo, &noop_on, 50, &0).await;
         for round in 0..args.rounds {
             if round % 2 == 0 {
@@ -247,8 +308,10 @@ pub(crate) fn run(args: &OverheadArgs) -> Result<()> {
                 t_4k.extend(
                     time_runs(&typical_flujo, &typical_4k, args.typical_runs, &input).await,
                 );
+                t_otlp.extend(time_runs(&typical_flujo, &otlp_on, args.typical_runs, &input).await);
                 n_4k.extend(time_runs(&noop_flujo, &noop_4k, args.noop_runs, &0).await);
             } else {
+                t_otlp.extend(time_runs(&typical_flujo, &otlp_on, args.typical_runs, &input).await);
                 n_4k.extend(time_runs(&noop_flujo, &noop_4k, args.noop_runs, &0).await);
                 t_4k.extend(
                     time_runs(&typical_flujo, &typical_4k, args.typical_runs, &input).await,
@@ -350,6 +413,19 @@ pub(crate) fn run(args: &OverheadArgs) -> Result<()> {
         us(tm_4k),
         us(tm_4k) / us(tm_off),
         (us(tm_4k) / us(tm_off) - 1.0) * 100.0
+    );
+    let tm_otlp = median(t_otlp);
+    println!(
+        "  SQLite + OTLP export to 127.0.0.1 (flujo::layer):   on {:>10.1} us/run   ratio on/off {:.4}   overhead {:+.2}% (goal 3%)",
+        us(tm_otlp),
+        us(tm_otlp) / us(tm_off),
+        (us(tm_otlp) / us(tm_off) - 1.0) * 100.0
+    );
+    let counts = flujo::otlp_counts();
+    let (requests, bytes) = receiver.received();
+    println!(
+        "    spans ended {}, exported {}, failed {} ({requests} requests, {bytes} bytes received so far; the rest at exit)",
+        counts.ended, counts.exported, counts.failed
     );
     println!(
         "  of which the per-run durability barrier: recorded without it {:>10.1} us/run, overhead {:+.2}%",

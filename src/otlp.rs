@@ -17,7 +17,8 @@ use std::time::Duration;
 
 use opentelemetry::trace::{Status, TraceContextExt, TracerProvider as _};
 use opentelemetry::{Key, KeyValue, Value};
-use opentelemetry_otlp::{Protocol, WithExportConfig};
+use opentelemetry_http::{Bytes, HttpClient, HttpError, Request, Response};
+use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{
     BatchSpanProcessor, SdkTracerProvider, SpanData, SpanExporter, SpanProcessor,
@@ -113,6 +114,113 @@ fn traces_url(base: &str) -> String {
     format!("{}/v1/traces", base.trim().trim_end_matches('/'))
 }
 
+/// The exporter's request timeout: `OTEL_EXPORTER_OTLP_TRACES_TIMEOUT`, else
+/// `OTEL_EXPORTER_OTLP_TIMEOUT` (milliseconds), else the specification's 10 s.
+fn export_timeout() -> Duration {
+    [
+        "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
+        "OTEL_EXPORTER_OTLP_TIMEOUT",
+    ]
+    .iter()
+    .find_map(|name| std::env::var(name).ok()?.trim().parse().ok())
+    .map_or(Duration::from_secs(10), Duration::from_millis)
+}
+
+/// A request for the I/O thread, and where its answer goes.
+type Job = (
+    reqwest::Request,
+    std::sync::mpsc::SyncSender<Result<Response<Bytes>, HttpError>>,
+);
+
+/// The exporter's HTTP client: reqwest's async client driven by a current-thread runtime on a
+/// thread of its own, whose default dispatcher is `Dispatch::none()`. Every task the client
+/// spawns runs there, so nothing hyper or reqwest logs reaches a layer (reqwest's blocking
+/// client would run them on a thread of its own under the global subscriber).
+#[derive(Debug)]
+struct QuietClient {
+    jobs: Mutex<std::sync::mpsc::Sender<Job>>,
+}
+
+impl QuietClient {
+    fn spawn(timeout: Duration) -> Result<QuietClient, String> {
+        let (jobs, queue) = std::sync::mpsc::channel::<Job>();
+        let (ready, started) = std::sync::mpsc::sync_channel(1);
+        std::thread::Builder::new()
+            .name("flujo-otlp-http".to_owned())
+            .spawn(move || {
+                let _quiet = tracing::dispatcher::set_default(&Dispatch::none());
+                let built = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| e.to_string())
+                    .and_then(|runtime| {
+                        let client = reqwest::Client::builder()
+                            .timeout(timeout)
+                            .build()
+                            .map_err(|e| e.to_string())?;
+                        Ok((runtime, client))
+                    });
+                let (runtime, client) = match built {
+                    Ok(built) => {
+                        let _ = ready.send(Ok(()));
+                        built
+                    }
+                    Err(error) => {
+                        let _ = ready.send(Err(error));
+                        return;
+                    }
+                };
+                // ends when the exporter (the last sender) is dropped
+                while let Ok((request, answer)) = queue.recv() {
+                    let response = runtime.block_on(async {
+                        let mut response = client.execute(request).await?.error_for_status()?;
+                        let headers = std::mem::take(response.headers_mut());
+                        let mut answered = Response::builder()
+                            .status(response.status())
+                            .body(response.bytes().await?)?;
+                        *answered.headers_mut() = headers;
+                        Ok::<_, HttpError>(answered)
+                    });
+                    let _ = answer.send(response);
+                }
+            })
+            .map_err(|e| format!("cannot start the exporter's HTTP thread: {e}"))?;
+        match started.recv() {
+            Ok(Ok(())) => Ok(QuietClient {
+                jobs: Mutex::new(jobs),
+            }),
+            Ok(Err(error)) => Err(format!("cannot build the exporter's HTTP client: {error}")),
+            Err(_) => Err("the exporter's HTTP thread stopped".to_owned()),
+        }
+    }
+}
+
+impl HttpClient for QuietClient {
+    fn send_bytes<'a, 'b>(
+        &'a self,
+        request: Request<Bytes>,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Response<Bytes>, HttpError>> + Send + 'b>,
+    >
+    where
+        'a: 'b,
+    {
+        Box::pin(async move {
+            let request = reqwest::Request::try_from(request)?;
+            let (answer, answered) = std::sync::mpsc::sync_channel(1);
+            self.jobs
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .send((request, answer))
+                .map_err(|_| "the exporter's HTTP thread stopped")?;
+            // the batch processor's own thread waits here, never a pipeline's
+            answered
+                .recv()
+                .map_err(|_| "the exporter's HTTP thread stopped")?
+        })
+    }
+}
+
 /// The export layer for a subscriber: `tracing-opentelemetry` over an SDK tracer provider whose
 /// batch processor posts to `setting.url`; the provider is shut down at exit (within
 /// [`EXIT_FLUSH_BOUND`]).
@@ -126,6 +234,7 @@ where
 {
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_http()
+        .with_http_client(QuietClient::spawn(export_timeout())?)
         .with_protocol(Protocol::HttpBinary)
         .with_endpoint(setting.url.clone())
         .build()

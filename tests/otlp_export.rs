@@ -42,9 +42,62 @@ fn case_process_entry() {
             let result = Flujo::new("big", Pipeline::new(big)).run_blocking(10_000_000);
             println!("run {} {}", result.run_id, result.status.as_str());
         }
+        "spy" => spy_on_every_layer_event(),
         other => panic!("unknown case {other}"),
     }
     println!("pipeline done");
+}
+
+/// Which targets a layer beside `flujo::layer()` (with export on) saw spans and events of.
+static SEEN: Mutex<std::collections::BTreeSet<String>> =
+    Mutex::new(std::collections::BTreeSet::new());
+
+struct Spy;
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Spy {
+    fn on_new_span(
+        &self,
+        attrs: &tracing::span::Attributes<'_>,
+        _: &tracing::span::Id,
+        _: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        SEEN.lock()
+            .unwrap()
+            .insert(attrs.metadata().target().to_owned());
+    }
+
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        SEEN.lock()
+            .unwrap()
+            .insert(event.metadata().target().to_owned());
+    }
+}
+
+/// Runs pipelines under `flujo::layer()` and a spy layer with no filter, waits until the
+/// exporter has posted every span (the parent sets a short batch delay), and prints what the spy
+/// saw.
+fn spy_on_every_layer_event() {
+    use tracing_subscriber::prelude::*;
+    tracing_subscriber::registry()
+        .with(flujo::layer().expect("the configured layers"))
+        .with(Spy)
+        .init();
+    let inc = step("inc", |x: u32, _: StepContext<()>| async move { Ok(x + 1) });
+    let flujo = Flujo::new("spied", Pipeline::new(inc));
+    for i in 0..5 {
+        assert!(flujo.run_blocking(i).is_completed());
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let counts = flujo::otlp_counts();
+        if counts.ended == 10 && counts.exported == 10 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not exported: {counts:?}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let seen: Vec<String> = SEEN.lock().unwrap().iter().cloned().collect();
+    println!("targets seen: {}", seen.join(","));
 }
 
 /// A child running `case` in `dir`, with these extra environment variables (and no `OTEL_*`
@@ -640,5 +693,168 @@ fn a_run_recorded_in_postgres_keeps_the_trace_id_the_collector_got() {
         shown["run"]["trace_id"].as_str(),
         Some(hex(&root.trace_id).as_str()),
         "{shown}"
+    );
+}
+
+/// An OTLP/HTTPS receiver on 127.0.0.1 with a certificate for `localhost` issued by a CA made
+/// here: its port, the CA's PEM file (in `dir`), another CA's, and what it received.
+fn tls_receiver(
+    dir: &Path,
+) -> (
+    u16,
+    std::path::PathBuf,
+    std::path::PathBuf,
+    Arc<Mutex<Received>>,
+) {
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair,
+        KeyUsagePurpose,
+    };
+    let authority = |name: &str| {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap()
+    };
+    let (ca, other_ca) = (authority("flujo test CA"), authority("another CA"));
+    let key = KeyPair::generate().unwrap();
+    let certificate = CertificateParams::new(vec!["localhost".to_owned()])
+        .unwrap()
+        .signed_by(&key, &ca)
+        .unwrap();
+    let ca_file = dir.join("ca.pem");
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    let other_ca_file = dir.join("other-ca.pem");
+    std::fs::write(&other_ca_file, other_ca.pem()).unwrap();
+
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = Arc::new(
+        rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![certificate.der().clone()],
+                rustls::pki_types::PrivatePkcs8KeyDer::from(key.serialize_der()).into(),
+            )
+            .unwrap(),
+    );
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let received = Arc::new(Mutex::new(Received::default()));
+    let keep = received.clone();
+    std::thread::spawn(move || {
+        for tcp in listener.incoming() {
+            let (config, received) = (config.clone(), keep.clone());
+            std::thread::spawn(move || {
+                let connection = rustls::ServerConnection::new(config).unwrap();
+                let mut stream = BufReader::new(rustls::StreamOwned::new(connection, tcp.unwrap()));
+                // HTTP/1.1 requests on one connection: headers, a Content-Length body, 200
+                loop {
+                    let mut headers = HashMap::new();
+                    let mut request_line = String::new();
+                    if stream.read_line(&mut request_line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    loop {
+                        let mut line = String::new();
+                        if stream.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let line = line.trim_end();
+                        if line.is_empty() {
+                            break;
+                        }
+                        let (name, value) = line.split_once(':').unwrap();
+                        headers.insert(name.to_ascii_lowercase(), value.trim().to_owned());
+                    }
+                    let length: usize = headers["content-length"].parse().unwrap();
+                    let mut body = vec![0; length];
+                    stream.read_exact(&mut body).unwrap();
+                    let path = request_line.split_whitespace().nth(1).unwrap().to_owned();
+                    let decoded = ExportTraceServiceRequest::decode(body.as_slice()).unwrap();
+                    received
+                        .lock()
+                        .unwrap()
+                        .requests
+                        .push((path, headers, decoded));
+                    let answer = b"HTTP/1.1 200 OK\r\nContent-Type: application/x-protobuf\r\nContent-Length: 0\r\n\r\n";
+                    std::io::Write::write_all(stream.get_mut(), answer).unwrap();
+                    std::io::Write::flush(stream.get_mut()).unwrap();
+                }
+            });
+        }
+    });
+    (port, ca_file, other_ca_file, received)
+}
+
+#[test]
+fn an_https_collector_is_verified_against_the_systems_roots() {
+    let certs = tempfile::tempdir().unwrap();
+    let (port, ca, other_ca, received) = tls_receiver(certs.path());
+    let endpoint = format!("https://localhost:{port}/v1/traces");
+
+    // trusted (SSL_CERT_FILE replaces the system's roots, as for other rustls-native-certs users)
+    let dir = tempfile::tempdir().unwrap();
+    let (stdout, stderr) = run_child(
+        "big-output",
+        dir.path(),
+        &[
+            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", endpoint.clone()),
+            ("SSL_CERT_FILE", ca.display().to_string()),
+        ],
+    );
+    assert!(stdout.contains(" completed"), "{stdout}");
+    assert!(!stderr.contains("flujo: warning"), "{stderr}");
+    let spans = spans_of(&received.lock().unwrap());
+    assert_eq!(spans.len(), 2, "the run and its step arrived over TLS");
+    assert!(spans.iter().any(|s| s.name == "big"));
+
+    // a certificate no trusted CA issued: not exported, one warning, the run recorded
+    let dir = tempfile::tempdir().unwrap();
+    let (stdout, stderr) = run_child(
+        "big-output",
+        dir.path(),
+        &[
+            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", endpoint),
+            ("SSL_CERT_FILE", other_ca.display().to_string()),
+        ],
+    );
+    assert!(stdout.contains(" completed"), "{stdout}");
+    assert_eq!(
+        spans_of(&received.lock().unwrap()).len(),
+        2,
+        "nothing more arrived"
+    );
+    let warnings: Vec<&str> = stderr.lines().filter(|l| l.starts_with("flujo:")).collect();
+    assert_eq!(warnings.len(), 1, "{stderr}");
+    assert!(
+        warnings[0].contains("2 of 2 spans not exported"),
+        "{}",
+        warnings[0]
+    );
+}
+
+#[test]
+fn nothing_the_exporter_does_reaches_another_layer() {
+    let receiver = Receiver::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (stdout, stderr) = run_child(
+        "spy",
+        dir.path(),
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.base_url()),
+            ("OTEL_BSP_SCHEDULE_DELAY", "10".to_owned()),
+        ],
+    );
+    let received = receiver.stop();
+    assert_eq!(spans_of(&received).len(), 10, "{stdout}");
+    assert!(
+        stdout.lines().any(|line| line == "targets seen: flujo"),
+        "only flujo's own spans reached the spy layer: {stdout}\n{stderr}"
     );
 }

@@ -4,7 +4,10 @@
 //! the parallel branch, the retried and the failed step as recorded; a 10 MB output arrives cut;
 //! the trace id `flujo lens show` prints is the one the receiver got. A collector that refuses
 //! connections changes nothing in the results and rows, costs one warning, and one that never
-//! answers holds the exit no longer than `flujo::EXIT_FLUSH_BOUND`.
+//! answers holds the exit no longer than `flujo::EXIT_FLUSH_BOUND`. Also: a run inside the
+//! application's span is its child; nothing the exporter does reaches another layer; an https://
+//! collector is verified; `[otlp]` in `flujo.toml` sets the endpoint and turns payloads off; a
+//! PostgreSQL store keeps the trace id too.
 //!
 //! Each case runs in a child process (this test binary again, with `FLUJO_TEST_CASE` set),
 //! because export is wired into the process's global subscriber.
@@ -84,13 +87,19 @@ fn spy_on_every_layer_event() {
         .init();
     let inc = step("inc", |x: u32, _: StepContext<()>| async move { Ok(x + 1) });
     let flujo = Flujo::new("spied", Pipeline::new(inc));
-    for i in 0..5 {
+    for i in 0..4 {
         assert!(flujo.run_blocking(i).is_completed());
     }
+    // a run inside the application's own span is its child, in the application's trace
+    let request = tracing::info_span!("request", route = "/triage");
+    let _entered = request.enter();
+    assert!(flujo.run_blocking(4).is_completed());
+    drop(_entered);
+    drop(request);
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let counts = flujo::otlp_counts();
-        if counts.ended == 10 && counts.exported == 10 {
+        if counts.ended == 11 && counts.exported == 11 {
             break;
         }
         assert!(Instant::now() < deadline, "not exported: {counts:?}");
@@ -852,9 +861,64 @@ fn nothing_the_exporter_does_reaches_another_layer() {
         ],
     );
     let received = receiver.stop();
-    assert_eq!(spans_of(&received).len(), 10, "{stdout}");
+    let spans = spans_of(&received);
+    assert_eq!(spans.len(), 11, "{stdout}");
     assert!(
-        stdout.lines().any(|line| line == "targets seen: flujo"),
-        "only flujo's own spans reached the spy layer: {stdout}\n{stderr}"
+        stdout
+            .lines()
+            .any(|line| line == "targets seen: flujo,otlp_export"),
+        "only flujo's spans and the test's own reached the spy layer: {stdout}\n{stderr}"
     );
+    let request = spans
+        .iter()
+        .find(|s| s.name == "request")
+        .expect("the application's span");
+    assert!(request.parent_span_id.is_empty());
+    let runs: Vec<&Span> = spans.iter().filter(|s| s.name == "spied").collect();
+    assert_eq!(runs.len(), 5);
+    let inside: Vec<&&Span> = runs
+        .iter()
+        .filter(|s| s.parent_span_id == request.span_id)
+        .collect();
+    assert_eq!(
+        inside.len(),
+        1,
+        "the run inside the request span is its child"
+    );
+    assert_eq!(inside[0].trace_id, request.trace_id);
+    assert_eq!(
+        runs.iter().filter(|s| s.parent_span_id.is_empty()).count(),
+        4,
+        "the others are roots"
+    );
+}
+
+#[test]
+fn the_endpoint_and_the_payload_switch_can_come_from_flujo_toml() {
+    let receiver = Receiver::start();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("flujo.toml"),
+        format!(
+            "[otlp]\nendpoint = \"{}\"\npayloads = false\n",
+            receiver.base_url()
+        ),
+    )
+    .unwrap();
+    let (stdout, stderr) = run_child("big-output", dir.path(), &[]);
+    let received = receiver.stop();
+    assert!(stdout.contains(" completed"), "{stdout}");
+    assert!(!stderr.contains("flujo: warning"), "{stderr}");
+    let spans = spans_of(&received);
+    assert_eq!(spans.len(), 2);
+    for span in &spans {
+        for payload in ["flujo.input", "flujo.output", "flujo.final_context"] {
+            assert!(
+                attr(&span.attributes, payload).is_none(),
+                "{}: {payload}",
+                span.name
+            );
+        }
+        assert_eq!(text(span, "flujo.status"), "completed");
+    }
 }

@@ -4,12 +4,12 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 const EXIT_CODES: &str = "\
 Exit codes:
-  0  success
+  0  success; diff: the two runs are equal
   1  nothing found: no run matches, or RUN names no run or several; prune: also when the
-     question is not answered yes (nothing is deleted then)
+     question is not answered yes (nothing is deleted then); diff: the two runs differ
   2  bad arguments, unusable configuration, or a database that is missing, not a flujo
      database, corrupt, or from a newer flujo; prune: also without --yes when there is no
-     terminal to ask on";
+     terminal to ask on; diff: also a RUN that names no run or several (as diff(1) does)";
 
 const DATABASE: &str = "\
 Database: --state-uri, else FLUJO_STATE_URI, else state_uri in the nearest flujo.toml (this
@@ -23,7 +23,8 @@ const TOP_AFTER_HELP: &str = "\
 Examples:
   flujo lens list                     the 50 newest runs
   flujo lens show latest              the last run, step by step
-  flujo lens trace latest             where the last run's time went";
+  flujo lens trace latest             where the last run's time went
+  flujo lens diff A latest            what changed since run A";
 
 const LENS_AFTER_HELP: &str = "\
 Examples:
@@ -56,7 +57,7 @@ JSON (-o json): {\"runs\": [RUN...], \"matching\": {\"count\": N, \"exact\": BOO
 where exact=false means more than count runs match (with \"stopped_after\": N, that only the
 newest N were checked for running or crashed). RUN: run_id, pipeline_name,
 pipeline_version, status, start_time, end_time, duration_ms, total_cost, total_tokens, n_steps,
-writer. -o jsonl: one RUN per line. Values are never cut; missing values are null.";
+writer, trace_id. -o jsonl: one RUN per line. Values are never cut; missing values are null.";
 
 const SHOW_AFTER_HELP: &str = "\
 Examples:
@@ -96,6 +97,30 @@ JSON (-o json): {\"run_id\", \"pipeline_name\", \"pipeline_version\", \"status\"
 \"duration_ms\", \"steps\": [STEP...]}, STEP: step_run_id, step_name, step_kind, status, attempts,
 offset_ms (from the run's start), duration_ms, ended, children: [STEP...]. Nothing is folded
 in JSON; --depth applies.";
+
+const DIFF_AFTER_HELP: &str = "\
+Examples:
+  flujo lens diff 0190a1b2-3c4d 0190a1b2-9f00   what changed between two runs
+  flujo lens diff 0190a1b2-3c4d latest --all    every step, the equal ones too
+  flujo lens diff A B -o json | jq '.steps[] | {path, status, changes}'
+  flujo lens diff A B >/dev/null && echo same   the exit code says whether they differ
+
+Steps are aligned by their path in the tree: the step names from the run down, with #N for
+the N-th step of the same name under one parent (review/revise#1 is the second revise under
+review). For the run and each step present in both: status, attempts, fallback, tokens and
+cost changes and the duration delta; then the changed paths of its input, output and error
+(and the run's final context), e.g. output.reply or input.items[2], each with its value in A
+and in B; JSON payloads are compared by structure, anything else as text. Durations always
+differ and do not make a step different. Runs of different pipelines or versions are compared
+too, with a note at the top.
+
+JSON (-o json): {\"a\": RUN, \"b\": RUN, \"same_pipeline\", \"equal\", \"run\": {\"equal\",
+\"status\", \"duration_ms\", \"total_tokens\", \"total_cost\", \"changes\": [CHANGE...]},
+\"steps\": [STEP...], \"steps_compared\", \"steps_different\"}; RUN: run_id, pipeline_name,
+pipeline_version, status; STEP: path, step_name, in (both, a or b), equal, status, attempts,
+fallback_taken ({\"a\", \"b\"}), duration_ms, tokens, cost ({\"a\", \"b\", \"delta\"}),
+changes: [CHANGE...]; CHANGE: path, a, b (JSON values, null when absent). Only steps that differ
+are listed unless --all.";
 
 const COPY_AFTER_HELP: &str = "\
 Examples:
@@ -202,12 +227,30 @@ pub(crate) enum LensCommand {
     /// Where a run's time went: its steps as a waterfall on one time axis
     #[command(after_help = format!("{TRACE_AFTER_HELP}\n\n{EXIT_CODES}"))]
     Trace(TraceArgs),
+    /// Compare two runs step by step: status, timing, usage and changed values
+    #[command(after_help = format!("{DIFF_AFTER_HELP}\n\n{EXIT_CODES}"))]
+    Diff(DiffArgs),
     /// Delete old runs with their steps and give the space back (the one command that writes)
     #[command(after_help = format!("{PRUNE_AFTER_HELP}\n\n{EXIT_CODES}"))]
     Prune(PruneArgs),
     /// Copy a local database's runs into a PostgreSQL store (idempotent)
     #[command(after_help = format!("{COPY_AFTER_HELP}\n\n{EXIT_CODES}"))]
     Copy(CopyArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DiffArgs {
+    /// The first run: a run id, a unique prefix of one, or `latest`
+    #[arg(value_name = "A")]
+    pub(crate) a: String,
+
+    /// The second run, the same way
+    #[arg(value_name = "B")]
+    pub(crate) b: String,
+
+    /// List every step, the equal ones too
+    #[arg(long)]
+    pub(crate) all: bool,
 }
 
 #[derive(Debug, Args)]

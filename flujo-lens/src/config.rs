@@ -46,6 +46,7 @@ pub(crate) enum Command {
     List(ListConfig),
     Show(ShowConfig),
     Trace(TraceConfig),
+    Diff(DiffConfig),
     Prune(PruneConfig),
     Copy(CopyConfig),
 }
@@ -76,6 +77,14 @@ pub(crate) struct TraceConfig {
     pub(crate) depth: Option<usize>,
     /// Every child shown, none folded.
     pub(crate) expand: bool,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct DiffConfig {
+    pub(crate) a: RunSelector,
+    pub(crate) b: RunSelector,
+    /// Equal steps listed too.
+    pub(crate) all: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -170,6 +179,11 @@ impl Config {
                 run: run_selector(&trace.run)?,
                 depth: trace.depth,
                 expand: trace.expand,
+            }),
+            LensCommand::Diff(diff) => Command::Diff(DiffConfig {
+                a: run_selector(&diff.a)?,
+                b: run_selector(&diff.b)?,
+                all: diff.all,
             }),
             LensCommand::Prune(prune) => Command::Prune(prune_config(prune, env)?),
             LensCommand::Copy(copy) => Command::Copy(copy_config(copy)?),

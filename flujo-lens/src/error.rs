@@ -23,6 +23,8 @@ pub(crate) enum LensError {
     Database(flujo_trace_sqlite::Error),
     /// Opening or reading a PostgreSQL store failed.
     Postgres(flujo_trace_postgres::Error),
+    /// `diff`: the runs differ (the difference was printed; exit code 1, as diff(1)).
+    Different,
     /// Writing the output failed (a closed pipe is not an error: the reader had enough).
     Output(std::io::Error),
 }
@@ -56,6 +58,7 @@ impl LensError {
     pub(crate) fn report(self, stderr: &mut dyn Write) -> u8 {
         let (code, message) = match self {
             LensError::NothingFound(message) => (EXIT_NOTHING_FOUND, message),
+            LensError::Different => return EXIT_NOTHING_FOUND,
             LensError::Usage(message) => (EXIT_USAGE, format!("error: {message}")),
             LensError::Database(error) => (EXIT_USAGE, format!("error: {error}")),
             LensError::Postgres(error) => (EXIT_USAGE, format!("error: {error}")),

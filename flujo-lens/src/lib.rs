@@ -20,9 +20,9 @@
 //!
 //! | code | meaning |
 //! | --- | --- |
-//! | 0 | success (also when the reader of the output goes away, as in `flujo lens list \| head -1`) |
-//! | 1 | nothing found: no run matches the filters (or none is recorded yet), or RUN names no run or several (an ambiguous prefix lists the candidates); `prune`: no run matches, or the question was not answered yes (nothing deleted) |
-//! | 2 | the command could not run: bad arguments, an unusable configuration (`flujo.toml`, `FLUJO_STATE_URI`), or a database that is missing, not a flujo database, corrupt, or from a newer flujo; `prune` without `--yes` when there is no terminal to ask on |
+//! | 0 | success (also when the reader of the output goes away, as in `flujo lens list \| head -1`); `diff`: the runs are equal |
+//! | 1 | nothing found: no run matches the filters (or none is recorded yet), or RUN names no run or several (an ambiguous prefix lists the candidates); `prune`: no run matches, or the question was not answered yes (nothing deleted); `diff`: the runs differ |
+//! | 2 | the command could not run: bad arguments, an unusable configuration (`flujo.toml`, `FLUJO_STATE_URI`), or a database that is missing, not a flujo database, corrupt, or from a newer flujo; `prune` without `--yes` when there is no terminal to ask on; `diff`: also a RUN that names no run or several (as `diff(1)` says trouble with 2) |
 //!
 //! # JSON output
 //!
@@ -36,7 +36,8 @@
 //! `failed`, `cancelled`, or `crashed`: a run stored as `running` whose process on this host is
 //! gone), `start_time`, `end_time`, `duration_ms`, `total_cost`, `total_tokens`, `n_steps`,
 //! `writer` (`{host, pid, pid_start, pid_ns}` or `null`; `pid_ns`, the PID namespace, is `null`
-//! for runs recorded before schema 3); `show` adds `input`, `output` (the run's final
+//! for runs recorded before schema 3), `trace_id` (the run's OpenTelemetry trace id when it was
+//! exported, else `null`); `show` adds `input`, `output` (the run's final
 //! output, only for a completed run), `final_context`, `error`.
 //!
 //! A step object: `step_run_id`, `parent_step_run_id`, `step_name`, `step_index`, `step_kind`,
@@ -63,6 +64,7 @@
 mod args;
 mod config;
 mod copy;
+mod diff;
 mod error;
 mod json;
 mod list;
@@ -183,6 +185,7 @@ where
             Command::List(list) => list::run(&config, list, stdout),
             Command::Show(show) => show::run(&config, show, stdout),
             Command::Trace(trace) => trace::run(&config, trace, stdout),
+            Command::Diff(diff) => diff::run(&config, diff, stdout),
             Command::Prune(prune) => {
                 let mut terminal = prune::Terminal {
                     env,

@@ -224,6 +224,7 @@ fn help_documents_examples_and_exit_codes() {
         &["lens", "--help"][..],
         &["lens", "list", "--help"][..],
         &["lens", "show", "--help"][..],
+        &["lens", "diff", "--help"][..],
     ] {
         let outcome = lens(dir.path(), args);
         assert_eq!(outcome.code, 0, "{args:?}");
@@ -235,6 +236,8 @@ fn help_documents_examples_and_exit_codes() {
     snapshot!("lens_help_list", dir.path(), list.stdout);
     let show = lens(dir.path(), &["lens", "show", "--help"]);
     snapshot!("lens_help_show", dir.path(), show.stdout);
+    let diff = lens(dir.path(), &["lens", "diff", "--help"]);
+    snapshot!("lens_help_diff", dir.path(), diff.stdout);
     let bare = lens(dir.path(), &["lens"]);
     assert_eq!(
         bare.code, 2,

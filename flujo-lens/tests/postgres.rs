@@ -46,7 +46,7 @@ fn postgres_reads_back_exactly_as_sqlite() {
     let shown_uri = flujo_trace_postgres::PostgresUri::parse(&uri)
         .unwrap()
         .redacted();
-    let (run1, run3, run6) = (run_id(1), run_id(3), run_id(6));
+    let (run1, run2, run3, run6) = (run_id(1), run_id(2), run_id(3), run_id(6));
     let prefix = &run3[..run3.len() - 2];
     let cases: Vec<Vec<&str>> = vec![
         vec!["lens", "list"],
@@ -67,6 +67,10 @@ fn postgres_reads_back_exactly_as_sqlite() {
         vec!["lens", "trace", &run3],
         vec!["lens", "trace", &run6],
         vec!["lens", "trace", "latest", "-o", "json"],
+        vec!["lens", "diff", &run1, &run2],
+        vec!["lens", "diff", &run1, &run3, "-o", "json"],
+        vec!["lens", "diff", &run3, &run3],
+        vec!["lens", "diff", &run1, "0000"],
     ];
     for args in &cases {
         let from_sqlite = lens_in(&sqlite_env, args);

@@ -87,6 +87,23 @@ pub(crate) fn run(args: &LensArgs) -> Result<()> {
             "lens show latest".into(),
             vec!["lens".into(), "show".into(), "latest".into()],
         ),
+        (
+            "lens trace <id>".into(),
+            vec!["lens".into(), "trace".into(), some_id.clone()],
+        ),
+        (
+            "lens trace latest".into(),
+            vec!["lens".into(), "trace".into(), "latest".into()],
+        ),
+        (
+            "lens diff <id> latest".into(),
+            vec![
+                "lens".into(),
+                "diff".into(),
+                some_id.clone(),
+                "latest".into(),
+            ],
+        ),
     ];
 
     println!(
@@ -101,44 +118,177 @@ pub(crate) fn run(args: &LensArgs) -> Result<()> {
         "command", "median", "min", "max"
     );
     for (label, argv) in &cases {
-        let mut times = Vec::with_capacity(args.iterations);
-        let mut first = Duration::ZERO;
-        for i in 0..args.iterations + 1 {
-            let started = Instant::now();
-            let status = Command::new(&flujo)
-                .args(argv)
-                .env("FLUJO_STATE_URI", &state)
-                .env("COLUMNS", "160")
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .output()
-                .with_context(|| format!("running flujo {label}"))?;
-            let elapsed = started.elapsed();
-            if !status.status.success() && status.status.code() != Some(1) {
-                bail!(
-                    "flujo {label} failed: {}",
-                    String::from_utf8_lossy(&status.stderr)
-                );
-            }
-            if i == 0 {
-                // the first process meets the page cache as it was (cold after a reboot or a
-                // large seed); it is shown apart and not counted in the median
-                first = elapsed;
-            } else {
-                times.push(elapsed);
-            }
-        }
-        times.sort();
+        let timed = time_command(&flujo, &state, label, argv, args.iterations)?;
         println!(
             "{:<44} {:>10} {:>10} {:>10} {:>12}",
             label,
-            ms(times[times.len() / 2]),
-            ms(times[0]),
-            ms(times[times.len() - 1]),
-            ms(first)
+            ms(timed.median),
+            ms(timed.min),
+            ms(timed.max),
+            ms(timed.first)
         );
     }
+
+    // two runs of 10,000 steps each (a map over 10,000 items), recorded by the real runner
+    let dir = tempfile::tempdir()?;
+    let big = dir.path().join("big-runs.db");
+    let (a, b) = big_runs(&big, BIG_STEPS)?;
+    let big_state = big.to_str().context("path is not UTF-8")?.to_string();
+    println!();
+    println!(
+        "two runs of {} steps each ({} items of one map, ~100 bytes each), {} processes per command",
+        BIG_STEPS + 1,
+        BIG_STEPS,
+        args.iterations
+    );
+    println!(
+        "{:<44} {:>10} {:>10} {:>10} {:>12}",
+        "command", "median", "min", "max", "peak memory"
+    );
+    for (label, argv) in [
+        (
+            "lens trace <10,000-step run>",
+            vec!["lens".to_owned(), "trace".into(), a.clone()],
+        ),
+        (
+            "lens trace <10,000-step run> --expand",
+            vec![
+                "lens".to_owned(),
+                "trace".into(),
+                a.clone(),
+                "--expand".into(),
+            ],
+        ),
+        (
+            "lens diff <10,000-step run> <another>",
+            vec!["lens".to_owned(), "diff".into(), a.clone(), b.clone()],
+        ),
+    ] {
+        let timed = time_command(&flujo, &big_state, label, &argv, args.iterations)?;
+        println!(
+            "{:<44} {:>10} {:>10} {:>10} {:>8.1} MiB",
+            label,
+            ms(timed.median),
+            ms(timed.min),
+            ms(timed.max),
+            timed.peak_kib as f64 / 1024.0
+        );
+    }
+    println!("(goals: trace of 10,000 steps < 200 ms, diff of two < 500 ms, typical runs < 10 ms)");
     Ok(())
+}
+
+/// Items of the map in each large run.
+const BIG_STEPS: usize = 10_000;
+
+/// Records two runs of a pipeline mapping over `items` items into `db`; their ids.
+fn big_runs(db: &std::path::Path, items: usize) -> Result<(String, String)> {
+    use flujo::{map_over, step, BareFlujo, Pipeline, SqliteLayer, StepContext};
+    use tracing::instrument::WithSubscriber;
+    use tracing_subscriber::layer::SubscriberExt;
+    let layer = SqliteLayer::open(db)?;
+    let handle = layer.handle();
+    let dispatch = tracing::Dispatch::new(tracing_subscriber::registry().with(layer));
+    let item = step("score_item", |x: u64, _: StepContext<()>| async move {
+        Ok(format!("item {x} scored {}", x * 7 % 100))
+    });
+    let flujo = BareFlujo::new("big", Pipeline::new(map_over("score", item, 16)));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let mut ids = Vec::new();
+    for offset in [0u64, 1] {
+        let input: Vec<u64> = (offset..offset + items as u64).collect();
+        let result = runtime.block_on(flujo.run(input).with_subscriber(dispatch.clone()));
+        anyhow::ensure!(
+            result.is_completed(),
+            "the large run failed: {:?}",
+            result.error
+        );
+        ids.push(result.run_id);
+    }
+    let flushed = handle.flush_blocking();
+    anyhow::ensure!(
+        handle.rows_not_recorded() == 0,
+        "rows were not recorded: {flushed:?}"
+    );
+    drop(dispatch);
+    Ok((ids[0].clone(), ids[1].clone()))
+}
+
+struct Timed {
+    median: Duration,
+    min: Duration,
+    max: Duration,
+    first: Duration,
+    /// The largest peak resident set of the processes, KiB.
+    peak_kib: i64,
+}
+
+/// Runs `flujo ARGV` `iterations + 1` times over `state`: the first apart (the page cache as it
+/// was), the rest timed.
+fn time_command(
+    flujo: &std::path::Path,
+    state: &str,
+    label: &str,
+    argv: &[String],
+    iterations: usize,
+) -> Result<Timed> {
+    let mut times = Vec::with_capacity(iterations);
+    let mut first = Duration::ZERO;
+    let mut peak_kib = 0;
+    for i in 0..iterations + 1 {
+        let started = Instant::now();
+        let child = Command::new(flujo)
+            .args(argv)
+            .env("FLUJO_STATE_URI", state)
+            .env("COLUMNS", "160")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("running flujo {label}"))?;
+        let (code, max_rss_kib) = wait_with_peak(child)?;
+        let elapsed = started.elapsed();
+        if code != 0 && code != 1 {
+            bail!("flujo {label} failed with exit code {code}");
+        }
+        peak_kib = peak_kib.max(max_rss_kib);
+        if i == 0 {
+            // the first process meets the page cache as it was (cold after a reboot or a
+            // large seed); it is shown apart and not counted in the median
+            first = elapsed;
+        } else {
+            times.push(elapsed);
+        }
+    }
+    times.sort();
+    Ok(Timed {
+        median: times[times.len() / 2],
+        min: times[0],
+        max: times[times.len() - 1],
+        first,
+        peak_kib,
+    })
+}
+
+/// Waits for `child` with wait4: its exit code and its peak resident set (KiB).
+fn wait_with_peak(child: std::process::Child) -> Result<(i32, i64)> {
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: rusage is plain data; wait4 fills it for the child we spawned and have not waited
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    if waited != pid {
+        bail!("wait4: {}", std::io::Error::last_os_error());
+    }
+    // the child is reaped: std must not wait for it again
+    std::mem::forget(child);
+    let code = if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        -1
+    };
+    Ok((code, usage.ru_maxrss))
 }
 
 fn ms(d: Duration) -> String {

@@ -30,7 +30,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::Layer;
 
-use flujo_trace_core::{FlujoToml, RUN_SPAN, STEP_SPAN, TARGET};
+use flujo_trace_core::{capped, FlujoToml, RUN_SPAN, STEP_SPAN, TARGET};
 
 /// How long the exit waits for the spans still queued to be exported: a dead or slow collector
 /// never holds the process longer.
@@ -138,7 +138,7 @@ type Job = (
 /// client would run them on a thread of its own under the global subscriber).
 #[derive(Debug)]
 struct QuietClient {
-    jobs: Mutex<std::sync::mpsc::Sender<Job>>,
+    jobs: std::sync::mpsc::Sender<Job>,
 }
 
 impl QuietClient {
@@ -186,9 +186,7 @@ impl QuietClient {
             })
             .map_err(|e| format!("cannot start the exporter's HTTP thread: {e}"))?;
         match started.recv() {
-            Ok(Ok(())) => Ok(QuietClient {
-                jobs: Mutex::new(jobs),
-            }),
+            Ok(Ok(())) => Ok(QuietClient { jobs }),
             Ok(Err(error)) => Err(format!("cannot build the exporter's HTTP client: {error}")),
             Err(_) => Err("the exporter's HTTP thread stopped".to_owned()),
         }
@@ -209,8 +207,6 @@ impl HttpClient for QuietClient {
             let request = reqwest::Request::try_from(request)?;
             let (answer, answered) = std::sync::mpsc::sync_channel(1);
             self.jobs
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
                 .send((request, answer))
                 .map_err(|_| "the exporter's HTTP thread stopped")?;
             // the batch processor's own thread waits here, never a pipeline's
@@ -602,7 +598,7 @@ impl<P> FlujoSpans<P> {
                     if payload && !self.payloads {
                         continue;
                     }
-                    Value::from(cut(text.as_str(), self.payload_cap))
+                    Value::from(capped(text.as_str(), self.payload_cap))
                 }
                 other => other,
             };
@@ -615,7 +611,7 @@ impl<P> FlujoSpans<P> {
         match status.as_deref() {
             Some("failed") => {
                 let message = error.unwrap_or_else(|| "failed".to_owned());
-                let message = cut(&message, self.payload_cap);
+                let message = capped(&message, self.payload_cap);
                 span.events.events.push(opentelemetry::trace::Event::new(
                     "exception",
                     span.end_time,
@@ -639,11 +635,6 @@ fn is_count(field: &str) -> bool {
         field,
         "step_index" | "attempts" | "duration_ms" | "tokens" | "total_tokens"
     )
-}
-
-/// `text` cut to `cap` bytes, with the store's marker of how much was cut.
-fn cut(text: &str, cap: usize) -> String {
-    flujo_trace_core::capped(text, cap)
 }
 
 #[cfg(test)]

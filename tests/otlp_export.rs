@@ -687,17 +687,11 @@ fn a_run_recorded_in_postgres_keeps_the_trace_id_the_collector_got() {
         .find(|s| s.parent_span_id.is_empty())
         .expect("the run's span");
     assert_eq!(text(root, "flujo.run.id"), run_id);
-    let out = Command::new(env!("CARGO_BIN_EXE_flujo"))
-        .args(["lens", "show", &run_id, "-o", "json", "--state-uri", &uri])
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let shown: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let shown: serde_json::Value = serde_json::from_str(&lens(
+        dir.path(),
+        &["show", &run_id, "-o", "json", "--state-uri", &uri],
+    ))
+    .unwrap();
     assert_eq!(
         shown["run"]["trace_id"].as_str(),
         Some(hex(&root.trace_id).as_str()),

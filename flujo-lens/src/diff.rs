@@ -94,15 +94,7 @@ struct Delta<T> {
     delta: Option<T>,
 }
 
-fn delta_i64(a: Option<i64>, b: Option<i64>) -> Delta<i64> {
-    Delta {
-        a,
-        b,
-        delta: a.zip(b).map(|(a, b)| b - a),
-    }
-}
-
-fn delta_f64(a: Option<f64>, b: Option<f64>) -> Delta<f64> {
+fn delta<T: Copy + std::ops::Sub<Output = T>>(a: Option<T>, b: Option<T>) -> Delta<T> {
     Delta {
         a,
         b,
@@ -296,9 +288,9 @@ fn compare(a: &RunRecord, b: &RunRecord, steps_a: &[StepRecord], steps_b: &[Step
             && same_cost(a.total_cost, b.total_cost)
             && changes.is_empty(),
         status,
-        duration_ms: delta_i64(a.duration_ms, b.duration_ms),
-        total_tokens: delta_i64(a.total_tokens, b.total_tokens),
-        total_cost: delta_f64(a.total_cost, b.total_cost),
+        duration_ms: delta(a.duration_ms, b.duration_ms),
+        total_tokens: delta(a.total_tokens, b.total_tokens),
+        total_cost: delta(a.total_cost, b.total_cost),
         changes,
     };
 
@@ -354,8 +346,8 @@ fn step_diff(
         a: sa.and_then(|s| s.fallback_taken),
         b: sb.and_then(|s| s.fallback_taken),
     };
-    let tokens = delta_i64(sa.and_then(|s| s.tokens), sb.and_then(|s| s.tokens));
-    let cost = delta_f64(sa.and_then(|s| s.cost), sb.and_then(|s| s.cost));
+    let tokens = delta(sa.and_then(|s| s.tokens), sb.and_then(|s| s.tokens));
+    let cost = delta(sa.and_then(|s| s.cost), sb.and_then(|s| s.cost));
     let mut changes = Vec::new();
     if side == Side::Both {
         json_changes(
@@ -392,7 +384,7 @@ fn step_diff(
         status,
         attempts,
         fallback_taken,
-        duration_ms: delta_i64(
+        duration_ms: delta(
             sa.and_then(|s| s.duration_ms),
             sb.and_then(|s| s.duration_ms),
         ),

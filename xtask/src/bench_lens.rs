@@ -108,7 +108,7 @@ pub(crate) fn run(args: &LensArgs) -> Result<()> {
 
     println!(
         "flujo lens on {} ({} runs, {:.1} MiB), {} processes per command, median wall time",
-        db.display(),
+        crate::shown_path(&db),
         n_runs,
         db_bytes as f64 / (1024.0 * 1024.0),
         args.iterations

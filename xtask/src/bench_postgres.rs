@@ -269,7 +269,7 @@ pub(crate) fn run(args: &PostgresArgs) -> Result<()> {
         "machine: {cores} cores, {:.0} GiB RAM; PostgreSQL {version} on 127.0.0.1 (this bench's \
          own server, data in {})",
         mem_total_gib(),
-        server.dir.display()
+        crate::shown_path(&server.dir)
     );
     println!(
         "durability: PostgreSQL synchronous_commit={synchronous_commit} fsync={fsync} \
@@ -294,7 +294,7 @@ pub(crate) fn run(args: &PostgresArgs) -> Result<()> {
         "disk: {:.1} MiB under {} after the run, of which {:.1} MiB of WAL (recycled, bounded by \
          max_wal_size); the lens database is kept, the others dropped",
         mib(disk_bytes(&server.dir)),
-        server.dir.display(),
+        crate::shown_path(&server.dir),
         mib(disk_bytes(&server.dir.join("data/pg_wal")))
     );
     drop(server);
@@ -1021,7 +1021,7 @@ fn lens(server: &Server, args: &PostgresArgs, flujo_bin: &Path, sqlite_db: &Path
     println!(
         "  SQLite {} ({:.1} MiB); PostgreSQL database {pg_db} ({:.1} MiB, copied from it with \
          `flujo lens copy` in {copy_secs:.1} s on {copied_at}, then VACUUM ANALYZE)",
-        sqlite_db.display(),
+        crate::shown_path(sqlite_db),
         mib(sqlite_bytes),
         mib(pg_bytes)
     );

@@ -77,6 +77,16 @@ fn main() -> Result<()> {
 }
 
 /// The workspace root (xtask lives one level below it).
+/// `path` as a reader of the output would write it: relative to the workspace root when below
+/// it (`target/bench/lens-1000000.db`), else whole.
+pub(crate) fn shown_path(path: &std::path::Path) -> String {
+    let root = workspace_root();
+    path.strip_prefix(&root)
+        .unwrap_or(path)
+        .display()
+        .to_string()
+}
+
 pub(crate) fn workspace_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .parent()

@@ -174,7 +174,9 @@ fn normalise(db: &Path) {
         .collect();
     let tx = conn.unchecked_transaction().unwrap();
     for (r, run_id) in runs.iter().enumerate() {
-        let new_run = format!("0190c0de-{:04x}-7000-8000-000000000000", r + 1);
+        // a tail that looks random, as a UUID v7's does, so the short ids are typical
+        let tail = (r as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a) & 0xffff_ffff_ffff;
+        let new_run = format!("0190c0de-{:04x}-7000-8000-{tail:012x}", r + 1);
         let run_start = 1_767_261_600 + r as i64 * 3600; // 2026-01-01T10:00:00Z + r hours
         let steps: Vec<String> = tx
             .prepare("SELECT step_run_id FROM steps WHERE run_id = ?1 ORDER BY step_run_id")
@@ -255,7 +257,7 @@ async fn the_real_binary_over_a_database_the_real_layer_wrote() {
     let db = dir.path().join("flujo_ops.db");
     record(&db).await;
 
-    let cases: [(&str, &[&str]); 11] = [
+    let cases: [(&str, &[&str]); 12] = [
         ("cli_list", &["list"]),
         ("cli_list_failed", &["list", "--status", "failed"]),
         (
@@ -267,12 +269,13 @@ async fn the_real_binary_over_a_database_the_real_layer_wrote() {
         ("cli_show_completed", &["show", "0190c0de-0001"]),
         (
             "cli_show_failed",
-            &["show", "0190c0de-0003-7000-8000-000000000000"],
+            &["show", "0190c0de-0003-7000-8000-daa66d2c7dde"],
         ),
         ("cli_show_latest_cut", &["show", "latest"]),
         ("cli_show_latest_full", &["show", "latest", "--full"]),
         ("cli_show_json", &["-o", "json", "show", "0190c0de-0002"]),
         ("cli_show_ambiguous", &["show", "0190c0de"]),
+        ("cli_show_short_id", &["show", "6d2c7dde"]),
     ];
     insta::with_settings!({ snapshot_path => "../snapshots", prepend_module_to_snapshot => false }, {
         for (name, args) in cases {

@@ -19,6 +19,12 @@ the URI is taken from PGPASSWORD). The database is opened read-only and never ch
 by `prune`, the one command that writes (SQLite only), and `copy`, which writes only to the
 PostgreSQL store it is given.";
 
+const RUN_FORMS: &str = "\
+RUN: `latest` (the run that started last), a run id, its short id (the end of the id, 8 to 12
+characters, as `flujo lens list` shows it; any case), or a unique prefix of a run id, tried in
+this order: a string that is one run's short id and the start of another's id means the short
+id.";
+
 const TOP_AFTER_HELP: &str = "\
 Examples:
   flujo lens list                     the 50 newest runs
@@ -49,19 +55,23 @@ Examples:
 Statuses: running, completed, failed, cancelled, crashed (a run left running by a process on
 this host that no longer exists).
 
+The id column is each run's short id: the end of its run id, 8 to 12 characters, long enough
+that no other run's id in the store ends with it. Every command that takes RUN accepts it.
+
 Times are UTC. --since includes its instant, --until excludes it; WHEN is a duration back from
 now (45s, 30m, 1h30m, 90min, '2 days', 2w), a date (2026-01-05), a date and time
 (2026-01-05 14:30[:00]), or RFC 3339 (2026-01-05T14:30:00+01:00).
 
 JSON (-o json): {\"runs\": [RUN...], \"matching\": {\"count\": N, \"exact\": BOOL}, \"limit\": N}
 where exact=false means more than count runs match (with \"stopped_after\": N, that only the
-newest N were checked for running or crashed). RUN: run_id, pipeline_name,
+newest N were checked for running or crashed). RUN: run_id, short_id, pipeline_name,
 pipeline_version, status, start_time, end_time, duration_ms, total_cost, total_tokens, n_steps,
 writer, trace_id. -o jsonl: one RUN per line. Values are never cut; missing values are null.";
 
 const SHOW_AFTER_HELP: &str = "\
 Examples:
   flujo lens show latest                        the run that started last
+  flujo lens show 4f2a9c81                      a short id, as `flujo lens list` shows it
   flujo lens show 0190a1b2-3c4d-7e5f            a unique prefix of a run id is enough
   flujo lens show latest --full                 every value whole, however long
   flujo lens show latest -o json | jq '.steps[] | select(.status == \"failed\")'
@@ -222,13 +232,13 @@ pub(crate) enum LensCommand {
     #[command(after_help = format!("{LIST_AFTER_HELP}\n\n{EXIT_CODES}"))]
     List(ListArgs),
     /// Show one run: summary, final context and every step
-    #[command(after_help = format!("{SHOW_AFTER_HELP}\n\n{EXIT_CODES}"))]
+    #[command(after_help = format!("{SHOW_AFTER_HELP}\n\n{RUN_FORMS}\n\n{EXIT_CODES}"))]
     Show(ShowArgs),
     /// Where a run's time went: its steps as a waterfall on one time axis
-    #[command(after_help = format!("{TRACE_AFTER_HELP}\n\n{EXIT_CODES}"))]
+    #[command(after_help = format!("{TRACE_AFTER_HELP}\n\n{RUN_FORMS}\n\n{EXIT_CODES}"))]
     Trace(TraceArgs),
     /// Compare two runs step by step: status, timing, usage and changed values
-    #[command(after_help = format!("{DIFF_AFTER_HELP}\n\n{EXIT_CODES}"))]
+    #[command(after_help = format!("{DIFF_AFTER_HELP}\n\n{RUN_FORMS}\n\n{EXIT_CODES}"))]
     Diff(DiffArgs),
     /// Delete old runs with their steps and give the space back (the one command that writes)
     #[command(after_help = format!("{PRUNE_AFTER_HELP}\n\n{EXIT_CODES}"))]
@@ -240,7 +250,7 @@ pub(crate) enum LensCommand {
 
 #[derive(Debug, Args)]
 pub(crate) struct DiffArgs {
-    /// The first run: a run id, a unique prefix of one, or `latest`
+    /// The first run: `latest`, a run id, a short id or a unique prefix
     #[arg(value_name = "A")]
     pub(crate) a: String,
 
@@ -286,7 +296,7 @@ pub(crate) struct ListArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct ShowArgs {
-    /// A run id, a unique prefix of one, or `latest`
+    /// `latest`, a run id, a short id (as `list` shows it) or a unique prefix
     #[arg(value_name = "RUN")]
     pub(crate) run: String,
 
@@ -297,7 +307,7 @@ pub(crate) struct ShowArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct TraceArgs {
-    /// A run id, a unique prefix of one, or `latest`
+    /// `latest`, a run id, a short id (as `list` shows it) or a unique prefix
     #[arg(value_name = "RUN")]
     pub(crate) run: String,
 

@@ -77,6 +77,10 @@ pub(crate) struct RunJson<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     record: Option<&'static str>,
     run_id: &'a str,
+    /// The end of `run_id` that no other run's id ends with (8 to 12 characters): what `list`
+    /// shows and every RUN argument accepts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    short_id: Option<&'a str>,
     pipeline_name: &'a str,
     pipeline_version: &'a str,
     status: &'a str,
@@ -113,6 +117,7 @@ impl<'a> RunJson<'a> {
         RunJson {
             record,
             run_id: &run.run_id,
+            short_id: None,
             pipeline_name: &run.pipeline_name,
             pipeline_version: &run.pipeline_version,
             status: &run.status,
@@ -130,6 +135,16 @@ impl<'a> RunJson<'a> {
                 final_context: payload(run.final_context_blob.as_deref()),
                 error: run.error_blob.as_deref(),
             }),
+        }
+    }
+}
+
+impl<'a> RunJson<'a> {
+    /// The run with its short id.
+    pub(crate) fn with_short_id(self, short_id: &'a str) -> Self {
+        RunJson {
+            short_id: Some(short_id),
+            ..self
         }
     }
 }

@@ -2,7 +2,9 @@
 //!
 //! ```text
 //! flujo lens list [--status S[,S...]] [--pipeline NAME] [--since WHEN] [--until WHEN] [--limit N]
-//! flujo lens show RUN [--full]            RUN: a run id, a unique prefix of one, or `latest`
+//! flujo lens show RUN [--full]            RUN: `latest`, a run id, a short id, or a unique prefix
+//! flujo lens trace RUN [--depth N] [--expand]
+//! flujo lens diff A B [--all]
 //! flujo lens prune --older-than WHEN [--status S[,S...]] [--pipeline NAME] [--dry-run] [--yes]
 //! flujo lens copy --to postgres://USER@HOST/DATABASE
 //! global: --state-uri URI, -o/--format table|json|jsonl
@@ -32,7 +34,12 @@
 //! embedded as JSON; anything else as a string. A payload the layer stored cut (over its payload
 //! cap) is a string ending with `…[flujo: truncated, kept K of N bytes]`.
 //!
-//! A run object: `run_id`, `pipeline_name`, `pipeline_version`, `status` (`running`, `completed`,
+//! RUN is tried as `latest`, a full run id, a short id (the end of a run id, 8 to 12 hexadecimal
+//! digits, any case, as `list` shows it: the shortest end no other run's id in the store ends
+//! with), then a unique prefix; a string that is one run's short id and another run's prefix
+//! means the short id.
+//!
+//! A run object: `run_id`, `short_id` (`list` and `show`), `pipeline_name`, `pipeline_version`, `status` (`running`, `completed`,
 //! `failed`, `cancelled`, or `crashed`: a run stored as `running` whose process on this host is
 //! gone), `start_time`, `end_time`, `duration_ms`, `total_cost`, `total_tokens`, `n_steps`,
 //! `writer` (`{host, pid, pid_start, pid_ns}` or `null`; `pid_ns`, the PID namespace, is `null`

@@ -2,6 +2,7 @@
 
 use std::io::Write;
 
+use flujo_trace_core::{id_tail, short_id};
 use flujo_trace_postgres::PostgresReader;
 use flujo_trace_sqlite::{RunPage, RunReader, RunRecord, SqliteReader};
 
@@ -16,7 +17,7 @@ pub(crate) const COUNT_BOUND: u64 = 10_000;
 
 const COLUMNS: [Column; 8] = [
     Column {
-        header: "run id",
+        header: "id",
         align: Align::Left,
         shrink: false,
         drop_order: None,
@@ -70,27 +71,41 @@ pub(crate) fn run(
     list: &ListConfig,
     out: &mut dyn Write,
 ) -> Result<(), LensError> {
-    let page = match &config.store {
-        Store::Sqlite(state) => {
-            SqliteReader::open(&state.path)?.list_runs_page(&list.filter, COUNT_BOUND)?
-        }
-        Store::Postgres { uri, .. } => {
-            PostgresReader::open(uri)?.list_runs_page(&list.filter, COUNT_BOUND)?
-        }
-    };
+    match &config.store {
+        Store::Sqlite(state) => list_from(&SqliteReader::open(&state.path)?, config, list, out),
+        Store::Postgres { uri, .. } => list_from(&PostgresReader::open(uri)?, config, list, out),
+    }
+}
+
+/// `list` over any store's reader.
+fn list_from<R: RunReader>(
+    backend: &R,
+    config: &Config,
+    list: &ListConfig,
+    out: &mut dyn Write,
+) -> Result<(), LensError>
+where
+    LensError: From<R::Error>,
+{
+    let page = backend.list_runs_page(&list.filter, COUNT_BOUND)?;
+    let short = short_ids(backend, &page.runs)?;
     match config.format {
         Format::Table => {
             if page.runs.is_empty() {
                 return Err(nothing_found(config, list, &page));
             }
-            out.write_all(render_table(&page, list.limit, config.width, config.color).as_bytes())?;
+            let table = render_table(&page, &short, list.limit, config.width, config.color);
+            out.write_all(table.as_bytes())?;
         }
         Format::Json => {
             let document = ListJson {
                 runs: page
                     .runs
                     .iter()
-                    .map(|run| RunJson::new(run, RunShape::Summary, None))
+                    .zip(&short)
+                    .map(|(run, short)| {
+                        RunJson::new(run, RunShape::Summary, None).with_short_id(short)
+                    })
                     .collect(),
                 matching: MatchingJson::of(&page),
                 limit: list.limit,
@@ -101,8 +116,9 @@ pub(crate) fn run(
             }
         }
         Format::Jsonl => {
-            for run in &page.runs {
-                json::write_line(out, &RunJson::new(run, RunShape::Summary, None))?;
+            for (run, short) in page.runs.iter().zip(&short) {
+                let line = RunJson::new(run, RunShape::Summary, None).with_short_id(short);
+                json::write_line(out, &line)?;
             }
             if page.runs.is_empty() {
                 return Err(nothing_found(config, list, &page));
@@ -112,10 +128,43 @@ pub(crate) fn run(
     Ok(())
 }
 
+/// The short id of each run (its shortest end no other run's id in the store ends with), found
+/// with one index lookup per run.
+pub(crate) fn short_ids<R: RunReader>(
+    backend: &R,
+    runs: &[RunRecord],
+) -> Result<Vec<String>, R::Error> {
+    let tails: Vec<&str> = runs.iter().map(|run| id_tail(&run.run_id)).collect();
+    let sharing = backend.run_ids_by_tail(&tails)?;
+    Ok(runs
+        .iter()
+        .map(|run| {
+            let tail = id_tail(&run.run_id);
+            let others: Vec<String> = sharing
+                .iter()
+                .filter(|id| id_tail(id) == tail)
+                .cloned()
+                .collect();
+            short_id(&run.run_id, &others).to_string()
+        })
+        .collect())
+}
+
 /// The table and its footer: the text `flujo lens list` prints.
-pub(crate) fn render_table(page: &RunPage, limit: usize, width: usize, color: bool) -> String {
+pub(crate) fn render_table(
+    page: &RunPage,
+    short_ids: &[String],
+    limit: usize,
+    width: usize,
+    color: bool,
+) -> String {
     let decimals = text::cost_decimals(page.runs.iter().map(|run| run.total_cost));
-    let rows: Vec<Vec<Cell>> = page.runs.iter().map(|run| row(run, decimals)).collect();
+    let rows: Vec<Vec<Cell>> = page
+        .runs
+        .iter()
+        .zip(short_ids)
+        .map(|(run, short)| row(run, short, decimals))
+        .collect();
     let mut rendered = render::grid(&COLUMNS, &rows, width, color);
     rendered.push('\n');
     let shown = page.runs.len() as u64;
@@ -143,9 +192,9 @@ pub(crate) fn render_table(page: &RunPage, limit: usize, width: usize, color: bo
     rendered
 }
 
-fn row(run: &RunRecord, cost_decimals: usize) -> Vec<Cell> {
+fn row(run: &RunRecord, short_id: &str, cost_decimals: usize) -> Vec<Cell> {
     vec![
-        Cell::plain(text::escape(&run.run_id)),
+        Cell::plain(text::escape(short_id)),
         Cell::plain(text::escape(&run.pipeline_name)),
         Cell::plain(text::escape(&run.pipeline_version)),
         Cell::toned(text::escape(&run.status), Tone::of_status(&run.status)),

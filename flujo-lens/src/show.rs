@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::io::Write;
 
+use flujo_trace_core::{could_be_short_id, id_tail};
 use flujo_trace_postgres::PostgresReader;
 use flujo_trace_sqlite::{truncated, RunReader, RunRecord, SqliteReader, StepRecord, CRASHED};
 
@@ -45,6 +46,7 @@ where
     LensError: From<R::Error>,
 {
     let run = find(config, backend, &show.run)?;
+    let short = crate::list::short_ids(backend, std::slice::from_ref(&run))?.remove(0);
     let running_steps = if run.status == CRASHED {
         backend.running_steps(&run.run_id)?
     } else {
@@ -57,7 +59,7 @@ where
                 color: config.color,
                 values: show.values,
             };
-            let summary = render_summary(&run, &running_steps, config.now, layout);
+            let summary = render_summary(&run, &short, &running_steps, config.now, layout);
             out.write_all(summary.as_bytes())?;
             let mut tree = StepTree::default();
             let mut n_steps = 0;
@@ -76,7 +78,10 @@ where
         }
         Format::Json => {
             out.write_all(b"{\"run\":")?;
-            json::write(out, &RunJson::new(&run, RunShape::Detail, None))?;
+            json::write(
+                out,
+                &RunJson::new(&run, RunShape::Detail, None).with_short_id(&short),
+            )?;
             out.write_all(b",\"steps\":[")?;
             let mut first = true;
             backend.for_each_run_step(&run.run_id, |step| -> Result<(), LensError> {
@@ -90,7 +95,8 @@ where
             out.write_all(b"]}\n")?;
         }
         Format::Jsonl => {
-            json::write_line(out, &RunJson::new(&run, RunShape::Detail, Some("run")))?;
+            let line = RunJson::new(&run, RunShape::Detail, Some("run")).with_short_id(&short);
+            json::write_line(out, &line)?;
             backend.for_each_run_step(&run.run_id, |step| -> Result<(), LensError> {
                 let status = shown_status(&run, &step);
                 json::write_line(out, &StepJson::new(&step, status, Some("step")))?;
@@ -110,7 +116,9 @@ pub(crate) fn shown_status<'a>(run: &RunRecord, step: &'a StepRecord) -> &'a str
     }
 }
 
-/// Resolves RUN: `latest`, a full id, or a unique prefix (tried as given, then lowercase).
+/// Resolves RUN: `latest`, a full id, a short id (the end of an id, 8 to 12 hexadecimal digits,
+/// as `list` shows it), or a unique prefix (tried as given, then lowercase), in this order: a
+/// string that is both a run's short id and another's prefix means the short id.
 pub(crate) fn find<R: RunReader>(
     config: &Config,
     backend: &R,
@@ -132,6 +140,41 @@ where
     };
     if let Some(run) = backend.find_run(query)? {
         return Ok(run);
+    }
+    // a short id (the end of an id, as `list` shows it) wins over a prefix
+    if could_be_short_id(query) {
+        let short = query.to_ascii_lowercase();
+        let mut ids: Vec<String> = backend
+            .run_ids_by_tail(&[id_tail(&short)])?
+            .into_iter()
+            .filter(|id| id.ends_with(&short))
+            .collect();
+        ids.sort();
+        match ids.len() {
+            0 => {}
+            1 => {
+                return backend.find_run(&ids[0])?.ok_or_else(|| {
+                    LensError::NothingFound(format!(
+                        "run {} disappeared while reading {path}",
+                        text::escape(&ids[0])
+                    ))
+                })
+            }
+            n => {
+                let mut message = format!(
+                    "{} is the end of {n} run ids: give more of the run id (from its end, up to 12 \
+                     characters, or from its start)",
+                    text::escape(query)
+                );
+                for id in ids.iter().take(MAX_CANDIDATES) {
+                    message.push_str(&format!("\n  {}", text::escape(id)));
+                }
+                if n > MAX_CANDIDATES {
+                    message.push_str("\n  ...");
+                }
+                return Err(LensError::NothingFound(message));
+            }
+        }
     }
     let mut candidates = backend.find_runs_by_prefix(query, MAX_CANDIDATES + 1)?;
     let lowercase = query.to_lowercase();
@@ -199,12 +242,14 @@ impl Layout {
 /// The summary record and the final context: everything `show` prints before the steps.
 pub(crate) fn render_summary(
     run: &RunRecord,
+    short_id: &str,
     running_steps: &[StepRecord],
     now: time::OffsetDateTime,
     layout: Layout,
 ) -> String {
     let mut rows: Vec<(&str, Cell)> = vec![
         ("run id", Cell::plain(text::escape(&run.run_id))),
+        ("short id", Cell::plain(text::escape(short_id))),
         ("pipeline", Cell::plain(text::escape(&run.pipeline_name))),
         ("version", Cell::plain(text::escape(&run.pipeline_version))),
         (

@@ -19,9 +19,9 @@ fn plain_list_is_newest_first() {
         .stdout
         .lines()
         .filter_map(|line| line.split_whitespace().next())
-        .filter(|word| word.starts_with("0190"))
+        .filter(|word| word.starts_with("0000000"))
         .collect();
-    assert_eq!(ids, [6, 5, 4, 3, 2, 1].map(run_id));
+    assert_eq!(ids, [6, 5, 4, 3, 2, 1].map(short_id));
     assert!(outcome.stdout.contains("crashed"), "{}", outcome.stdout);
 }
 
@@ -32,8 +32,8 @@ fn status_filter() {
         &["lens", "list", "--status", "failed"],
     );
     assert_eq!(outcome.code, 0);
-    assert!(outcome.stdout.contains(&run_id(2)));
-    assert!(!outcome.stdout.contains(&run_id(1)));
+    assert!(outcome.stdout.contains(&short_id(2)));
+    assert!(!outcome.stdout.contains(&short_id(1)));
 }
 
 #[test]
@@ -51,10 +51,10 @@ fn several_statuses_repeated_or_comma_separated() {
     );
     assert_eq!(outcome.code, 0);
     for n in [2, 4, 6] {
-        assert!(outcome.stdout.contains(&run_id(n)), "{}", outcome.stdout);
+        assert!(outcome.stdout.contains(&short_id(n)), "{}", outcome.stdout);
     }
     for n in [1, 3, 5] {
-        assert!(!outcome.stdout.contains(&run_id(n)), "{}", outcome.stdout);
+        assert!(!outcome.stdout.contains(&short_id(n)), "{}", outcome.stdout);
     }
 }
 
@@ -67,14 +67,14 @@ fn running_and_crashed_are_told_apart() {
     );
     assert_eq!(running.code, 0);
     assert_eq!(running.stdout.lines().count(), 1, "{}", running.stdout);
-    assert!(running.stdout.contains(&run_id(5)));
+    assert!(running.stdout.contains(&short_id(5)));
     let crashed = lens(
         dir.path(),
         &["lens", "list", "--status", "crashed", "-o", "jsonl"],
     );
     assert_eq!(crashed.code, 0);
     assert_eq!(crashed.stdout.lines().count(), 1, "{}", crashed.stdout);
-    assert!(crashed.stdout.contains(&run_id(6)));
+    assert!(crashed.stdout.contains(&short_id(6)));
     assert!(crashed.stdout.contains(r#""status":"crashed""#));
 }
 
@@ -85,8 +85,8 @@ fn pipeline_filter() {
         &["lens", "list", "--pipeline", "chat"],
     );
     assert_eq!(outcome.code, 0);
-    assert!(outcome.stdout.contains(&run_id(3)) && outcome.stdout.contains(&run_id(4)));
-    assert!(!outcome.stdout.contains(&run_id(1)));
+    assert!(outcome.stdout.contains(&short_id(3)) && outcome.stdout.contains(&short_id(4)));
+    assert!(!outcome.stdout.contains(&short_id(1)));
 }
 
 #[test]
@@ -104,9 +104,9 @@ fn since_and_until_filters() {
         ],
     );
     assert_eq!(outcome.code, 0);
-    assert!(outcome.stdout.contains(&run_id(4)));
+    assert!(outcome.stdout.contains(&short_id(4)));
     for n in [1, 2, 3, 5, 6] {
-        assert!(!outcome.stdout.contains(&run_id(n)), "{}", outcome.stdout);
+        assert!(!outcome.stdout.contains(&short_id(n)), "{}", outcome.stdout);
     }
 }
 
@@ -352,7 +352,7 @@ fn narrow_terminal_cuts_long_names_not_ids() {
     for line in outcome.stdout.lines() {
         assert!(line.chars().count() <= 80, "{line}");
     }
-    assert!(outcome.stdout.contains(&run_id(6)));
+    assert!(outcome.stdout.contains(&short_id(6)));
 }
 
 #[test]

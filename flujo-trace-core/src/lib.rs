@@ -19,6 +19,7 @@ mod process;
 mod reader;
 mod rows;
 mod schema;
+mod short_id;
 mod timefmt;
 mod writer;
 
@@ -42,6 +43,7 @@ pub use rows::{
     RunCount, RunEnd, RunFilter, RunPage, RunRecord, StepClose, StepRecord, WriterProcess,
 };
 pub use schema::{SCHEMA_CHANGES, SCHEMA_VERSION};
+pub use short_id::{could_be_short_id, id_tail, short_id, SHORT_ID_MAX, SHORT_ID_MIN, TAIL_LEN};
 pub use timefmt::{format_timestamp, now_timestamp, parse_timestamp};
 pub use writer::{
     Flushed, OutageBuffer, Row, Sink, SinkError, WriterOptions, DEFAULT_RETRY_WINDOW,

@@ -24,6 +24,12 @@ pub trait RunReader {
     /// Up to `max` runs whose id starts with `prefix`, in id order, without their payloads.
     fn find_runs_by_prefix(&self, prefix: &str, max: usize) -> Result<Vec<RunRecord>, Self::Error>;
 
+    /// The ids of the runs whose id ends with one of `tails` (each an id's last
+    /// [`TAIL_LEN`](crate::TAIL_LEN) characters, [`id_tail`](crate::id_tail)), in no particular
+    /// order: what makes short ids. An index lookup from schema version 6 on; a store of an
+    /// older version is scanned.
+    fn run_ids_by_tail(&self, tails: &[&str]) -> Result<Vec<String>, Self::Error>;
+
     /// Calls `each` with every step of a run in execution order, one at a time; stops at the
     /// first error `each` returns.
     fn for_each_run_step<E: From<Self::Error>>(

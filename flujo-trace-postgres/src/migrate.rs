@@ -20,6 +20,7 @@ fn change_to(version: i64) -> &'static str {
         3 => include_str!("schema/v2_to_v3.sql"),
         4 => include_str!("schema/v3_to_v4.sql"),
         5 => include_str!("schema/v4_to_v5.sql"),
+        6 => include_str!("schema/v5_to_v6.sql"),
         _ => unreachable!("no PostgreSQL change for schema version {version}"),
     }
 }

@@ -59,6 +59,10 @@ fn run_columns(columns: Columns) -> String {
     )
 }
 
+/// The ids ending with one of the tails of `$1` (`right(run_id, 8)` is `idx_runs_id_tail`'s
+/// expression, the last [`flujo_trace_core::TAIL_LEN`] characters).
+const TAIL_QUERY: &str = "SELECT run_id FROM runs WHERE right(run_id, 8) = ANY($1)";
+
 const STEP_COLUMNS: &str = "step_run_id, run_id, parent_step_run_id, step_name, step_index, \
      step_kind, status, attempts, start_time, end_time, duration_ms, cost, tokens, input_blob, \
      output_blob, error_blob, fallback_taken";
@@ -284,6 +288,16 @@ impl RunReader for PostgresReader {
             .map(|row| run_from_row(row, &mut liveness))
             .filter(|run| run.run_id.starts_with(prefix))
             .collect())
+    }
+
+    /// The ids ending with one of `tails` (`idx_runs_id_tail`, schema version 6, one probe per
+    /// tail).
+    fn run_ids_by_tail(&self, tails: &[&str]) -> Result<Vec<String>, Error> {
+        if tails.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = self.query(TAIL_QUERY, &[&tails])?;
+        Ok(rows.iter().map(|row| row.get(0)).collect())
     }
 
     fn for_each_run_step<E: From<Error>>(
@@ -629,5 +643,9 @@ mod tests {
                 &[&id],
             ),
         );
+        let tails = vec!["deadbeef", "0000000a"];
+        let short_id = plan(&reader, TAIL_QUERY, &[&tails]);
+        assert_index_walk("show SHORT_ID", &short_id);
+        assert!(short_id.contains("idx_runs_id_tail"), "{short_id}");
     }
 }

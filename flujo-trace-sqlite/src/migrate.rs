@@ -69,6 +69,7 @@ fn upgrade_from(version: i64) -> &'static str {
         2 => include_str!("schema/v2_to_v3.sql"),
         3 => include_str!("schema/v3_to_v4.sql"),
         4 => include_str!("schema/v4_to_v5.sql"),
+        5 => include_str!("schema/v5_to_v6.sql"),
         _ => unreachable!(
             "no upgrade from schema version {version}: SCHEMA_VERSION is {SCHEMA_VERSION}"
         ),

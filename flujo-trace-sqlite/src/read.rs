@@ -98,6 +98,25 @@ impl SqliteBackend {
         runs_by_prefix(&self.conn, self.schema_version, prefix, max).map_err(|e| self.read_error(e))
     }
 
+    /// The ids of the runs whose id ends with one of `tails`: `idx_runs_id_tail` (schema
+    /// version 6) is probed once per tail; a database of an older version is scanned.
+    pub(crate) fn run_ids_by_tail(&self, tails: &[&str]) -> Result<Vec<String>, Error> {
+        let mut ids = Vec::new();
+        for chunk in tails.chunks(TAILS_PER_QUERY) {
+            let sql = tail_query(chunk.len());
+            let found = self
+                .conn
+                .prepare_cached(&sql)
+                .and_then(|mut stmt| {
+                    stmt.query_map(rusqlite::params_from_iter(chunk), |row| row.get(0))?
+                        .collect::<rusqlite::Result<Vec<String>>>()
+                })
+                .map_err(|e| self.read_error(e))?;
+            ids.extend(found);
+        }
+        Ok(ids)
+    }
+
     /// A page of runs matching `filter`, newest first, without blobs, and how many match:
     /// counted exactly up to `count_bound`, beyond that reported as "more than `count_bound`".
     /// `filter.limit` of `None` returns every matching run.
@@ -429,6 +448,18 @@ fn prefix_query(version: i64, prefix: &str, max: usize) -> (String, Vec<Value>) 
         params,
     )
 }
+
+/// The ids ending with one of `n` tails (`substr(run_id, -8)` is `idx_runs_id_tail`'s
+/// expression, the last [`flujo_trace_core::TAIL_LEN`] characters).
+fn tail_query(n: usize) -> String {
+    format!(
+        "SELECT run_id FROM runs WHERE substr(run_id, -8) IN ({})",
+        vec!["?"; n].join(", ")
+    )
+}
+
+/// Tails looked up by one statement (SQLite binds at most 32,766 parameters).
+const TAILS_PER_QUERY: usize = 500;
 
 fn runs_by_prefix(
     conn: &Connection,
@@ -955,6 +986,30 @@ mod tests {
         let plan = plan(&conn, &sql, &params);
         assert_indexed("prefix", &plan, false);
         assert!(plan.contains("(run_id>? AND run_id<?)"), "{plan}");
+    }
+
+    #[test]
+    fn short_ids_are_looked_up_by_index_from_version_6() {
+        let conn = v2_database();
+        for version in ["v2_to_v3", "v3_to_v4", "v4_to_v5", "v5_to_v6"] {
+            let sql = match version {
+                "v2_to_v3" => include_str!("schema/v2_to_v3.sql"),
+                "v3_to_v4" => include_str!("schema/v3_to_v4.sql"),
+                "v4_to_v5" => include_str!("schema/v4_to_v5.sql"),
+                _ => include_str!("schema/v5_to_v6.sql"),
+            };
+            conn.execute_batch(sql).unwrap();
+        }
+        let tails = vec![
+            Value::Text("00000000".into()),
+            Value::Text("0000000a".into()),
+        ];
+        let plan = plan(&conn, &tail_query(2), &tails);
+        assert!(
+            plan.contains("SEARCH runs USING INDEX idx_runs_id_tail (<expr>=?)"),
+            "{plan}"
+        );
+        assert_indexed("short id", &plan, false);
     }
 
     #[test]

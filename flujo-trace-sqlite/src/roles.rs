@@ -112,6 +112,10 @@ impl RunReader for SqliteReader {
         self.backend.find_runs_by_prefix(prefix, max)
     }
 
+    fn run_ids_by_tail(&self, tails: &[&str]) -> Result<Vec<String>, Error> {
+        self.backend.run_ids_by_tail(tails)
+    }
+
     /// Calls `each` with every step of a run in execution order (the order the writer inserted
     /// them, when each started: `rowid`, read through `idx_steps_run_id`), one row at a time, so
     /// a run with thousands of large steps is never held in memory at once. Stops at the first

@@ -125,6 +125,11 @@ pub fn run_id(n: u32) -> String {
     format!("0190000{n:x}-0000-7000-8000-00000000000{n:x}")
 }
 
+/// The short id `list` shows for run `n` of the fixtures: the last 8 characters of its id.
+pub fn short_id(n: u32) -> String {
+    run_id(n)[28..].to_string()
+}
+
 /// Step `k` of run `n`, ids in execution order.
 pub fn step_id(n: u32, k: u32) -> String {
     format!("0190000{n:x}-00{k:02x}-7000-8000-0000000000{k:02x}")
@@ -411,6 +416,7 @@ pub fn fixture_dir() -> (tempfile::TempDir, PathBuf) {
 }
 
 /// What one lens invocation showed.
+#[derive(Debug)]
 pub struct Outcome {
     pub code: u8,
     pub stdout: String,

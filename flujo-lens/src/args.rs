@@ -4,12 +4,17 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 const EXIT_CODES: &str = "\
 Exit codes:
-  0  success; diff: the two runs are equal
-  1  nothing found: no run matches, or RUN names no run or several; prune: also when the
-     question is not answered yes (nothing is deleted then); diff: the two runs differ
-  2  bad arguments, unusable configuration, or a database that is missing, not a flujo
-     database, corrupt, or from a newer flujo; prune: also without --yes when there is no
-     terminal to ask on; diff: also a RUN that names no run or several (as diff(1) does)";
+  0    success; diff: the two runs are equal; --follow: the run completed; list --watch:
+       stopped with Ctrl-C
+  1    nothing found: no run matches, or RUN names no run or several; prune: also when the
+       question is not answered yes (nothing is deleted then); diff: the two runs differ
+  2    bad arguments, unusable configuration, or a database that is missing, not a flujo
+       database, corrupt, or from a newer flujo; prune: also without --yes when there is no
+       terminal to ask on; diff: also a RUN that names no run or several (as diff(1) does)
+  3    --follow: the run failed
+  4    --follow: the run was cancelled
+  5    --follow: the run crashed (its process died before it ended)
+  130  --follow: stopped with Ctrl-C (or SIGTERM) before the run ended";
 
 const DATABASE: &str = "\
 Database: --state-uri, else FLUJO_STATE_URI, else state_uri in the nearest flujo.toml (this
@@ -51,6 +56,8 @@ Examples:
   flujo lens list -s failed --since 1h30m       failed runs of the last 90 minutes
   flujo lens list --since 2026-01-05 --until '2026-01-06 12:00'
   flujo lens list --limit 500 -o jsonl          for scripts: one run object per line
+  flujo lens list --watch                       kept up to date as runs start and end
+  flujo lens list --watch -o jsonl | jq -c 'select(.status == \"failed\")'
 
 Statuses: running, completed, failed, cancelled, crashed (a run left running by a process on
 this host that no longer exists).
@@ -66,7 +73,12 @@ JSON (-o json): {\"runs\": [RUN...], \"matching\": {\"count\": N, \"exact\": BOO
 where exact=false means more than count runs match (with \"stopped_after\": N, that only the
 newest N were checked for running or crashed). RUN: run_id, short_id, pipeline_name,
 pipeline_version, status, start_time, end_time, duration_ms, total_cost, total_tokens, n_steps,
-writer, trace_id. -o jsonl: one RUN per line. Values are never cut; missing values are null.";
+writer, trace_id. -o jsonl: one RUN per line. Values are never cut; missing values are null.
+
+--watch keeps going until Ctrl-C (exit 0): on a terminal the table is redrawn in place when a
+run starts or ends (and twice a second, so a crashed run shows); off a terminal it prints one
+line per run (oldest first), then a line each time one starts or changes status: time, status,
+short id, pipeline, version (and duration, steps, cost once ended); -o jsonl: a RUN per change.";
 
 const SHOW_AFTER_HELP: &str = "\
 Examples:
@@ -74,6 +86,8 @@ Examples:
   flujo lens show 4f2a9c81                      a short id, as `flujo lens list` shows it
   flujo lens show 0190a1b2-3c4d-7e5f            a unique prefix of a run id is enough
   flujo lens show latest --full                 every value whole, however long
+  flujo lens show latest --follow               steps as they are recorded, until the run ends
+  flujo lens show latest -f && deploy           go on only if the run completes (exit 0)
   flujo lens show latest -o json | jq '.steps[] | select(.status == \"failed\")'
 
 Steps are listed in execution order, nested steps indented under the step that ran them.
@@ -87,13 +101,22 @@ input, output (the run's final output), final_context, error. STEP: step_run_id,
 parent_step_run_id, step_name, step_index, step_kind, status, attempts, fallback_taken,
 start_time, end_time, duration_ms, cost, tokens, input, output, error. Payloads stored as JSON
 are embedded as JSON. -o jsonl: the RUN, then one STEP per line, each with \"record\": \"run\"
-or \"step\".";
+or \"step\".
+
+--follow prints a line when a step starts and when it ends (time, status, the step indented
+under its parent, duration, attempts, error), in the order they happened, then one line for the
+run's end, and exits with a code for the run's status (below). A step that started and ended
+between two reads gets both lines. A run whose process dies is shown crashed (its process is
+looked up twice a second). The store is checked for commits every 20 ms, cheaply (SQLite's
+data_version), and no transaction is held between checks, so writers never wait. -o jsonl --follow: the RUN
+(running) first, a STEP each time one starts or ends, the RUN again at the end.";
 
 const TRACE_AFTER_HELP: &str = "\
 Examples:
   flujo lens trace latest                       where the last run's time went
   flujo lens trace 0190a1b2-3c4d --depth 1      the run's steps and their children only
   flujo lens trace latest --expand              every item of a large map, none folded
+  flujo lens trace latest --follow              the waterfall redrawn as the run goes on
   flujo lens trace latest -o json | jq '.steps[] | {step_name, offset_ms, duration_ms}'
 
 One line per step in execution order, indented under the step that ran it, with a bar on the
@@ -106,7 +129,11 @@ crash) shows `>` before its duration. Colour on a terminal only, never with NO_C
 JSON (-o json): {\"run_id\", \"pipeline_name\", \"pipeline_version\", \"status\", \"start_time\",
 \"duration_ms\", \"steps\": [STEP...]}, STEP: step_run_id, step_name, step_kind, status, attempts,
 offset_ms (from the run's start), duration_ms, ended, children: [STEP...]. Nothing is folded
-in JSON; --depth applies.";
+in JSON; --depth applies.
+
+--follow redraws the waterfall in place on a terminal as steps are recorded (cut to the
+terminal's height); off a terminal (or with -o json|jsonl) it prints the waterfall once the
+run has ended. Either way it exits with a code for the run's status (below).";
 
 const DIFF_AFTER_HELP: &str = "\
 Examples:
@@ -292,6 +319,11 @@ pub(crate) struct ListArgs {
     /// Show at most N runs
     #[arg(short = 'n', long, value_name = "N", default_value_t = 50)]
     pub(crate) limit: usize,
+
+    /// Keep the list up to date as runs start and end (a terminal: redrawn in place; else one
+    /// line per change); Ctrl-C stops
+    #[arg(short, long)]
+    pub(crate) watch: bool,
 }
 
 #[derive(Debug, Args)]
@@ -303,6 +335,11 @@ pub(crate) struct ShowArgs {
     /// Print every value whole instead of cutting long ones to fit
     #[arg(long)]
     pub(crate) full: bool,
+
+    /// Print steps as they start and end until the run ends, then exit with a code for its
+    /// status (0 completed, 3 failed, 4 cancelled, 5 crashed)
+    #[arg(short, long)]
+    pub(crate) follow: bool,
 }
 
 #[derive(Debug, Args)]
@@ -318,6 +355,12 @@ pub(crate) struct TraceArgs {
     /// Show every step of a large map or loop instead of folding all but the first 10 into one line
     #[arg(long)]
     pub(crate) expand: bool,
+
+    /// Redraw the waterfall as steps are recorded until the run ends (off a terminal: print it
+    /// once it has ended), then exit with a code for its status (0 completed, 3 failed,
+    /// 4 cancelled, 5 crashed)
+    #[arg(short, long)]
+    pub(crate) follow: bool,
 }
 
 #[derive(Debug, Args)]

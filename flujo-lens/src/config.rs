@@ -14,6 +14,8 @@ use crate::Environment;
 
 /// Width used when output is not a terminal and `COLUMNS` is unset.
 const DEFAULT_WIDTH: usize = 120;
+/// Rows of a terminal whose height is unknown.
+const DEFAULT_ROWS: usize = 24;
 /// Narrower than this, tables cannot hold their columns: render at this width anyway.
 const MIN_WIDTH: usize = 40;
 
@@ -31,6 +33,9 @@ pub(crate) struct Config {
     /// Whether table output may use colour.
     pub(crate) color: bool,
     pub(crate) now: time::OffsetDateTime,
+    /// The terminal's height when standard output is a terminal (`--follow` and `--watch`
+    /// redraw in place only then), else `None`.
+    pub(crate) terminal_rows: Option<usize>,
     pub(crate) command: Command,
 }
 
@@ -62,12 +67,16 @@ pub(crate) struct ListConfig {
     /// The filter, `limit` always set.
     pub(crate) filter: RunFilter,
     pub(crate) limit: usize,
+    /// `--watch`: refresh until interrupted.
+    pub(crate) watch: bool,
 }
 
 #[derive(Debug, Clone)]
 pub(crate) struct ShowConfig {
     pub(crate) run: RunSelector,
     pub(crate) values: ValueLength,
+    /// `--follow`: steps as they are recorded, until the run ends.
+    pub(crate) follow: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -77,6 +86,8 @@ pub(crate) struct TraceConfig {
     pub(crate) depth: Option<usize>,
     /// Every child shown, none folded.
     pub(crate) expand: bool,
+    /// `--follow`: redrawn as steps are recorded, until the run ends.
+    pub(crate) follow: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -179,6 +190,7 @@ impl Config {
                 run: run_selector(&trace.run)?,
                 depth: trace.depth,
                 expand: trace.expand,
+                follow: trace.follow,
             }),
             LensCommand::Diff(diff) => Command::Diff(DiffConfig {
                 a: run_selector(&diff.a)?,
@@ -188,12 +200,27 @@ impl Config {
             LensCommand::Prune(prune) => Command::Prune(prune_config(prune, env)?),
             LensCommand::Copy(copy) => Command::Copy(copy_config(copy)?),
         };
+        let live = match &command {
+            Command::List(list) => list.watch.then_some("list --watch"),
+            Command::Show(show) => show.follow.then_some("show --follow"),
+            Command::Trace(trace) => trace.follow.then_some("trace --follow"),
+            _ => None,
+        };
+        if let (Some(live), Format::Json) = (live, format) {
+            return Err(LensError::Usage(format!(
+                "{live} writes as it goes, one JSON object per line: use -o jsonl instead of \
+                 -o json"
+            )));
+        }
         Ok(Config {
             store,
             format,
             width: output_width(env),
             color: env.stdout_is_terminal && !env.no_color,
             now: env.now,
+            terminal_rows: env
+                .stdout_is_terminal
+                .then_some(env.terminal_height.unwrap_or(DEFAULT_ROWS)),
             command,
         })
     }
@@ -266,6 +293,7 @@ fn list_config(args: ListArgs, env: &Environment) -> Result<ListConfig, LensErro
             limit: Some(args.limit),
         },
         limit: args.limit,
+        watch: args.watch,
     })
 }
 
@@ -302,6 +330,7 @@ fn show_config(args: ShowArgs) -> Result<ShowConfig, LensError> {
         } else {
             ValueLength::Cut
         },
+        follow: args.follow,
     })
 }
 

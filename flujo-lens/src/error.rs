@@ -11,6 +11,16 @@ pub const EXIT_NOTHING_FOUND: u8 = 1;
 /// `--yes` and no terminal to ask on.
 pub const EXIT_USAGE: u8 = 2;
 
+/// Exit code of `--follow`: the run failed.
+pub const EXIT_RUN_FAILED: u8 = 3;
+/// Exit code of `--follow`: the run was cancelled.
+pub const EXIT_RUN_CANCELLED: u8 = 4;
+/// Exit code of `--follow`: the run's process died before it ended (crashed).
+pub const EXIT_RUN_CRASHED: u8 = 5;
+/// Exit code of `--follow` stopped by Ctrl-C (SIGINT) or SIGTERM before the run ended, as a
+/// shell reports a process ended by SIGINT.
+pub const EXIT_INTERRUPTED: u8 = 130;
+
 /// Why a lens command stopped.
 #[derive(Debug)]
 pub(crate) enum LensError {
@@ -25,6 +35,10 @@ pub(crate) enum LensError {
     Postgres(flujo_trace_postgres::Error),
     /// `diff`: the runs differ (the difference was printed; exit code 1, as diff(1)).
     Different,
+    /// `--follow`: the run ended with this exit code's status (already printed).
+    RunEnded(u8),
+    /// `--follow`: stopped by a signal before the run ended.
+    Interrupted,
     /// Writing the output failed (a closed pipe is not an error: the reader had enough).
     Output(std::io::Error),
 }
@@ -59,6 +73,8 @@ impl LensError {
         let (code, message) = match self {
             LensError::NothingFound(message) => (EXIT_NOTHING_FOUND, message),
             LensError::Different => return EXIT_NOTHING_FOUND,
+            LensError::RunEnded(code) => return code,
+            LensError::Interrupted => return EXIT_INTERRUPTED,
             LensError::Usage(message) => (EXIT_USAGE, format!("error: {message}")),
             LensError::Database(error) => (EXIT_USAGE, format!("error: {error}")),
             LensError::Postgres(error) => (EXIT_USAGE, format!("error: {error}")),

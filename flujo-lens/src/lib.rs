@@ -1,9 +1,9 @@
 //! flujo-lens: the `flujo lens` CLI, reading recorded runs back from `flujo_ops.db`.
 //!
 //! ```text
-//! flujo lens list [--status S[,S...]] [--pipeline NAME] [--since WHEN] [--until WHEN] [--limit N]
-//! flujo lens show RUN [--full]            RUN: `latest`, a run id, a short id, or a unique prefix
-//! flujo lens trace RUN [--depth N] [--expand]
+//! flujo lens list [--status S[,S...]] [--pipeline NAME] [--since WHEN] [--until WHEN] [--limit N] [--watch]
+//! flujo lens show RUN [--full] [--follow]  RUN: `latest`, a run id, a short id, or a unique prefix
+//! flujo lens trace RUN [--depth N] [--expand] [--follow]
 //! flujo lens diff A B [--all]
 //! flujo lens prune --older-than WHEN [--status S[,S...]] [--pipeline NAME] [--dry-run] [--yes]
 //! flujo lens copy --to postgres://USER@HOST/DATABASE
@@ -22,9 +22,13 @@
 //!
 //! | code | meaning |
 //! | --- | --- |
-//! | 0 | success (also when the reader of the output goes away, as in `flujo lens list \| head -1`); `diff`: the runs are equal |
+//! | 0 | success (also when the reader of the output goes away, as in `flujo lens list \| head -1`); `diff`: the runs are equal; `--follow`: the run completed; `list --watch`: stopped by Ctrl-C |
 //! | 1 | nothing found: no run matches the filters (or none is recorded yet), or RUN names no run or several (an ambiguous prefix lists the candidates); `prune`: no run matches, or the question was not answered yes (nothing deleted); `diff`: the runs differ |
 //! | 2 | the command could not run: bad arguments, an unusable configuration (`flujo.toml`, `FLUJO_STATE_URI`), or a database that is missing, not a flujo database, corrupt, or from a newer flujo; `prune` without `--yes` when there is no terminal to ask on; `diff`: also a RUN that names no run or several (as `diff(1)` says trouble with 2) |
+//! | 3 | `--follow`: the run failed |
+//! | 4 | `--follow`: the run was cancelled |
+//! | 5 | `--follow`: the run crashed (its process died before it ended) |
+//! | 130 | `--follow`: stopped by Ctrl-C (SIGINT) or SIGTERM before the run ended (`list --watch` exits 0 then) |
 //!
 //! # JSON output
 //!
@@ -60,7 +64,10 @@
 //! - `list -o jsonl`: one run object per line.
 //! - `show -o json`: `{"run": run, "steps": [step, ...]}`, steps in execution order.
 //! - `show -o jsonl`: the run object, then one step object per line; each carries
-//!   `"record": "run"` or `"record": "step"`.
+//!   `"record": "run"` or `"record": "step"`. With `--follow`: the run object (running) first,
+//!   a step object each time a step starts or ends, and the run object again once it ended.
+//! - `list --watch -o jsonl`: a run object (with `short_id`) for each run, oldest first, then
+//!   one each time a run starts or changes status.
 //! - `prune -o json` (and `-o jsonl`, the same line): `{"runs_deleted": N, "steps_deleted": N,
 //!   "bytes_before": N, "bytes_after": N, "reusable_bytes": N, "dry_run": bool}`; bytes count the
 //!   database file and its `-wal` file, `reusable_bytes` is freed space kept inside a file
@@ -73,6 +80,7 @@ mod config;
 mod copy;
 mod diff;
 mod error;
+mod follow;
 mod json;
 mod list;
 mod prune;
@@ -86,7 +94,10 @@ use std::io::{BufRead, IsTerminal as _, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-pub use error::{EXIT_NOTHING_FOUND, EXIT_SUCCESS, EXIT_USAGE};
+pub use error::{
+    EXIT_INTERRUPTED, EXIT_NOTHING_FOUND, EXIT_RUN_CANCELLED, EXIT_RUN_CRASHED, EXIT_RUN_FAILED,
+    EXIT_SUCCESS, EXIT_USAGE,
+};
 
 use crate::config::{Command, Config};
 use crate::error::LensError;
@@ -111,6 +122,9 @@ pub struct Environment {
     pub stderr_is_terminal: bool,
     /// The width of the terminal standard output is, when known.
     pub terminal_width: Option<usize>,
+    /// The height of the terminal standard output is, when known (`--follow` and `--watch`
+    /// keep what they redraw within it).
+    pub terminal_height: Option<usize>,
     /// Now, for relative `--since`/`--until` and the age of running runs.
     pub now: time::OffsetDateTime,
 }
@@ -120,6 +134,9 @@ impl Environment {
     pub fn from_process() -> Environment {
         let stdout = std::io::stdout();
         let stdout_is_terminal = stdout.is_terminal();
+        let size = stdout_is_terminal
+            .then(|| terminal_size::terminal_size_of(&stdout))
+            .flatten();
         Environment {
             cwd: std::env::current_dir().unwrap_or_default(),
             state_uri: std::env::var(flujo_trace_sqlite::STATE_URI_ENV).ok(),
@@ -128,10 +145,8 @@ impl Environment {
             stdout_is_terminal,
             stdin_is_terminal: std::io::stdin().is_terminal(),
             stderr_is_terminal: std::io::stderr().is_terminal(),
-            terminal_width: stdout_is_terminal
-                .then(|| terminal_size::terminal_size_of(&stdout))
-                .flatten()
-                .map(|(width, _)| usize::from(width.0)),
+            terminal_width: size.map(|(width, _)| usize::from(width.0)),
+            terminal_height: size.map(|(_, height)| usize::from(height.0)),
             now: time::OffsetDateTime::now_utc(),
         }
     }

@@ -87,6 +87,9 @@ fn list_from<R: RunReader>(
 where
     LensError: From<R::Error>,
 {
+    if list.watch {
+        return crate::follow::list(backend, config, list, out);
+    }
     let page = backend.list_runs_page(&list.filter, COUNT_BOUND)?;
     let short = short_ids(backend, &page.runs)?;
     match config.format {

@@ -47,6 +47,9 @@ where
 {
     let run = find(config, backend, &show.run)?;
     let short = crate::list::short_ids(backend, std::slice::from_ref(&run))?.remove(0);
+    if show.follow {
+        return crate::follow::show(backend, config, run, &short, out);
+    }
     let running_steps = if run.status == CRASHED {
         backend.running_steps(&run.run_id)?
     } else {

@@ -290,6 +290,13 @@ pub(crate) fn time(stored: Option<&str>, precision: TimePrecision) -> String {
                 utc.second()
             );
             match precision {
+                TimePrecision::ClockMillis => format!(
+                    "{:02}:{:02}:{:02}.{:03}",
+                    utc.hour(),
+                    utc.minute(),
+                    utc.second(),
+                    utc.millisecond()
+                ),
                 TimePrecision::Seconds => seconds,
                 TimePrecision::Micros => format!("{seconds}.{:06} UTC", utc.microsecond()),
             }
@@ -300,6 +307,8 @@ pub(crate) fn time(stored: Option<&str>, precision: TimePrecision) -> String {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum TimePrecision {
+    /// The time of day only, to the millisecond: `14:30:00.123` (lines of `--follow`).
+    ClockMillis,
     Seconds,
     Micros,
 }

@@ -69,6 +69,23 @@ where
     LensError: From<R::Error>,
 {
     let run = show::find(config, backend, &trace.run)?;
+    if trace.follow {
+        return crate::follow::trace(backend, config, trace, run, out);
+    }
+    out.write_all(render(backend, &run, config, trace)?.as_bytes())?;
+    Ok(())
+}
+
+/// The waterfall of `run` (or its JSON line), as `trace` prints it.
+pub(crate) fn render<R: RunReader>(
+    backend: &R,
+    run: &RunRecord,
+    config: &Config,
+    trace: &TraceConfig,
+) -> Result<String, LensError>
+where
+    LensError: From<R::Error>,
+{
     let run_start = flujo_trace_core::parse_timestamp(&run.start_time);
     let mut spans = Vec::new();
     backend.for_each_run_step(&run.run_id, |step| -> Result<(), LensError> {
@@ -88,7 +105,7 @@ where
             (None, Some(end), Some(run)) => micros(end - run) - offset_us,
             _ => -1,
         };
-        let status = show::shown_status(&run, &step).to_owned();
+        let status = show::shown_status(run, &step).to_owned();
         spans.push(Span {
             id: step.step_run_id,
             parent: step.parent_step_run_id,
@@ -119,8 +136,7 @@ where
     match config.format {
         Format::Table => {
             let lines = tree.lines(trace, &spans);
-            let rendered = render_waterfall(&run, &spans, &lines, total_us, config);
-            out.write_all(rendered.as_bytes())?;
+            Ok(render_waterfall(run, &spans, &lines, total_us, config))
         }
         Format::Json | Format::Jsonl => {
             let document = TraceJson {
@@ -132,10 +148,11 @@ where
                 duration_ms: total_us / 1_000,
                 steps: tree.json(&spans, tree.roots(), trace.depth, 0),
             };
-            json::write_line(out, &document)?;
+            let mut line = Vec::new();
+            json::write_line(&mut line, &document)?;
+            Ok(String::from_utf8_lossy(&line).into_owned())
         }
     }
-    Ok(())
 }
 
 fn micros(duration: time::Duration) -> i64 {

@@ -225,12 +225,17 @@ fn help_documents_examples_and_exit_codes() {
         &["lens", "list", "--help"][..],
         &["lens", "show", "--help"][..],
         &["lens", "diff", "--help"][..],
+        &["lens", "trace", "--help"][..],
     ] {
         let outcome = lens(dir.path(), args);
         assert_eq!(outcome.code, 0, "{args:?}");
         assert!(outcome.stdout.contains("Examples:"), "{args:?}");
         assert!(outcome.stdout.contains("Exit codes:"), "{args:?}");
-        assert!(outcome.stdout.contains("1  nothing found"), "{args:?}");
+        assert!(outcome.stdout.contains("1    nothing found"), "{args:?}");
+        assert!(
+            outcome.stdout.contains("5    --follow: the run crashed"),
+            "{args:?}"
+        );
     }
     let list = lens(dir.path(), &["lens", "list", "--help"]);
     snapshot!("lens_help_list", dir.path(), list.stdout);
@@ -238,6 +243,8 @@ fn help_documents_examples_and_exit_codes() {
     snapshot!("lens_help_show", dir.path(), show.stdout);
     let diff = lens(dir.path(), &["lens", "diff", "--help"]);
     snapshot!("lens_help_diff", dir.path(), diff.stdout);
+    let trace = lens(dir.path(), &["lens", "trace", "--help"]);
+    snapshot!("lens_help_trace", dir.path(), trace.stdout);
     let bare = lens(dir.path(), &["lens"]);
     assert_eq!(
         bare.code, 2,

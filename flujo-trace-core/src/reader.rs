@@ -30,6 +30,11 @@ pub trait RunReader {
     /// older version is scanned.
     fn run_ids_by_tail(&self, tails: &[&str]) -> Result<Vec<String>, Self::Error>;
 
+    /// A number that changes whenever another connection commits to the store (and may change
+    /// for other reasons): followers poll it, cheaply, and query again only when it moved. It
+    /// holds no transaction open between calls.
+    fn change_token(&self) -> Result<u64, Self::Error>;
+
     /// Calls `each` with every step of a run in execution order, one at a time; stops at the
     /// first error `each` returns.
     fn for_each_run_step<E: From<Self::Error>>(

@@ -300,6 +300,17 @@ impl RunReader for PostgresReader {
         Ok(rows.iter().map(|row| row.get(0)).collect())
     }
 
+    /// The cluster's next transaction id (`pg_current_snapshot()`'s xmax): it moves with every
+    /// commit of a writing transaction, on any database of the server, and reading it assigns
+    /// none and touches no table.
+    fn change_token(&self) -> Result<u64, Error> {
+        let rows = self.query(
+            "SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint",
+            &[],
+        )?;
+        Ok(rows.first().map_or(0, |row| row.get::<_, i64>(0) as u64))
+    }
+
     fn for_each_run_step<E: From<Error>>(
         &self,
         run_id: &str,

@@ -98,6 +98,15 @@ impl SqliteBackend {
         runs_by_prefix(&self.conn, self.schema_version, prefix, max).map_err(|e| self.read_error(e))
     }
 
+    /// `PRAGMA data_version` of the reader's connection.
+    pub(crate) fn data_version(&self) -> Result<u64, Error> {
+        self.conn
+            .prepare_cached("PRAGMA data_version")
+            .and_then(|mut stmt| stmt.query_row([], |row| row.get::<_, i64>(0)))
+            .map(|version| version as u64)
+            .map_err(|e| self.read_error(e))
+    }
+
     /// The ids of the runs whose id ends with one of `tails`: `idx_runs_id_tail` (schema
     /// version 6) is probed once per tail; a database of an older version is scanned.
     pub(crate) fn run_ids_by_tail(&self, tails: &[&str]) -> Result<Vec<String>, Error> {

@@ -116,6 +116,12 @@ impl RunReader for SqliteReader {
         self.backend.run_ids_by_tail(tails)
     }
 
+    /// `PRAGMA data_version`: changes when another connection commits, read from the WAL
+    /// index without touching a table.
+    fn change_token(&self) -> Result<u64, Error> {
+        self.backend.data_version()
+    }
+
     /// Calls `each` with every step of a run in execution order (the order the writer inserted
     /// them, when each started: `rowid`, read through `idx_steps_run_id`), one row at a time, so
     /// a run with thousands of large steps is never held in memory at once. Stops at the first

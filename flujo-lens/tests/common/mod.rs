@@ -447,6 +447,7 @@ pub fn environment(cwd: &Path) -> flujo_lens::Environment {
         stdin_is_terminal: false,
         stderr_is_terminal: false,
         terminal_width: None,
+        terminal_height: None,
         now: time::macros::datetime!(2026-01-05 15:00:00 UTC),
     }
 }

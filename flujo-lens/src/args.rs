@@ -107,7 +107,7 @@ or \"step\".
 under its parent, duration, attempts, error), in the order they happened, then one line for the
 run's end, and exits with a code for the run's status (below). A step that started and ended
 between two reads gets both lines. A run whose process dies is shown crashed (its process is
-looked up twice a second). The store is checked for commits every 20 ms, cheaply (SQLite's
+looked up twice a second). The store is checked for commits every 30 ms, cheaply (SQLite's
 data_version), and no transaction is held between checks, so writers never wait. -o jsonl --follow: the RUN
 (running) first, a STEP each time one starts or ends, the RUN again at the end.";
 

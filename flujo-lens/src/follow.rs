@@ -23,7 +23,7 @@ use crate::{list, show, trace};
 
 /// How often the change token is read: a commit reaches the screen within about this (plus one
 /// query), and an idle follower does little else.
-pub(crate) const POLL: Duration = Duration::from_millis(20);
+pub(crate) const POLL: Duration = Duration::from_millis(30);
 /// Read again after this even when nothing was committed: a writer that died commits nothing,
 /// and a running run turns `crashed` only when its process is looked up again.
 pub(crate) const RECHECK: Duration = Duration::from_millis(500);
@@ -57,9 +57,10 @@ impl Poller {
         }
     }
 
-    /// Returns once the store may have changed since the last return (at once the first time),
-    /// or [`LensError::Interrupted`] on a signal.
-    fn wait<R: RunReader>(&mut self, backend: &R) -> Result<(), LensError>
+    /// Returns once the store may have changed since the last return (at once the first time:
+    /// [`Wake::Changed`]) or [`RECHECK`] passed without a commit ([`Wake::Recheck`]), or
+    /// [`LensError::Interrupted`] on a signal.
+    fn wait<R: RunReader>(&mut self, backend: &R) -> Result<Wake, LensError>
     where
         LensError: From<R::Error>,
     {
@@ -68,15 +69,29 @@ impl Poller {
                 return Err(LensError::Interrupted);
             }
             let token = backend.change_token()?;
-            let due = self.read_at.is_none_or(|at| at.elapsed() >= RECHECK);
-            if due || self.token != Some(token) {
-                self.token = Some(token);
-                self.read_at = Some(Instant::now());
-                return Ok(());
-            }
-            std::thread::sleep(POLL);
+            let wake = if self.token != Some(token) {
+                Wake::Changed
+            } else if self.read_at.is_none_or(|at| at.elapsed() >= RECHECK) {
+                Wake::Recheck
+            } else {
+                std::thread::sleep(POLL);
+                continue;
+            };
+            self.token = Some(token);
+            self.read_at = Some(Instant::now());
+            return Ok(wake);
         }
     }
+}
+
+/// Why [`Poller::wait`] returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wake {
+    /// Something was committed.
+    Changed,
+    /// Nothing was committed for [`RECHECK`]: only what is derived when reading (a crash) or
+    /// from the clock can have changed.
+    Recheck,
 }
 
 /// What a terminal shows, redrawn in place: the cursor goes back to the first line drawn and
@@ -168,8 +183,12 @@ where
     let mut printed: HashMap<String, String> = HashMap::new();
     let mut depth: HashMap<String, usize> = HashMap::new();
     loop {
-        poller.wait(backend)?;
+        let wake = poller.wait(backend)?;
         let run = reread(backend, config, &run_id)?;
+        if wake == Wake::Recheck && run.status == "running" {
+            // nothing committed and its process is alive: no step can have changed
+            continue;
+        }
         let mut events: Vec<Event> = Vec::new();
         let mut seq = 0usize;
         backend.for_each_run_step(&run_id, |step| -> Result<(), LensError> {
@@ -347,11 +366,11 @@ fn header(run: &RunRecord, short_id: &str, config: &Config) -> String {
 fn footer(run: &RunRecord, running: &[StepRecord], config: &Config) -> String {
     let status = render::paint(&run.status, Tone::of_status(&run.status), config.color);
     let mut facts = vec![format!("{} steps", text::count(run.n_steps))];
-    if let Some(cost) = run.total_cost {
+    if let Some(cost) = run.total_cost.filter(|&cost| cost > 0.0) {
         facts.push(text::cost(Some(cost)));
     }
-    if let Some(tokens) = run.total_tokens {
-        facts.push(format!("{} tokens", text::thousands(tokens.max(0) as u64)));
+    if let Some(tokens) = run.total_tokens.filter(|&tokens| tokens > 0) {
+        facts.push(format!("{} tokens", text::thousands(tokens as u64)));
     }
     let mut line = match run.status.as_str() {
         "completed" => format!(
@@ -411,13 +430,16 @@ where
     };
     let mut poller = Poller::new();
     loop {
-        poller.wait(backend)?;
+        let wake = poller.wait(backend)?;
         let run = reread(backend, config, &run.run_id)?;
+        let done = run.status != "running";
+        if wake == Wake::Recheck && !done && screen.is_none() {
+            continue;
+        }
         let now = Config {
             now: time::OffsetDateTime::now_utc(),
             ..config.clone()
         };
-        let done = run.status != "running";
         if let Some(screen) = &mut screen {
             screen.draw(out, &trace::render(backend, &run, &now, trace)?)?;
         } else if done {
@@ -449,13 +471,22 @@ where
     let mut poller = Poller::new();
     let mut shown: HashMap<String, String> = HashMap::new();
     loop {
-        match poller.wait(backend) {
+        let wake = match poller.wait(backend) {
             Err(LensError::Interrupted) => return Ok(()),
             other => other?,
+        };
+        if wake == Wake::Recheck && !shown.values().any(|status| status == "running") {
+            // nothing committed and nothing shown running that could have crashed
+            continue;
         }
         let page = backend.list_runs_page(&watch.filter, list::COUNT_BOUND)?;
         let short = list::short_ids(backend, &page.runs)?;
         if let Some(screen) = &mut screen {
+            shown = page
+                .runs
+                .iter()
+                .map(|run| (run.run_id.clone(), run.status.clone()))
+                .collect();
             let mut text = if page.runs.is_empty() {
                 "no runs match yet\n".to_owned()
             } else {

@@ -42,10 +42,15 @@ pub(crate) fn run(args: &LensArgs) -> Result<()> {
         }
         seed::run(&seed::SeedArgs::new(args.runs, db.clone()))?;
     }
+    // a database seeded before schema 6 gets the short-id index the way any writer gives it
+    let upgrade = Instant::now();
+    drop(flujo::SqliteLayer::open(&db).context("opening the database to upgrade it")?);
+    let upgrade = upgrade.elapsed();
     let n_runs = seed::count_runs(&db)?;
     let db_bytes = std::fs::metadata(&db)?.len();
     let (some_id, some_pipeline) = seed::sample_run(&db)?;
     let prefix: String = some_id.chars().take(13).collect();
+    let short: String = some_id.chars().skip(24).collect();
 
     let state = db
         .to_str()
@@ -84,6 +89,10 @@ pub(crate) fn run(args: &LensArgs) -> Result<()> {
             vec!["lens".into(), "show".into(), prefix.clone()],
         ),
         (
+            "lens show <short id>".into(),
+            vec!["lens".into(), "show".into(), short.clone()],
+        ),
+        (
             "lens show latest".into(),
             vec!["lens".into(), "show".into(), "latest".into()],
         ),
@@ -114,8 +123,12 @@ pub(crate) fn run(args: &LensArgs) -> Result<()> {
         args.iterations
     );
     println!(
-        "{:<44} {:>10} {:>10} {:>10}",
-        "command", "median", "min", "max"
+        "(opening it for writing, which brings an older schema to this build's, took {})",
+        ms(upgrade)
+    );
+    println!(
+        "{:<44} {:>10} {:>10} {:>10} {:>12}",
+        "command", "median", "min", "max", "first"
     );
     for (label, argv) in &cases {
         let timed = time_command(&flujo, &state, label, argv, args.iterations)?;
@@ -175,7 +188,142 @@ pub(crate) fn run(args: &LensArgs) -> Result<()> {
         );
     }
     println!("(goals: trace of 10,000 steps < 200 ms, diff of two < 500 ms, typical runs < 10 ms)");
+    println!();
+    following(&flujo)?;
     Ok(())
+}
+
+/// Steps committed one at a time while `show --follow` reads.
+const FOLLOWED_STEPS: usize = 50;
+/// How long the idle followers are watched.
+const IDLE: Duration = Duration::from_secs(10);
+
+/// `show --follow` and `list --watch` as processes: the time from a step's commit to its line
+/// on the follower's output, and the CPU an idle follower uses.
+fn following(flujo: &std::path::Path) -> Result<()> {
+    use std::io::{BufRead, BufReader};
+
+    let dir = tempfile::tempdir()?;
+    let db = dir.path().join("followed.db");
+    drop(flujo::SqliteLayer::open(&db)?);
+    let conn = rusqlite::Connection::open(&db)?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    let run_id = "0193aaaa-0000-7000-8000-00000000f011";
+    conn.execute(
+        "INSERT INTO runs (run_id, pipeline_name, pipeline_version, status, start_time) \
+         VALUES (?1, 'followed', '1', 'running', ?2)",
+        rusqlite::params![run_id, flujo::format_timestamp(time_now())],
+    )?;
+    let state = db.to_str().context("path is not UTF-8")?;
+    let spawn = |args: &[&str]| {
+        Command::new(flujo)
+            .args(args)
+            .env("FLUJO_STATE_URI", state)
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("running flujo {}", args.join(" ")))
+    };
+    let mut follower = spawn(&["lens", "show", run_id, "--follow"])?;
+    let mut watcher = spawn(&["lens", "list", "--watch"])?;
+    let (send, lines) = std::sync::mpsc::channel::<(Instant, String)>();
+    let stdout = follower.stdout.take().context("no stdout")?;
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if send.send((Instant::now(), line)).is_err() {
+                break;
+            }
+        }
+    });
+    let wait_for = |what: &str| -> Result<Instant> {
+        loop {
+            let (at, line) = lines
+                .recv_timeout(Duration::from_secs(30))
+                .with_context(|| format!("show --follow printed no {what}"))?;
+            if line.contains(what) {
+                return Ok(at);
+            }
+        }
+    };
+    wait_for("following run")?;
+    let mut latencies = Vec::with_capacity(FOLLOWED_STEPS);
+    for k in 0..FOLLOWED_STEPS {
+        // commits at no fixed phase of the follower's polling: 0 to 46 ms after the last line
+        std::thread::sleep(Duration::from_millis((k as u64 * 37) % 47));
+        let name = format!("step_{k:03}");
+        let now = flujo::format_timestamp(time_now());
+        let tx = conn.unchecked_transaction()?;
+        tx.execute(
+            "INSERT INTO steps (step_run_id, run_id, step_name, step_index, status, start_time, \
+             end_time, duration_ms) VALUES (?1, ?2, ?3, ?4, 'completed', ?5, ?5, 0)",
+            rusqlite::params![format!("{run_id}-{k}"), run_id, name, k as i64, now],
+        )?;
+        tx.commit()?;
+        let committed = Instant::now();
+        let shown = wait_for(&format!("completed  {name}"))?;
+        latencies.push(shown.saturating_duration_since(committed));
+    }
+    latencies.sort();
+    // idle: nothing committed for IDLE
+    let cpu = |pid: u32| -> Result<f64> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .context("unreadable /proc stat")?
+            .1
+            .split_whitespace()
+            .collect();
+        // utime and stime, fields 14 and 15 of the line (11 and 12 after the command name)
+        let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
+        // SAFETY: sysconf has no preconditions
+        let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+        Ok(ticks / per_second)
+    };
+    let (follow_before, watch_before) = (cpu(follower.id())?, cpu(watcher.id())?);
+    let idle_started = Instant::now();
+    std::thread::sleep(IDLE);
+    let idle = idle_started.elapsed().as_secs_f64();
+    let follow_idle = (cpu(follower.id())? - follow_before) / idle * 100.0;
+    let watch_idle = (cpu(watcher.id())? - watch_before) / idle * 100.0;
+    conn.execute(
+        "UPDATE runs SET status = 'completed', end_time = ?2, duration_ms = 1 WHERE run_id = ?1",
+        rusqlite::params![run_id, flujo::format_timestamp(time_now())],
+    )?;
+    let ended = Instant::now();
+    let code = follower.wait()?.code();
+    let exit_after = ended.elapsed();
+    // SAFETY: the watcher is our child; SIGINT is how a user stops it
+    unsafe { libc::kill(watcher.id() as libc::pid_t, libc::SIGINT) };
+    let watch_code = watcher.wait()?.code();
+    if code != Some(0) || watch_code != Some(0) {
+        bail!("show --follow exited {code:?}, list --watch {watch_code:?}: expected 0 and 0");
+    }
+    let pct = |q: usize| latencies[(latencies.len() * q / 100).min(latencies.len() - 1)];
+    println!(
+        "following: show --follow over a run whose steps are committed one at a time ({} commits)",
+        FOLLOWED_STEPS
+    );
+    println!(
+        "  commit to line on the follower's output: median {}, p95 {}, max {} (goal <= 100 ms)",
+        ms(pct(50)),
+        ms(pct(95)),
+        ms(latencies[latencies.len() - 1])
+    );
+    println!(
+        "  run's end to the follower's exit (code 0): {}",
+        ms(exit_after)
+    );
+    println!(
+        "  idle for {:.0} s: show --follow {:.2}% of a core, list --watch {:.2}% (goal < 0.5%)",
+        idle, follow_idle, watch_idle
+    );
+    Ok(())
+}
+
+fn time_now() -> time::OffsetDateTime {
+    time::OffsetDateTime::now_utc()
 }
 
 /// Items of the map in each large run.
@@ -236,23 +384,21 @@ fn time_command(
 ) -> Result<Timed> {
     let mut times = Vec::with_capacity(iterations);
     let mut first = Duration::ZERO;
-    let mut peak_kib = 0;
     for i in 0..iterations + 1 {
         let started = Instant::now();
-        let child = Command::new(flujo)
+        let status = Command::new(flujo)
             .args(argv)
             .env("FLUJO_STATE_URI", state)
             .env("COLUMNS", "160")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
-            .spawn()
+            .status()
             .with_context(|| format!("running flujo {label}"))?;
-        let (code, max_rss_kib) = wait_with_peak(child)?;
         let elapsed = started.elapsed();
+        let code = status.code().unwrap_or(-1);
         if code != 0 && code != 1 {
             bail!("flujo {label} failed with exit code {code}");
         }
-        peak_kib = peak_kib.max(max_rss_kib);
         if i == 0 {
             // the first process meets the page cache as it was (cold after a reboot or a
             // large seed); it is shown apart and not counted in the median
@@ -262,6 +408,23 @@ fn time_command(
         }
     }
     times.sort();
+    // peak memory from one more process, started by a small launcher: a process started by
+    // this one (vfork, then exec) inherits this process's peak as its own ru_maxrss
+    let peak = Command::new(std::env::current_exe()?)
+        .args(["peak-rss", "--"])
+        .arg(flujo)
+        .args(argv)
+        .env("FLUJO_STATE_URI", state)
+        .env("COLUMNS", "160")
+        .stderr(Stdio::null())
+        .output()
+        .with_context(|| format!("measuring flujo {label}"))?;
+    let peak = String::from_utf8_lossy(&peak.stdout);
+    let peak_kib = peak
+        .split_whitespace()
+        .nth(1)
+        .and_then(|kib| kib.parse().ok())
+        .with_context(|| format!("peak-rss printed {peak:?}"))?;
     Ok(Timed {
         median: times[times.len() / 2],
         min: times[0],
@@ -269,6 +432,27 @@ fn time_command(
         first,
         peak_kib,
     })
+}
+
+#[derive(clap::Args)]
+pub(crate) struct PeakRssArgs {
+    /// The program and its arguments.
+    #[arg(trailing_var_arg = true, required = true)]
+    command: Vec<String>,
+}
+
+/// `xtask peak-rss -- PROGRAM ARGS...`: runs it (output discarded) and prints `CODE KIB`, its
+/// exit code and peak resident set. Being a small process, its child's peak is the child's own.
+pub(crate) fn peak_rss(args: &PeakRssArgs) -> Result<()> {
+    let child = Command::new(&args.command[0])
+        .args(&args.command[1..])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("running {}", args.command[0]))?;
+    let (code, kib) = wait_with_peak(child)?;
+    println!("{code} {kib}");
+    Ok(())
 }
 
 /// Waits for `child` with wait4: its exit code and its peak resident set (KiB).

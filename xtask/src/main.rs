@@ -48,6 +48,9 @@ enum Task {
     /// (internal) one writer process of `bench postgres`.
     #[command(hide = true)]
     PostgresWriterChild(bench_postgres::WriterChildArgs),
+    /// (internal) runs a command and prints its exit code and peak resident set (KiB).
+    #[command(hide = true)]
+    PeakRss(bench_lens::PeakRssArgs),
 }
 
 #[derive(Subcommand)]
@@ -73,6 +76,7 @@ fn main() -> Result<()> {
         },
         Task::OverheadChild(args) => bench_overhead::child(&args),
         Task::PostgresWriterChild(args) => bench_postgres::writer_child(&args),
+        Task::PeakRss(args) => bench_lens::peak_rss(&args),
     }
 }
 

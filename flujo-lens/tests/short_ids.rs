@@ -1,7 +1,8 @@
 //! Short ids: `list` shows each run by the shortest end of its id (8 to 12 characters) no other
 //! run's id ends with, JSON carries it as `short_id`, and every RUN argument takes it (any case);
 //! a string that is a run's short id and another run's prefix means the short id; a store from
-//! before the index (schema version 5) works the same, read-only and untouched.
+//! before the index (schema version 5), or one whose index the writer is still filling, works
+//! the same, read-only and untouched.
 
 mod common;
 
@@ -144,8 +145,11 @@ fn a_store_from_before_the_index_works_and_is_left_as_it_was() {
     let (dir, path) = store();
     {
         let conn = rusqlite::Connection::open(&path).unwrap();
-        conn.execute_batch("DROP INDEX idx_runs_id_tail; PRAGMA user_version = 5;")
-            .unwrap();
+        conn.execute_batch(
+            "DROP TRIGGER run_tails_insert; DROP TRIGGER run_tails_delete; \
+             DROP TABLE run_tails; DROP TABLE flujo_backfill; PRAGMA user_version = 5;",
+        )
+        .unwrap();
     }
     let before = std::fs::read(&path).unwrap();
     assert_eq!(short_ids(dir.path()), expected_short_ids());
@@ -160,6 +164,22 @@ fn a_store_from_before_the_index_works_and_is_left_as_it_was() {
         .pragma_query_value(None, "user_version", |row| row.get(0))
         .unwrap();
     assert_eq!(version, 5);
+}
+
+#[test]
+fn a_store_whose_tails_are_still_being_filled_answers_the_same() {
+    let (dir, path) = store();
+    {
+        // as just after an upgrade: the writer has not filled run_tails yet
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "DELETE FROM run_tails; UPDATE flujo_backfill SET done = 0, after = '';",
+        )
+        .unwrap();
+    }
+    assert_eq!(short_ids(dir.path()), expected_short_ids());
+    assert_eq!(shown_id(dir.path(), "E2E3F4A5B").unwrap(), B);
+    assert_eq!(shown_id(dir.path(), "2e3f4a5b").unwrap_err().code, 1);
 }
 
 #[test]

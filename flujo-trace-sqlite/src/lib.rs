@@ -2,6 +2,7 @@
 #![warn(missing_docs, unreachable_pub, rust_2018_idioms)]
 
 mod backend;
+mod backfill;
 mod config;
 mod error;
 mod layer;

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use flujo_trace_core::{Row, Sink, SinkError};
 use rusqlite::{Connection, ErrorCode, TransactionBehavior};
@@ -15,12 +15,16 @@ use rusqlite::{Connection, ErrorCode, TransactionBehavior};
 use crate::backend::{
     insert_run, insert_step, update_run_end, update_step_end, SqliteBackend, StepClose, StepRow,
 };
+use crate::backfill;
 
 /// Commits between two checkpoints of the WAL, whatever its size.
 const COMMITS_PER_CHECKPOINT: u32 = 64;
 /// A WAL larger than this is checkpointed after the next commit, and is cut back to this size
 /// when SQLite starts it over (`journal_size_limit`).
 pub(crate) const WAL_CHECKPOINT_BYTES: u64 = 4 * 1024 * 1024;
+/// The pause between two backfill steps of an idle writer, and the least time between two
+/// steps of a busy one (one after a checkpoint is due): other writers get the lock in between.
+const BACKFILL_PAUSE: Duration = Duration::from_millis(20);
 /// The busy timeout of the last writes and the checkpoint at exit: exit never waits long on a
 /// lock held by another process.
 const EXIT_BUSY_TIMEOUT: Duration = Duration::from_millis(500);
@@ -35,6 +39,10 @@ pub(crate) struct SqliteSink {
     wal_path: PathBuf,
     /// Commits since the last checkpoint (see `checkpoint`).
     commits_since_checkpoint: u32,
+    /// Whether `run_tails` is still to be filled for runs before the upgrade (`backfill.rs`).
+    backfilling: bool,
+    /// When the last backfill step ran.
+    backfilled_at: Instant,
 }
 
 impl SqliteSink {
@@ -51,6 +59,18 @@ impl SqliteSink {
             max_db_bytes,
             wal_path: PathBuf::from(wal_path),
             commits_since_checkpoint: 0,
+            backfilling: false,
+            backfilled_at: Instant::now(),
+        }
+    }
+
+    /// One backfill step, if any is due; a failure (a lock held too long) is tried again later.
+    fn backfill(&mut self) {
+        if self.backfilling {
+            self.backfilled_at = Instant::now();
+            if let Ok(more) = backfill::step(&mut self.backend.conn) {
+                self.backfilling = more;
+            }
         }
     }
 
@@ -72,6 +92,7 @@ impl SqliteSink {
 
 impl Sink for SqliteSink {
     fn open(&mut self) {
+        self.backfilling = backfill::pending(&self.backend.conn);
         // checkpoints happen after barriers are answered, in `checkpoint`
         let _ = self
             .backend
@@ -104,6 +125,9 @@ impl Sink for SqliteSink {
     /// (PASSIVE); what it cannot copy now is copied by a later one. Once SQLite starts the WAL
     /// over, it cuts the file back to `journal_size_limit`.
     fn checkpoint(&mut self) {
+        if self.backfilling && self.backfilled_at.elapsed() >= BACKFILL_PAUSE * 5 {
+            self.backfill();
+        }
         if self.commits_since_checkpoint == 0 {
             return;
         }
@@ -123,6 +147,16 @@ impl Sink for SqliteSink {
             .backend
             .conn
             .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+    }
+
+    /// While `run_tails` is being filled after an upgrade: a step every [`BACKFILL_PAUSE`] of
+    /// idleness.
+    fn heartbeat_interval(&self) -> Option<Duration> {
+        self.backfilling.then_some(BACKFILL_PAUSE)
+    }
+
+    fn heartbeat(&mut self) {
+        self.backfill();
     }
 
     fn ending(&mut self) {

@@ -64,12 +64,41 @@ impl SqliteSink {
         }
     }
 
+    /// A PASSIVE checkpoint when the WAL has grown past [`WAL_CHECKPOINT_BYTES`] or every
+    /// [`COMMITS_PER_CHECKPOINT`] commits. It never blocks on readers or other writers
+    /// (PASSIVE); what it cannot copy now is copied by a later one. Once SQLite starts the WAL
+    /// over, it cuts the file back to `journal_size_limit`.
+    fn checkpoint_when_due(&mut self) {
+        if self.commits_since_checkpoint == 0 {
+            return;
+        }
+        let wal_bytes = std::fs::metadata(&self.wal_path).map_or(0, |m| m.len());
+        // SQLite starts a checkpointed WAL over from its first byte without shrinking the file
+        // below `journal_size_limit`, so a file of exactly that size holds no more than that
+        // since the last checkpoint: only a larger one has grown past it (a `<` here made every
+        // commit after the first cut-back a checkpoint, three fsyncs each)
+        if self.commits_since_checkpoint < COMMITS_PER_CHECKPOINT
+            && wal_bytes <= WAL_CHECKPOINT_BYTES
+        {
+            return;
+        }
+        self.commits_since_checkpoint = 0;
+        // a failure here loses nothing: the rows are committed in the WAL either way
+        let _ = self
+            .backend
+            .conn
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+    }
+
     /// One backfill step, if any is due; a failure (a lock held too long) is tried again later.
     fn backfill(&mut self) {
         if self.backfilling {
             self.backfilled_at = Instant::now();
             if let Ok(more) = backfill::step(&mut self.backend.conn) {
                 self.backfilling = more;
+                // its commits grow the WAL like any other: checkpoint as after a batch
+                self.commits_since_checkpoint += 1;
+                self.checkpoint_when_due();
             }
         }
     }
@@ -120,33 +149,13 @@ impl Sink for SqliteSink {
         }
     }
 
-    /// A PASSIVE checkpoint when the WAL has grown past [`WAL_CHECKPOINT_BYTES`] or every
-    /// [`COMMITS_PER_CHECKPOINT`] commits. It never blocks on readers or other writers
-    /// (PASSIVE); what it cannot copy now is copied by a later one. Once SQLite starts the WAL
-    /// over, it cuts the file back to `journal_size_limit`.
+    /// A backfill step when one is due (at most every 100 ms of a busy writer), then
+    /// [`SqliteSink::checkpoint_when_due`].
     fn checkpoint(&mut self) {
         if self.backfilling && self.backfilled_at.elapsed() >= BACKFILL_PAUSE * 5 {
             self.backfill();
         }
-        if self.commits_since_checkpoint == 0 {
-            return;
-        }
-        let wal_bytes = std::fs::metadata(&self.wal_path).map_or(0, |m| m.len());
-        // SQLite starts a checkpointed WAL over from its first byte without shrinking the file
-        // below `journal_size_limit`, so a file of exactly that size holds no more than that
-        // since the last checkpoint: only a larger one has grown past it (a `<` here made every
-        // commit after the first cut-back a checkpoint, three fsyncs each)
-        if self.commits_since_checkpoint < COMMITS_PER_CHECKPOINT
-            && wal_bytes <= WAL_CHECKPOINT_BYTES
-        {
-            return;
-        }
-        self.commits_since_checkpoint = 0;
-        // a failure here loses nothing: the rows are committed in the WAL either way
-        let _ = self
-            .backend
-            .conn
-            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+        self.checkpoint_when_due();
     }
 
     /// While `run_tails` is being filled after an upgrade: a step every [`BACKFILL_PAUSE`] of

@@ -1,6 +1,6 @@
 //! A version 5 database with runs, opened by a writer: it becomes version 6 at once, and the
-//! writer fills `run_tails` for the runs before in short steps while another process keeps
-//! writing (whose every write transaction gets the lock within its busy timeout); once done,
+//! writer fills `run_tails` for the runs before in short steps while another connection writes
+//! between them (every write transaction getting the lock within its busy timeout); once done,
 //! `run_tails` holds exactly one row per run, new and deleted runs included.
 
 use std::time::{Duration, Instant};
@@ -71,10 +71,26 @@ fn run_tails_are_filled_in_steps_while_others_write() {
         .unwrap();
         tx.commit().unwrap();
         new_runs += 1;
-        let done = count(
+        // then wait for the backfill's next step (or its end) before writing again
+        let step = count(
             &other,
-            "SELECT done FROM flujo_backfill WHERE name = 'run_tails'",
+            "SELECT CAST(after AS INTEGER) FROM flujo_backfill WHERE name = 'run_tails'",
         );
+        let done = loop {
+            let (after, done) = other
+                .query_row(
+                    "SELECT CAST(after AS INTEGER), done FROM flujo_backfill \
+                     WHERE name = 'run_tails'",
+                    [],
+                    |row| Ok((row.get::<_, i64>(0)? as u64, row.get::<_, i64>(1)?)),
+                )
+                .unwrap();
+            if after != step || done == 1 {
+                break done;
+            }
+            assert!(started.elapsed() < Duration::from_secs(60), "no step");
+            std::thread::sleep(Duration::from_millis(2));
+        };
         if done == 1 {
             break;
         }

@@ -22,8 +22,8 @@ CREATE TRIGGER IF NOT EXISTS run_tails_delete AFTER DELETE ON runs BEGIN
     DELETE FROM run_tails WHERE tail = substr(old.run_id, -8) AND run_id = old.run_id;
 END;
 
--- Work the writer does after an upgrade, in steps: `after` is the last run id done (ids are
--- walked in order through the primary key), `done` 1 once every run before the upgrade is in.
+-- Work the writer does after an upgrade, in steps (`backfill.rs`): `after` is the number of the
+-- next step (one per range of tails), `done` 1 once every run before the upgrade is in.
 -- Readers use `run_tails` only once `done` is 1 (before, they scan the ids).
 CREATE TABLE IF NOT EXISTS flujo_backfill (
     name TEXT PRIMARY KEY,
@@ -32,4 +32,4 @@ CREATE TABLE IF NOT EXISTS flujo_backfill (
 );
 
 INSERT OR IGNORE INTO flujo_backfill (name, after, done)
-VALUES ('run_tails', '', NOT EXISTS (SELECT 1 FROM runs));
+VALUES ('run_tails', '0', NOT EXISTS (SELECT 1 FROM runs));

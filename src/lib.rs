@@ -32,8 +32,9 @@ mod settings;
 
 pub use flujo_runner::{
     branch_on, format_timestamp, join, loop_until, map_over, parallel, step, Backoff, BoxError,
-    BranchOn, ContextError, IntoStep, Join, LoopUntil, Parallel, Pipeline, PipelineResult,
-    Redaction, RunStatus, Step, StepContext, StepError, StepKind, StepResult, Usage,
+    BranchOn, Clock, ContextError, IntoStep, Join, LoopUntil, OffsetClock, Parallel, Pipeline,
+    PipelineResult, Redaction, RunStatus, Step, StepContext, StepError, StepKind, StepResult,
+    SystemClock, Usage,
 };
 pub use flujo_trace_postgres::{PostgresHandle, PostgresLayer, PostgresLayerBuilder};
 pub use flujo_trace_sqlite::{

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use flujo_runner::{Pipeline, PipelineResult, Redaction};
+use flujo_runner::{Clock, Pipeline, PipelineResult, Redaction};
 use serde::Serialize;
 
 use crate::recording::{Persistence, PersistenceObserver};
@@ -52,6 +52,15 @@ impl<In, Out, C> Flujo<In, Out, C> {
     /// `flujo.toml` ([`Redaction::everything`] while its redaction settings cannot be read).
     pub fn with_redaction(mut self, redaction: Redaction) -> Self {
         self.inner = self.inner.with_redaction(redaction);
+        self
+    }
+
+    /// Sets the clock every recorded time comes from (default: [`SystemClock`](crate::SystemClock)):
+    /// the start and end times of each run and step, and the time of each run id and step id
+    /// (UUID v7, so ids sort like the clock's times); durations are still measured with the
+    /// monotonic clock. See [`BareFlujo::with_clock`](crate::BareFlujo::with_clock).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.inner = self.inner.with_clock(clock);
         self
     }
 

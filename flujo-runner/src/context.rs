@@ -1,6 +1,7 @@
 //! What a step sees of its run: the shared context, usage reporting, and the internal frame that
 //! links a step execution to its span, its parent and its children.
 
+use crate::clock::RunClock;
 use crate::result::StepResult;
 use crate::scrub::RunRedaction;
 use serde::Serialize;
@@ -138,6 +139,8 @@ impl Drop for Holding<'_> {
 /// What every step of one run shares.
 pub(crate) struct RunShared<C> {
     pub(crate) run_id: String,
+    /// Where the run's times and its steps' ids come from.
+    pub(crate) clock: RunClock,
     /// What the spans of this run redact, and the secret values they have seen.
     pub(crate) redaction: RunRedaction,
     /// `None` once the run has returned it in `final_context`.
@@ -148,9 +151,15 @@ pub(crate) struct RunShared<C> {
 }
 
 impl<C> RunShared<C> {
-    pub(crate) fn new(run_id: String, redaction: RunRedaction, context: C) -> Self {
+    pub(crate) fn new(
+        run_id: String,
+        clock: RunClock,
+        redaction: RunRedaction,
+        context: C,
+    ) -> Self {
         RunShared {
             run_id,
+            clock,
             redaction,
             context: Mutex::new(Some(context)),
             holder: AtomicUsize::new(0),

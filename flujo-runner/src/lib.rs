@@ -70,6 +70,7 @@
 
 #![warn(missing_docs, unreachable_pub, rust_2018_idioms)]
 
+mod clock;
 mod context;
 mod control;
 mod error;
@@ -83,6 +84,7 @@ mod scrub;
 mod step;
 mod timefmt;
 
+pub use clock::{Clock, OffsetClock, SystemClock};
 pub use context::{ContextError, StepContext, Usage};
 pub use control::{
     branch_on, join, loop_until, map_over, parallel, BranchOn, Join, LoopUntil, Parallel,

@@ -1,5 +1,6 @@
 //! `Flujo`, the runner: one `flujo.run` span per run, the result, and the observer hook.
 
+use crate::clock::{Clock, RunClock};
 use crate::context::{Children, Frame, RunShared, UsageNode};
 use crate::json::{not_serialisable_message, span_text};
 use crate::pipeline::Pipeline;
@@ -7,12 +8,11 @@ use crate::redaction::Redaction;
 use crate::result::{PipelineResult, RunStatus};
 use crate::scrub::RunRedaction;
 use crate::step::join_errors;
-use crate::timefmt::{duration_ms, format_timestamp, now_timestamp};
+use crate::timefmt::{duration_ms, format_timestamp};
 use serde::Serialize;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use time::OffsetDateTime;
 use tokio::time::Instant;
 use tracing::field::Empty;
 use tracing::{Instrument, Span};
@@ -38,6 +38,7 @@ pub struct Flujo<In, Out, C = ()> {
     pipeline: Pipeline<In, Out, C>,
     observer: Option<Arc<dyn RunObserver>>,
     redaction: Redaction,
+    clock: RunClock,
 }
 
 impl<In, Out, C> Clone for Flujo<In, Out, C> {
@@ -48,6 +49,7 @@ impl<In, Out, C> Clone for Flujo<In, Out, C> {
             pipeline: self.pipeline.clone(),
             observer: self.observer.clone(),
             redaction: self.redaction.clone(),
+            clock: self.clock.clone(),
         }
     }
 }
@@ -81,7 +83,10 @@ impl<C: Serialize> Drop for RunCancelGuard<C> {
         let usage = self.usage.total();
         let span = &self.span;
         span.record("status", RunStatus::Cancelled.as_str());
-        span.record("end_time", now_timestamp().as_str());
+        span.record(
+            "end_time",
+            format_timestamp(self.shared.clock.now()).as_str(),
+        );
         span.record("duration_ms", duration_ms(self.started.elapsed()));
         // A step that panicked while updating the context leaves it usable (see `lock`). A
         // cancelled run records no `error`: a context that cannot be serialised is only a
@@ -155,6 +160,7 @@ impl<In, Out, C> Flujo<In, Out, C> {
             pipeline,
             observer: None,
             redaction: Redaction::default(),
+            clock: RunClock::system(),
         }
     }
 
@@ -187,6 +193,15 @@ impl<In, Out, C> Flujo<In, Out, C> {
     /// [`PipelineResult`] a run returns is never redacted.
     pub fn with_redaction(mut self, redaction: Redaction) -> Self {
         self.redaction = redaction;
+        self
+    }
+
+    /// Sets the clock every recorded time comes from (default: [`SystemClock`](crate::SystemClock)):
+    /// the `start_time` and `end_time` of each run and step, in the spans and in the
+    /// [`PipelineResult`], and the time of each run id and step id (UUID v7, so ids sort like
+    /// the clock's times). Durations are still measured with the monotonic clock.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = RunClock::new(clock);
         self
     }
 
@@ -240,8 +255,8 @@ where
     }
 
     async fn run_inner(&self, input: In, context: C) -> PipelineResult<Out, C> {
-        let run_id = uuid::Uuid::now_v7().to_string();
-        let start_time = OffsetDateTime::now_utc();
+        let (start_time, run_id) = self.clock.stamp();
+        let run_id = run_id.to_string();
         let started = Instant::now();
         // The run's redaction, and the secrets it sees (the input's first).
         let redaction = RunRedaction::new(self.redaction.clone());
@@ -271,7 +286,12 @@ where
         if let Some(observer) = &self.observer {
             observer.run_span_opened(&span);
         }
-        let shared = Arc::new(RunShared::new(run_id, redaction, context));
+        let shared = Arc::new(RunShared::new(
+            run_id,
+            self.clock.clone(),
+            redaction,
+            context,
+        ));
         let usage = UsageNode::root();
         let children = Arc::new(Children::default());
         let frame = Frame {
@@ -296,7 +316,7 @@ where
             .instrument(guard.span.clone())
             .await;
 
-        let end_time = OffsetDateTime::now_utc();
+        let end_time = guard.shared.clock.now();
         let duration = started.elapsed();
         let totals = guard.usage.total();
         let (status, output, error, step_error) = match outcome {

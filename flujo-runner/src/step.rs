@@ -1,12 +1,13 @@
 //! Steps: a named async function (or a control-flow body) with retries, a timeout and a
 //! fallback, and the execution that wraps every attempt in a `flujo.step` span.
 
+use crate::clock::RunClock;
 use crate::context::{Children, Frame, StepContext, UsageNode};
 use crate::error::{panic_message, Failure, StepError};
 use crate::json::{not_serialisable_message, span_text_of_value, to_json_value};
 use crate::result::{RunStatus, StepKind, StepResult};
 use crate::retry::{random_unit, Backoff};
-use crate::timefmt::{duration_ms, now_timestamp};
+use crate::timefmt::{duration_ms, format_timestamp};
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use serde::Serialize;
@@ -241,7 +242,8 @@ struct Attempted<Out> {
 }
 
 /// Records `cancelled` on a step span whose execution is dropped before it finishes.
-struct CancelGuard {
+struct CancelGuard<'a> {
+    clock: &'a RunClock,
     span: Span,
     started: Instant,
     usage: Arc<UsageNode>,
@@ -249,7 +251,7 @@ struct CancelGuard {
     finished: bool,
 }
 
-impl Drop for CancelGuard {
+impl Drop for CancelGuard<'_> {
     fn drop(&mut self) {
         if self.finished || self.span.is_disabled() {
             return;
@@ -258,7 +260,7 @@ impl Drop for CancelGuard {
         let span = &self.span;
         span.record("status", RunStatus::Cancelled.as_str());
         span.record("attempts", u64::from(self.attempts));
-        span.record("end_time", now_timestamp().as_str());
+        span.record("end_time", format_timestamp(self.clock.now()).as_str());
         span.record("duration_ms", duration_ms(self.started.elapsed()));
         span.record("tokens", usage.tokens);
         span.record("cost_usd", usage.cost_usd);
@@ -294,7 +296,9 @@ where
         let started = Instant::now();
         let (input_value, input_error) = to_json_value(&input);
         let redaction = &parent.run.redaction;
-        let step_run_id: Arc<str> = uuid::Uuid::now_v7().to_string().into();
+        let clock = &parent.run.clock;
+        let (start_time, step_run_id) = clock.stamp();
+        let step_run_id: Arc<str> = step_run_id.to_string().into();
         let span = tracing::info_span!(
             target: "flujo",
             parent: &parent.span,
@@ -305,7 +309,7 @@ where
             step_name = &*self.name,
             step_index = index,
             step_kind = kind.as_str(),
-            start_time = now_timestamp().as_str(),
+            start_time = format_timestamp(start_time).as_str(),
             input = span_text_of_value(&input_value, redaction).as_str(),
             status = Empty,
             attempts = Empty,
@@ -327,6 +331,7 @@ where
             attempt: 0,
         };
         let mut guard = CancelGuard {
+            clock,
             span: span.clone(),
             started,
             usage: frame.usage.clone(),
@@ -364,7 +369,7 @@ where
         if !span.is_disabled() {
             span.record("status", status.as_str());
             span.record("attempts", u64::from(guard.attempts));
-            span.record("end_time", now_timestamp().as_str());
+            span.record("end_time", format_timestamp(clock.now()).as_str());
             span.record("duration_ms", duration_ms(duration));
             if let Some(output) = &output_value {
                 span.record("output", span_text_of_value(output, redaction).as_str());

@@ -6,7 +6,6 @@ use std::time::Duration;
 use time::OffsetDateTime;
 
 pub use flujo_trace_core::format_timestamp;
-pub(crate) use flujo_trace_core::now_timestamp;
 
 /// Whole milliseconds, saturating (the contract's `duration_ms` is a `u64`).
 pub(crate) fn duration_ms(duration: Duration) -> u64 {

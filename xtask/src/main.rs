@@ -25,6 +25,7 @@ Examples:
   cargo xtask ci                              fmt check, clippy with warnings denied, tests
   cargo xtask demo                            run the quickstart pipeline, then `flujo lens` over it
   cargo xtask seed --runs 10000 --db /tmp/f.db
+  cargo xtask seed --runs 1000000 --spread 90d --db /tmp/h.db   runs spread over 90 days
   cargo xtask bench overhead                  persistence on vs off, side by side
   cargo xtask bench lens --runs 1000000       whole `flujo lens` processes on a big database
   cargo xtask bench postgres --runs 10000     PostgreSQL beside SQLite: writers, overhead, lens";

@@ -2,7 +2,9 @@
 //!
 //! The mix: four pipelines of about five steps each (plain steps, a parallel fan-out, a map over
 //! chunks, a retrying step, a review loop), about one run in twenty failing, and payloads from a
-//! few hundred bytes to a few KB.
+//! few hundred bytes to a few KB. With `--spread`, the runs' recorded times (and so their ids)
+//! are spread evenly over that much of the past, through the runner's clock
+//! (`Flujo::with_clock`): the database then looks like months of history.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -10,10 +12,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use flujo::{
-    loop_until, map_over, parallel, step, Backoff, BareFlujo, Pipeline, SqliteLayer, StepContext,
-    StepError, Usage,
+    loop_until, map_over, parallel, step, Backoff, BareFlujo, OffsetClock, Pipeline, SqliteLayer,
+    StepContext, StepError, Usage,
 };
 use serde::Serialize;
+use time::OffsetDateTime;
 use tracing::instrument::WithSubscriber;
 use tracing_subscriber::layer::SubscriberExt;
 
@@ -28,6 +31,22 @@ pub(crate) struct SeedArgs {
     /// Runs in flight at once.
     #[arg(long, default_value_t = 64)]
     pub(crate) concurrency: usize,
+    /// Spread the runs evenly over this much of the past, ending now (`90d`, `36h`, `2 weeks`):
+    /// each run's times and ids come from a clock set back to its place in that span. Without
+    /// it, runs are stamped with the real time, so a big seed spans a few minutes.
+    #[arg(long, value_parser = parse_spread, value_name = "DURATION")]
+    pub(crate) spread: Option<Duration>,
+}
+
+/// `--spread`'s value, as `humantime` reads durations.
+fn parse_spread(text: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(text) {
+        Ok(spread) if !spread.is_zero() => Ok(spread),
+        Ok(_) => Err("a spread of zero: give a duration such as 90d or 12h".to_owned()),
+        Err(error) => Err(format!(
+            "{error}: give a duration such as 90d, 12h or 2weeks"
+        )),
+    }
 }
 
 impl SeedArgs {
@@ -36,6 +55,36 @@ impl SeedArgs {
             runs,
             db,
             concurrency: 64,
+            spread: None,
+        }
+    }
+}
+
+/// Where run `i` of `total` starts when spread over `spread` ending at `end`: evenly, oldest
+/// first, the last one just before `end`.
+fn spread_start(end: OffsetDateTime, spread: Duration, i: u64, total: u64) -> OffsetDateTime {
+    let spread_nanos = spread.as_nanos();
+    let back = spread_nanos - spread_nanos * u128::from(i) / u128::from(total.max(1));
+    end - time::Duration::nanoseconds(i64::try_from(back).unwrap_or(i64::MAX))
+}
+
+/// The runner to run run `i` with: `runner` itself, or with `--spread` a copy whose clock is set
+/// back to the run's place in the span (a clock of its own per run: the steps of runs in flight
+/// at once keep their own run's time).
+fn runner_for<In, Out, C>(
+    runner: &BareFlujo<In, Out, C>,
+    spread: Option<(OffsetDateTime, Duration)>,
+    i: u64,
+    total: u64,
+) -> BareFlujo<In, Out, C> {
+    match spread {
+        None => runner.clone(),
+        Some((end, spread)) => {
+            let start = spread_start(end, spread, i, total);
+            let offset = start - OffsetDateTime::now_utc();
+            runner
+                .clone()
+                .with_clock(Arc::new(OffsetClock::new(offset)))
         }
     }
 }
@@ -242,6 +291,9 @@ pub(crate) fn run(args: &SeedArgs) -> Result<u64> {
     let total = args.runs;
     let concurrency = args.concurrency.max(1) as u64;
     let base = mix(started.elapsed().as_nanos() as u64 ^ std::process::id() as u64);
+    let spread = args
+        .spread
+        .map(|spread| (OffsetDateTime::now_utc(), spread));
     runtime.block_on(async {
         let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let mut workers = Vec::new();
@@ -269,9 +321,21 @@ pub(crate) fn run(args: &SeedArgs) -> Result<u64> {
                         notes: Vec::new(),
                     };
                     match i % 4 {
-                        0 | 1 => drop(triage.run_with_context(doc, ctx).await),
-                        2 => drop(summarise.run_with_context(doc, ctx).await),
-                        _ => drop(scoring.run_with_context(doc, ctx).await),
+                        0 | 1 => drop(
+                            runner_for(&triage, spread, i, total)
+                                .run_with_context(doc, ctx)
+                                .await,
+                        ),
+                        2 => drop(
+                            runner_for(&summarise, spread, i, total)
+                                .run_with_context(doc, ctx)
+                                .await,
+                        ),
+                        _ => drop(
+                            runner_for(&scoring, spread, i, total)
+                                .run_with_context(doc, ctx)
+                                .await,
+                        ),
                     }
                     if i > 0 && i % 50_000 == 0 {
                         eprintln!(
@@ -292,8 +356,15 @@ pub(crate) fn run(args: &SeedArgs) -> Result<u64> {
     let not_recorded = handle.rows_not_recorded();
     drop(dispatch);
     anyhow::ensure!(not_recorded == 0, "{not_recorded} rows were not recorded");
+    let over = match args.spread {
+        Some(spread) => format!(
+            ", spread over the past {}",
+            humantime::format_duration(spread)
+        ),
+        None => String::new(),
+    };
     eprintln!(
-        "seed: {total} runs into {} in {:.1} s",
+        "seed: {total} runs into {} in {:.1} s{over}",
         args.db.display(),
         started.elapsed().as_secs_f64()
     );
@@ -317,4 +388,34 @@ pub(crate) fn sample_run(db: &Path) -> Result<(String, String)> {
         [n / 2],
         |row| Ok((row.get(0)?, row.get(1)?)),
     )?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    #[test]
+    fn spread_starts_are_even_and_end_before_now() {
+        let end = datetime!(2026-12-01 00:00 UTC);
+        let day = Duration::from_secs(86_400);
+        let spread = day * 90;
+        assert_eq!(
+            spread_start(end, spread, 0, 1000),
+            datetime!(2026-09-02 00:00 UTC)
+        );
+        assert_eq!(
+            spread_start(end, spread, 500, 1000),
+            datetime!(2026-10-17 00:00 UTC)
+        );
+        let last = spread_start(end, spread, 999, 1000);
+        assert!(
+            last < end && end - last <= time::Duration::hours(3),
+            "{last}"
+        );
+        assert_eq!(parse_spread("90d"), Ok(spread));
+        assert_eq!(parse_spread("1h 30m"), Ok(Duration::from_secs(5400)));
+        assert!(parse_spread("0s").unwrap_err().contains("zero"));
+        assert!(parse_spread("soon").unwrap_err().contains("90d"));
+    }
 }

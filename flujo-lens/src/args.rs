@@ -35,7 +35,9 @@ Examples:
   flujo lens list                     the 50 newest runs
   flujo lens show latest              the last run, step by step
   flujo lens trace latest             where the last run's time went
-  flujo lens diff A latest            what changed since run A";
+  flujo lens diff A latest            what changed since run A
+  flujo lens stats --since 24h        how every pipeline did today
+  flujo lens search 'rate limit'      which runs said so";
 
 const LENS_AFTER_HELP: &str = "\
 Examples:
@@ -159,6 +161,67 @@ fallback_taken ({\"a\", \"b\"}), duration_ms, tokens, cost ({\"a\", \"b\", \"del
 changes: [CHANGE...]; CHANGE: path, a, b (JSON values, null when absent). Only steps that differ
 are listed unless --all.";
 
+const STATS_AFTER_HELP: &str = "\
+Examples:
+  flujo lens stats --since 24h                  every pipeline of the last day
+  flujo lens stats --by step --since 24h -p etl where etl's time and failures go
+  flujo lens stats --by day --since 90d         runs and failures a day, with a chart
+  flujo lens stats --by hour --since 24h -o csv > last-day.csv
+  flujo lens stats --by version -p etl          did the new version fail more?
+  flujo lens stats -o json | jq '.groups[] | {pipeline, p95: .duration_ms.p95}'
+
+Counts are of runs started in the window: completed (ok), failed, crashed (its process died
+before it ended), cancelled and still running; fail % is failed and crashed over all. Durations
+are of the runs (or, by step, the executions) that recorded one; p50, p95 and p99 are exact: the
+nearest-rank percentile over every such duration, nothing sampled. Tokens and cost are the
+runs' totals. --by step: a row per step name of each pipeline (nested steps included); runs is
+how many runs executed it, executions how many times, retries the attempts beyond the first,
+fallbacks how often its fallback produced the output. Hours and days are UTC, like every time
+the lens prints; --by hour and --by day draw a sparkline of runs and of failures over the
+window (every hour or day of it, the empty ones too) above the table: coloured on a terminal,
+plain text otherwise. An empty window says so and exits 1.
+
+JSON (-o json): {\"by\", \"since\", \"until\", \"pipeline\", \"percentiles\", \"index\",
+\"groups\": [GROUP...], \"total\": FIGURES}; GROUP: its key (pipeline, version, step and kind,
+or bucket: 2026-12-01T14 for an hour, 2026-12-01 for a day) and FIGURES: runs, executions
+(steps), completed, failed, crashed, cancelled, running, rates {completed, failed, crashed,
+cancelled}, retries, fallbacks (steps), duration_ms {of, p50, p95, p99, max}, tokens {total,
+per_run}, cost_usd {total, per_run}. -o csv: a header line and one line per group, the same
+figures flattened (duration_ms_p50, ..., cost_usd_per_run).
+
+From schema version 7 a SQLite store keeps a table of its ended runs by start time for stats
+(filled in the background by the writer after an upgrade); without it the runs are scanned, with
+the same figures, and a note says so.";
+
+const SEARCH_AFTER_HELP: &str = "\
+Examples:
+  flujo lens search 'rate limit'                runs whose errors (or recent payloads) say so
+  flujo lens search 429 --in error              every error mentioning 429, however old
+  flujo lens search número --in output --since 7d
+  flujo lens search cust-4411 --in input,context -p support-triage
+  flujo lens list --grep timeout --status failed
+  flujo lens search 'rate limit' -o json | jq -r '.matches[].run_id'
+
+Finds runs whose recorded text contains TEXT, newest first, one line per run with the first
+matching step and a snippet around the match. Matching is case-insensitive for every script
+(número finds NÚMERO) and on the text as `flujo lens show` prints it: JSON payloads are matched on
+their decoded strings, keys and values, not on their escapes (say \"hi\" is found as say \"hi\").
+Redacted values cannot be found: they were never stored.
+
+Errors are indexed (SQLite: an FTS5 trigram index, schema version 7; PostgreSQL: pg_trgm where
+the extension could be created, else an index of the steps that have an error), so --in error
+searches every run however many there are. The index needs 3 characters: TEXT of 1 or 2
+characters reads every error instead (errors only, still bounded by how many there are).
+Inputs, outputs and contexts are not indexed (they are large): they are read run by run, newest
+first, within --since (the last 24 hours when not given) and --until, stopping once --limit
+runs are found.
+
+JSON (-o json): {\"text\", \"fields\", \"since\", \"until\", \"matches\": [MATCH...],
+\"limit\", \"more\", \"notes\"}; MATCH: run_id, short_id, pipeline_name, pipeline_version,
+status, start_time, field, step_name, step_run_id, snippet (whole, unescaped), match_start and
+match_end (character offsets of the match in snippet). more=true when --limit stopped the search.
+-o jsonl: one MATCH per line.";
+
 const COPY_AFTER_HELP: &str = "\
 Examples:
   flujo lens copy --to postgres://flujo@db.internal/ops
@@ -251,6 +314,8 @@ pub(crate) enum FormatArg {
     Json,
     /// One JSON object per line
     Jsonl,
+    /// Comma-separated values with a header line (stats only)
+    Csv,
 }
 
 #[derive(Debug, Subcommand)]
@@ -270,6 +335,13 @@ pub(crate) enum LensCommand {
     /// Delete old runs with their steps and give the space back (the one command that writes)
     #[command(after_help = format!("{PRUNE_AFTER_HELP}\n\n{EXIT_CODES}"))]
     Prune(PruneArgs),
+    /// Runs, failures, duration percentiles, tokens and cost over a window, by pipeline,
+    /// version, step, hour or day
+    #[command(after_help = format!("{STATS_AFTER_HELP}\n\n{EXIT_CODES}"))]
+    Stats(StatsArgs),
+    /// Find runs by what they recorded: errors, inputs, outputs or final contexts
+    #[command(after_help = format!("{SEARCH_AFTER_HELP}\n\n{EXIT_CODES}"))]
+    Search(SearchArgs),
     /// Copy a local database's runs into a PostgreSQL store (idempotent)
     #[command(after_help = format!("{COPY_AFTER_HELP}\n\n{EXIT_CODES}"))]
     Copy(CopyArgs),
@@ -288,6 +360,80 @@ pub(crate) struct DiffArgs {
     /// List every step, the equal ones too
     #[arg(long)]
     pub(crate) all: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum ByArg {
+    /// One row per pipeline
+    Pipeline,
+    /// One row per pipeline and version
+    Version,
+    /// One row per step of each pipeline: executions, failures, retries, fallbacks
+    Step,
+    /// One row per hour (UTC), with a chart of runs and failures
+    Hour,
+    /// One row per day (UTC), with a chart of runs and failures
+    Day,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct StatsArgs {
+    /// Only runs started at or after WHEN (24h, 7d, '2 days', 2026-01-05, RFC 3339) [default:
+    /// all runs]
+    #[arg(long, value_name = "WHEN")]
+    pub(crate) since: Option<String>,
+
+    /// Only runs started before WHEN (same forms as --since)
+    #[arg(long, value_name = "WHEN")]
+    pub(crate) until: Option<String>,
+
+    /// Only runs of this pipeline (exact name)
+    #[arg(short, long, value_name = "NAME")]
+    pub(crate) pipeline: Option<String>,
+
+    /// How to group the runs
+    #[arg(long, value_enum, default_value_t = ByArg::Pipeline)]
+    pub(crate) by: ByArg,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum FieldArg {
+    /// Step errors (indexed)
+    Error,
+    /// Step inputs
+    Input,
+    /// Step outputs
+    Output,
+    /// Runs' final contexts
+    Context,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SearchArgs {
+    /// The text to find: any substring, any case, any script
+    #[arg(value_name = "TEXT")]
+    pub(crate) text: String,
+
+    /// Look only in these; repeat or separate with commas [default: all four]
+    #[arg(long = "in", value_enum, value_name = "FIELD", value_delimiter = ',')]
+    pub(crate) fields: Vec<FieldArg>,
+
+    /// Only runs started at or after WHEN (1d, 12h, 2026-01-05, RFC 3339) [default: errors: all
+    /// runs; inputs, outputs, contexts: the last 24 hours]
+    #[arg(long, value_name = "WHEN")]
+    pub(crate) since: Option<String>,
+
+    /// Only runs started before WHEN (same forms as --since)
+    #[arg(long, value_name = "WHEN")]
+    pub(crate) until: Option<String>,
+
+    /// Only runs of this pipeline (exact name)
+    #[arg(short, long, value_name = "NAME")]
+    pub(crate) pipeline: Option<String>,
+
+    /// Show at most N runs
+    #[arg(short = 'n', long, value_name = "N", default_value_t = 20)]
+    pub(crate) limit: usize,
 }
 
 #[derive(Debug, Args)]
@@ -324,6 +470,11 @@ pub(crate) struct ListArgs {
     /// line per change); Ctrl-C stops
     #[arg(short, long)]
     pub(crate) watch: bool,
+
+    /// Only runs that recorded TEXT in an error, input, output or final context (as `flujo lens
+    /// search TEXT`; without --since, inputs, outputs and contexts of the last 24 hours)
+    #[arg(long, value_name = "TEXT", conflicts_with = "watch")]
+    pub(crate) grep: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -5,9 +5,14 @@ use flujo_trace_core::{
 };
 use flujo_trace_sqlite::{PruneFilter, RunFilter, StatePath, CRASHED};
 
+use flujo_trace_core::SearchField;
+
 use crate::args::{
-    Cli, CliCommand, CopyArgs, FormatArg, LensCommand, ListArgs, PruneArgs, ShowArgs,
+    ByArg, Cli, CliCommand, CopyArgs, FieldArg, FormatArg, LensCommand, ListArgs, PruneArgs,
+    SearchArgs, ShowArgs, StatsArgs,
 };
+use crate::search::SearchConfig;
+use crate::stats::{By, StatsConfig};
 use crate::error::LensError;
 use crate::timespec::parse_when;
 use crate::Environment;
@@ -54,6 +59,8 @@ pub(crate) enum Command {
     Diff(DiffConfig),
     Prune(PruneConfig),
     Copy(CopyConfig),
+    Stats(StatsConfig),
+    Search(SearchConfig),
 }
 
 #[derive(Debug, Clone)]
@@ -69,6 +76,8 @@ pub(crate) struct ListConfig {
     pub(crate) limit: usize,
     /// `--watch`: refresh until interrupted.
     pub(crate) watch: bool,
+    /// `--grep TEXT`: only runs that recorded it (the search of `flujo lens search`).
+    pub(crate) grep: Option<SearchConfig>,
 }
 
 #[derive(Debug, Clone)]
@@ -178,8 +187,14 @@ impl Config {
                 )))
             }
         };
+        let csv = lens.format == FormatArg::Csv;
+        if csv && !matches!(lens.command, LensCommand::Stats(_)) {
+            return Err(LensError::Usage(
+                "-o csv is for `flujo lens stats`: use -o json or -o jsonl here".to_owned(),
+            ));
+        }
         let format = match lens.format {
-            FormatArg::Table => Format::Table,
+            FormatArg::Table | FormatArg::Csv => Format::Table,
             FormatArg::Json => Format::Json,
             FormatArg::Jsonl => Format::Jsonl,
         };
@@ -199,6 +214,8 @@ impl Config {
             }),
             LensCommand::Prune(prune) => Command::Prune(prune_config(prune, env)?),
             LensCommand::Copy(copy) => Command::Copy(copy_config(copy)?),
+            LensCommand::Stats(stats) => Command::Stats(stats_config(stats, csv, env)?),
+            LensCommand::Search(search) => Command::Search(search_config(search, env)?),
         };
         let live = match &command {
             Command::List(list) => list.watch.then_some("list --watch"),
@@ -260,21 +277,16 @@ fn statuses(values: &[String]) -> Result<Vec<String>, LensError> {
     Ok(statuses)
 }
 
-fn list_config(args: ListArgs, env: &Environment) -> Result<ListConfig, LensError> {
-    let statuses = statuses(&args.status)?;
-    if args.limit == 0 {
-        return Err(LensError::Usage(
-            "--limit must be at least 1: give the number of runs to show".to_owned(),
-        ));
-    }
-    let since = args
-        .since
-        .as_deref()
+/// `--since` and `--until` parsed, the first before the second.
+fn window(
+    since: Option<&str>,
+    until: Option<&str>,
+    env: &Environment,
+) -> Result<(Option<String>, Option<String>), LensError> {
+    let since = since
         .map(|when| parse_when("--since", when, env.now))
         .transpose()?;
-    let until = args
-        .until
-        .as_deref()
+    let until = until
         .map(|when| parse_when("--until", when, env.now))
         .transpose()?;
     if let (Some(since), Some(until)) = (&since, &until) {
@@ -284,17 +296,132 @@ fn list_config(args: ListArgs, env: &Environment) -> Result<ListConfig, LensErro
             )));
         }
     }
+    Ok((since, until))
+}
+
+fn positive_limit(limit: usize) -> Result<usize, LensError> {
+    if limit == 0 {
+        return Err(LensError::Usage(
+            "--limit must be at least 1: give the number of runs to show".to_owned(),
+        ));
+    }
+    Ok(limit)
+}
+
+fn list_config(args: ListArgs, env: &Environment) -> Result<ListConfig, LensError> {
+    let statuses = statuses(&args.status)?;
+    let limit = positive_limit(args.limit)?;
+    let (since, until) = window(args.since.as_deref(), args.until.as_deref(), env)?;
+    let filter = RunFilter {
+        statuses,
+        pipeline_name: args.pipeline,
+        since,
+        until,
+        limit: Some(limit),
+    };
+    let grep = args
+        .grep
+        .map(|text| search_of(text, &SearchField::ALL, &filter, limit, env))
+        .transpose()?;
     Ok(ListConfig {
+        filter,
+        limit,
+        watch: args.watch,
+        grep,
+    })
+}
+
+fn stats_config(args: StatsArgs, csv: bool, env: &Environment) -> Result<StatsConfig, LensError> {
+    let (since, until) = window(args.since.as_deref(), args.until.as_deref(), env)?;
+    Ok(StatsConfig {
         filter: RunFilter {
-            statuses,
+            statuses: Vec::new(),
             pipeline_name: args.pipeline,
             since,
             until,
-            limit: Some(args.limit),
+            limit: None,
         },
-        limit: args.limit,
-        watch: args.watch,
+        by: match args.by {
+            ByArg::Pipeline => By::Pipeline,
+            ByArg::Version => By::Version,
+            ByArg::Step => By::Step,
+            ByArg::Hour => By::Hour,
+            ByArg::Day => By::Day,
+        },
+        csv,
     })
+}
+
+/// A search for `text` in `fields` within `filter`'s window and pipeline: payloads within the
+/// last 24 hours unless `--since` was given.
+fn search_of(
+    text: String,
+    fields: &[SearchField],
+    filter: &RunFilter,
+    limit: usize,
+    env: &Environment,
+) -> Result<SearchConfig, LensError> {
+    if text.is_empty() {
+        return Err(LensError::Usage(
+            "the text to search for is empty: give at least one character".to_owned(),
+        ));
+    }
+    let filter = RunFilter {
+        statuses: Vec::new(),
+        limit: None,
+        ..filter.clone()
+    };
+    let payload_since_default = filter.since.is_none();
+    let mut payload_filter = filter.clone();
+    if payload_since_default {
+        let day_ago = env.now - time::Duration::hours(24);
+        payload_filter.since = Some(flujo_trace_core::format_timestamp(day_ago));
+        if let Some(until) = &payload_filter.until {
+            if payload_filter.since.as_ref() >= Some(until) {
+                payload_filter.since = None;
+            }
+        }
+    }
+    let mut unique = Vec::new();
+    for field in fields {
+        if !unique.contains(field) {
+            unique.push(*field);
+        }
+    }
+    Ok(SearchConfig {
+        text,
+        fields: unique,
+        filter,
+        payload_filter,
+        payload_since_default,
+        limit,
+    })
+}
+
+fn search_config(args: SearchArgs, env: &Environment) -> Result<SearchConfig, LensError> {
+    let limit = positive_limit(args.limit)?;
+    let (since, until) = window(args.since.as_deref(), args.until.as_deref(), env)?;
+    let filter = RunFilter {
+        statuses: Vec::new(),
+        pipeline_name: args.pipeline,
+        since,
+        until,
+        limit: None,
+    };
+    let fields: Vec<SearchField> = if args.fields.is_empty() {
+        SearchField::ALL.to_vec()
+    } else {
+        args.fields
+            .iter()
+            .map(|field| match field {
+                FieldArg::Error => SearchField::Error,
+                FieldArg::Input => SearchField::Input,
+                FieldArg::Output => SearchField::Output,
+                FieldArg::Context => SearchField::Context,
+            })
+            .collect()
+    };
+    search_of(args.text, &fields, &filter, limit, env)
 }
 
 fn copy_config(args: CopyArgs) -> Result<CopyConfig, LensError> {

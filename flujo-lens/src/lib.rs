@@ -85,7 +85,9 @@ mod json;
 mod list;
 mod prune;
 mod render;
+mod search;
 mod show;
+mod stats;
 mod text;
 mod timespec;
 mod trace;
@@ -217,6 +219,8 @@ where
                 prune::run(&config, prune, &mut terminal, stdout)
             }
             Command::Copy(copy) => copy::run(&config, copy, env, stderr, stdout),
+            Command::Stats(stats) => stats::run(&config, stats, stdout),
+            Command::Search(search) => search::run(&config, search, stdout),
         };
         result.and_then(|()| stdout.flush().map_err(LensError::from))
     });

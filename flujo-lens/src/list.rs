@@ -90,7 +90,10 @@ where
     if list.watch {
         return crate::follow::list(backend, config, list, out);
     }
-    let page = backend.list_runs_page(&list.filter, COUNT_BOUND)?;
+    let page = match &list.grep {
+        Some(search) => grep_page(backend, list, search)?,
+        None => backend.list_runs_page(&list.filter, COUNT_BOUND)?,
+    };
     let short = short_ids(backend, &page.runs)?;
     match config.format {
         Format::Table => {
@@ -129,6 +132,31 @@ where
         }
     }
     Ok(())
+}
+
+/// `--grep`: the runs `flujo lens search` finds, of the listed statuses, as a page.
+fn grep_page<R: RunReader>(
+    backend: &R,
+    list: &ListConfig,
+    search: &crate::search::SearchConfig,
+) -> Result<RunPage, LensError>
+where
+    LensError: From<R::Error>,
+{
+    let statuses = &list.filter.statuses;
+    let found = crate::search::find(backend, search, |run| {
+        statuses.is_empty() || statuses.contains(&run.status)
+    })?;
+    let runs: Vec<RunRecord> = found.hits.into_iter().map(|hit| hit.run).collect();
+    let count = runs.len() as u64;
+    Ok(RunPage {
+        runs,
+        matching: flujo_trace_sqlite::RunCount {
+            count,
+            exact: !found.more,
+        },
+        stopped_after: None,
+    })
 }
 
 /// The short id of each run (its shortest end no other run's id in the store ends with), found

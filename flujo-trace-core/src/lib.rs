@@ -40,7 +40,8 @@ pub use payload::{capped, truncated, Truncated, DEFAULT_PAYLOAD_CAP, TRUNCATION_
 pub use process::{current_writer, writer_lookups_on_this_thread, Liveness, CRASHED};
 pub use reader::RunReader;
 pub use rows::{
-    RunCount, RunEnd, RunFilter, RunPage, RunRecord, StepClose, StepRecord, WriterProcess,
+    Candidate, IndexState, RunCount, RunEnd, RunFilter, RunPage, RunRecord, RunStat, SearchField,
+    StepClose, StepRecord, StepStat, WriterProcess,
 };
 pub use schema::{SCHEMA_CHANGES, SCHEMA_VERSION};
 pub use short_id::{could_be_short_id, id_tail, short_id, SHORT_ID_MAX, SHORT_ID_MIN, TAIL_LEN};

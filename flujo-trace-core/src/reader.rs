@@ -1,7 +1,12 @@
 //! The reader a lens queries, whatever the store: a page of runs with a bounded count, one run,
 //! and its steps streamed one at a time. A reader has no method that writes.
 
-use crate::rows::{RunFilter, RunPage, RunRecord, StepRecord};
+use std::ops::ControlFlow;
+
+use crate::rows::{
+    Candidate, IndexState, RunFilter, RunPage, RunRecord, RunStat, SearchField, StepRecord,
+    StepStat,
+};
 
 /// A store opened for reading only (for SQLite, `SqliteReader`).
 ///
@@ -45,4 +50,53 @@ pub trait RunReader {
 
     /// The steps of a run still stored as `running`, in execution order.
     fn running_steps(&self, run_id: &str) -> Result<Vec<StepRecord>, Self::Error>;
+
+    /// Calls `each` with every run that started in the filter's window (`since`, `until`) of
+    /// its pipeline (`pipeline_name`), in no particular order; `statuses` and `limit` are not
+    /// used. What `flujo lens stats` counts. `Ready` when an index of ended runs served it
+    /// ([`stats_index`](RunReader::stats_index)).
+    fn for_each_run_stat<E: From<Self::Error>>(
+        &self,
+        filter: &RunFilter,
+        each: impl FnMut(RunStat) -> Result<(), E>,
+    ) -> Result<(), E>;
+
+    /// Calls `each` with every step execution of the runs [`for_each_run_stat`] gives, in no
+    /// particular order.
+    ///
+    /// [`for_each_run_stat`]: RunReader::for_each_run_stat
+    fn for_each_step_stat<E: From<Self::Error>>(
+        &self,
+        filter: &RunFilter,
+        each: impl FnMut(StepStat) -> Result<(), E>,
+    ) -> Result<(), E>;
+
+    /// Whether `for_each_run_stat` reads an index of its own or scans the runs.
+    fn stats_index(&self) -> Result<IndexState, Self::Error>;
+
+    /// Calls `each` with the step errors of runs in the filter's window and pipeline that may
+    /// contain `needle` (case folded), newest first as recorded, until it answers `Break`: with
+    /// an index of substrings ([`error_index`](RunReader::error_index) `Ready`) only the errors
+    /// it finds (every one that contains `needle`, perhaps more); without one, or for a needle
+    /// shorter than the index's least (3 characters), every error. The caller checks each.
+    fn search_errors<E: From<Self::Error>>(
+        &self,
+        needle: &str,
+        filter: &RunFilter,
+        each: impl FnMut(Candidate) -> Result<ControlFlow<()>, E>,
+    ) -> Result<(), E>;
+
+    /// Whether `search_errors` reads an index of substrings or scans.
+    fn error_index(&self) -> Result<IndexState, Self::Error>;
+
+    /// Calls `each` with `field` (`Input`, `Output` or `Context`; `Error` as for
+    /// [`search_errors`](RunReader::search_errors) without an index) of every run in the
+    /// filter's window and pipeline, newest run first, until it answers `Break`: a bounded scan,
+    /// the window being the bound.
+    fn scan_payloads<E: From<Self::Error>>(
+        &self,
+        field: SearchField,
+        filter: &RunFilter,
+        each: impl FnMut(Candidate) -> Result<ControlFlow<()>, E>,
+    ) -> Result<(), E>;
 }

@@ -184,3 +184,106 @@ pub struct RunPage {
     /// full: older runs may match too, and `matching` (not exact) counts those found.
     pub stopped_after: Option<u64>,
 }
+
+/// A run as `flujo lens stats` counts it: what it was, how long it took and what it used.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunStat {
+    /// RFC 3339, as stored.
+    pub start_time: String,
+    /// The pipeline's name.
+    pub pipeline_name: String,
+    /// The pipeline's version.
+    pub pipeline_version: String,
+    /// As read: a run stored as `running` whose writer is gone is `crashed`.
+    pub status: String,
+    /// `None` while running (and for a crashed run).
+    pub duration_ms: Option<i64>,
+    /// Tokens of all its steps, when recorded.
+    pub total_tokens: Option<i64>,
+    /// Cost in USD of all its steps, when recorded.
+    pub total_cost: Option<f64>,
+}
+
+/// A step execution as `flujo lens stats --by step` counts it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepStat {
+    /// The run it belongs to.
+    pub run_id: String,
+    /// Its run's pipeline.
+    pub pipeline_name: String,
+    /// The step's name.
+    pub step_name: String,
+    /// `step`, `loop`, `parallel`, ... when recorded.
+    pub step_kind: Option<String>,
+    /// As stored (a step of a crashed run stays `running`).
+    pub status: String,
+    /// `None` while running.
+    pub duration_ms: Option<i64>,
+    /// Attempts made, when recorded.
+    pub attempts: Option<i64>,
+    /// Whether its fallback produced its output, when recorded.
+    pub fallback_taken: Option<bool>,
+}
+
+/// Which recorded text a search looks in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SearchField {
+    /// Step errors (plain text).
+    Error,
+    /// Step inputs (JSON).
+    Input,
+    /// Step outputs (JSON).
+    Output,
+    /// The run's final context (JSON).
+    Context,
+}
+
+impl SearchField {
+    /// Every field, in the order a search of all of them looks.
+    pub const ALL: [SearchField; 4] = [
+        SearchField::Error,
+        SearchField::Input,
+        SearchField::Output,
+        SearchField::Context,
+    ];
+
+    /// The name used on the command line and in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SearchField::Error => "error",
+            SearchField::Input => "input",
+            SearchField::Output => "output",
+            SearchField::Context => "context",
+        }
+    }
+}
+
+/// A recorded text a search looks at: where it is, and the text as stored (an error's text, a
+/// payload's JSON) for the reader to match.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Candidate {
+    /// The run it belongs to.
+    pub run_id: String,
+    /// The step it belongs to; `None` for the run's own (its final context).
+    pub step_run_id: Option<String>,
+    /// That step's name.
+    pub step_name: Option<String>,
+    /// Which field it is.
+    pub field: SearchField,
+    /// As stored.
+    pub text: String,
+}
+
+/// How a store can answer a query of `stats` or `search --in error`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum IndexState {
+    /// Its index is complete: an index search.
+    Ready,
+    /// The writer is still filling it for the rows before the upgrade (this fraction is in): a
+    /// scan meanwhile, with the same answers.
+    Filling(f64),
+    /// The store has no such index (a database of an older schema version, never opened by a
+    /// writer of this one; a PostgreSQL server without `pg_trgm`): a scan.
+    Missing,
+}

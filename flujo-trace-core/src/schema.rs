@@ -3,7 +3,7 @@
 //! version, its own SQL for that change; a change lands in every store under the next number.
 
 /// The newest schema version this build writes and reads.
-pub const SCHEMA_VERSION: i64 = 6;
+pub const SCHEMA_VERSION: i64 = 7;
 
 /// Every schema version and what it changed, oldest first (`SCHEMA_CHANGES[n - 1]` is version
 /// `n`).
@@ -29,6 +29,11 @@ pub const SCHEMA_CHANGES: [(i64, &str); SCHEMA_VERSION as usize] = [
     (
         6,
         "an index on the end of runs.run_id: short ids (the id's last characters) are an index lookup",
+    ),
+    (
+        7,
+        "stats and search: the ended runs by start time with what stats count, and an index of \
+         step errors by substring",
     ),
 ];
 

@@ -6,6 +6,7 @@
 mod connect;
 mod error;
 mod import;
+mod insight;
 mod layer;
 mod migrate;
 mod read;

@@ -21,6 +21,7 @@ fn change_to(version: i64) -> &'static str {
         4 => include_str!("schema/v3_to_v4.sql"),
         5 => include_str!("schema/v4_to_v5.sql"),
         6 => include_str!("schema/v5_to_v6.sql"),
+        7 => include_str!("schema/v6_to_v7.sql"),
         _ => unreachable!("no PostgreSQL change for schema version {version}"),
     }
 }

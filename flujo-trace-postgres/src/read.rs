@@ -13,10 +13,12 @@
 //! closed without ending it, and, for a writer on this host, at once when its process is gone.
 
 use std::cell::RefCell;
+use std::ops::ControlFlow;
 
 use flujo_trace_core::{
-    page_of_runs, prefix_upper_bound, Liveness, PostgresUri, RunFilter, RunPage, RunReader,
-    RunRecord, StatusPlan, StepRecord, Walk, WriterProcess, CRASHED, SCHEMA_VERSION,
+    page_of_runs, prefix_upper_bound, Candidate, IndexState, Liveness, PostgresUri, RunFilter,
+    RunPage, RunReader, RunRecord, RunStat, SearchField, StatusPlan, StepRecord, StepStat, Walk,
+    WriterProcess, CRASHED, SCHEMA_VERSION,
 };
 use postgres::types::ToSql;
 use postgres::{Client, Row};
@@ -29,7 +31,7 @@ use crate::Error;
 /// The derived status: `crashed` for a `running` run whose writer stopped beating or stopped.
 /// A scalar subquery looked up by `flujo_writers`' primary key, only for `running` rows (CASE
 /// evaluates lazily); not `EXISTS`, which the planner turns into a hashed scan of the table.
-const STATUS: &str = "CASE WHEN r.status = 'running' AND coalesce((SELECT \
+pub(crate) const STATUS: &str = "CASE WHEN r.status = 'running' AND coalesce((SELECT \
      w.stopped_at IS NOT NULL \
      OR w.last_beat < now() - w.beat_interval_ms * w.missed_beats * interval '1 millisecond' \
      FROM flujo_writers w WHERE w.host = r.writer_host AND w.pid = r.writer_pid \
@@ -70,8 +72,8 @@ const STEP_COLUMNS: &str = "step_run_id, run_id, parent_step_run_id, step_name, 
 /// A PostgreSQL store opened for reading only: what the lens queries. It has no method that
 /// writes, and its connection refuses writes (`default_transaction_read_only`).
 pub struct PostgresReader {
-    uri: PostgresUri,
-    client: RefCell<Client>,
+    pub(crate) uri: PostgresUri,
+    pub(crate) client: RefCell<Client>,
     schema_version: i64,
 }
 
@@ -137,7 +139,11 @@ impl PostgresReader {
         Error::from_client(&self.uri, error)
     }
 
-    fn query(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, Error> {
+    pub(crate) fn query(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, Error> {
         self.client
             .borrow_mut()
             .query(sql, params)
@@ -340,6 +346,55 @@ impl RunReader for PostgresReader {
             Ok(())
         })?;
         Ok(steps)
+    }
+
+    /// The window of `runs` through `idx_runs_stats`, the status derived as for a page.
+    fn for_each_run_stat<E: From<Error>>(
+        &self,
+        filter: &RunFilter,
+        each: impl FnMut(RunStat) -> Result<(), E>,
+    ) -> Result<(), E> {
+        self.run_stats(filter, each)
+    }
+
+    fn for_each_step_stat<E: From<Error>>(
+        &self,
+        filter: &RunFilter,
+        each: impl FnMut(StepStat) -> Result<(), E>,
+    ) -> Result<(), E> {
+        self.step_stats(filter, each)
+    }
+
+    /// Always `Ready`: this reader opens only a store of the current schema, whose migration
+    /// built `idx_runs_stats`.
+    fn stats_index(&self) -> Result<IndexState, Error> {
+        Ok(IndexState::Ready)
+    }
+
+    /// The errored steps through `pg_trgm`'s index (or the partial index of errored steps),
+    /// prefiltered in SQL by the needle's ASCII part, newest first.
+    fn search_errors<E: From<Error>>(
+        &self,
+        needle: &str,
+        filter: &RunFilter,
+        each: impl FnMut(Candidate) -> Result<ControlFlow<()>, E>,
+    ) -> Result<(), E> {
+        self.errors_like(needle, filter, each)
+    }
+
+    /// `Ready` where `pg_trgm` was created, `Missing` where the migration could not create it
+    /// (errors are then read through the partial index of the steps that have one).
+    fn error_index(&self) -> Result<IndexState, Error> {
+        self.trigram_index()
+    }
+
+    fn scan_payloads<E: From<Error>>(
+        &self,
+        field: SearchField,
+        filter: &RunFilter,
+        each: impl FnMut(Candidate) -> Result<ControlFlow<()>, E>,
+    ) -> Result<(), E> {
+        self.payloads(field, filter, each)
     }
 }
 
@@ -658,5 +713,42 @@ mod tests {
         let short_id = plan(&reader, TAIL_QUERY, &[&tails]);
         assert_index_walk("show SHORT_ID", &short_id);
         assert!(short_id.contains("idx_runs_id_tail"), "{short_id}");
+    }
+
+    #[test]
+    fn stats_and_search_queries_use_their_indexes() {
+        use crate::insight::{error_query, payload_query, run_stat_query, step_stat_query};
+        let uri = seeded();
+        let db = uri.secret_uri().rsplit('/').next().unwrap().to_owned();
+        TestServer::get().psql(
+            &db,
+            "UPDATE steps SET error_blob = 'CRM API rejected the update: 42' || step_index \
+             WHERE step_index = 2 AND run_id < '000000001000'; ANALYZE",
+        );
+        let reader = PostgresReader::open(&uri).unwrap();
+        let day = RunFilter {
+            since: Some("2026-01-02T00:00:00.000000Z".into()),
+            until: Some("2026-01-03T00:00:00.000000Z".into()),
+            ..RunFilter::default()
+        };
+        let plan_of = |(sql, params): (String, Vec<Box<dyn ToSql + Sync>>)| {
+            let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p.as_ref()).collect();
+            plan(&reader, &sql, &refs)
+        };
+        let stats = plan_of(run_stat_query(&day));
+        assert!(!stats.contains("Seq Scan"), "stats of a day scan runs:\n{stats}");
+        assert!(stats.contains("idx_runs_stats") || stats.contains("idx_runs_start_time"), "{stats}");
+        let steps = plan_of(step_stat_query(&day));
+        assert!(!steps.contains("Seq Scan on runs"), "{steps}");
+        assert!(steps.contains("steps"), "{steps}");
+        let has_trgm = reader.trigram_index().unwrap() == IndexState::Ready;
+        assert!(has_trgm, "pg_trgm is part of the server's contrib modules");
+        for needle in ["rejected", "número 42"] {
+            let errors = plan_of(error_query(needle, &RunFilter::default()));
+            assert!(errors.contains("idx_steps_error_trgm"), "{needle}: {errors}");
+            assert!(!errors.contains("Seq Scan"), "{needle}: {errors}");
+        }
+        let outputs = plan_of(payload_query(SearchField::Output, &day));
+        assert!(!outputs.contains("Seq Scan on runs"), "{outputs}");
     }
 }

@@ -1,29 +1,154 @@
-//! What the writer fills in after an upgrade, in short steps: `run_tails` (schema version 6)
-//! for the runs recorded before it. Step `k` of [`STEPS`] takes the runs whose tail falls in
-//! the `k`-th of 256 ranges of tails (by their first two hexadecimal digits): it finds them by a
-//! read of the ids outside any write transaction, then adds them in one short IMMEDIATE
-//! transaction (each only if the run still exists), so other writers wait at most one short
-//! write, and each step's rows land on a few neighbouring pages of `run_tails` (steps along the
-//! run ids would scatter every step over the whole table and write it to the WAL again each
-//! time). `flujo_backfill.after` is the next step's number; the triggers of version 6 cover
-//! every run inserted or deleted meanwhile.
+//! What the writer fills in after an upgrade, in short steps, for the rows recorded before it:
+//! `run_tails` (schema version 6), then `run_stats` and `error_search` (version 7). The triggers
+//! of each version cover every row written meanwhile; `flujo_backfill` holds each one's progress
+//! (`after`) and whether it is `done`, and readers use a table only once it is.
+//!
+//! `run_tails`: step `k` of [`STEPS`] takes the runs whose tail falls in the `k`-th of 256
+//! ranges of tails (by their first two hexadecimal digits): it finds them by a read of the ids
+//! outside any write transaction, then adds them in one short IMMEDIATE transaction (each only
+//! if the run still exists), so other writers wait at most one short write, and each step's rows
+//! land on a few neighbouring pages of `run_tails` (steps along the run ids would scatter every
+//! step over the whole table and write it to the WAL again each time).
+//!
+//! `run_stats` and `error_search` go along the rowids of `runs` and `steps` (the order rows were
+//! recorded, so nearly start-time order: each step's rows land next to each other in
+//! `run_stats`), [`RUNS_PER_STEP`] and [`STEPS_PER_STEP`] rowids a step: each step reads its
+//! range once outside any transaction (so its pages are in the cache), then copies it in one
+//! short IMMEDIATE transaction.
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 
 /// Steps of a backfill: one per range of tails.
 pub(crate) const STEPS: u32 = 256;
 
+/// Runs of `runs` a `run_stats` step copies (by rowid).
+pub(crate) const RUNS_PER_STEP: i64 = 5_000;
+/// Rows of `steps` an `error_search` step reads (by rowid): some 30 MB of steps at ~1.5 KB a
+/// step, of which the errors (one step in twenty or so) are copied.
+pub(crate) const STEPS_PER_STEP: i64 = 20_000;
+
+/// The backfills, in the order they are done.
+const ORDER: [&str; 3] = ["run_tails", "run_stats", "error_search"];
+
 /// Whether backfilling is still to do (false on a database without the table: before v6).
 pub(crate) fn pending(conn: &Connection) -> bool {
-    conn.query_row(
-        "SELECT done FROM flujo_backfill WHERE name = 'run_tails'",
+    next_pending(conn).ok().flatten().is_some()
+}
+
+/// The first backfill not done, with its progress.
+fn next_pending(conn: &Connection) -> rusqlite::Result<Option<(String, String)>> {
+    let mut stmt = conn.prepare_cached("SELECT name, after FROM flujo_backfill WHERE done = 0")?;
+    let mut pending: Vec<(String, String)> = stmt
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    pending.sort_by_key(|(name, _)| ORDER.iter().position(|known| known == name));
+    Ok(pending.into_iter().next())
+}
+
+/// One step of the first backfill not done. Returns whether more is to do (of any backfill).
+pub(crate) fn step(conn: &mut Connection) -> rusqlite::Result<bool> {
+    let Some((name, after)) = next_pending(conn)? else {
+        return Ok(false);
+    };
+    match name.as_str() {
+        "run_tails" => tails_step(conn, &after)?,
+        "run_stats" => rowid_step(conn, &name, &after, &RUN_STATS)?,
+        "error_search" => rowid_step(conn, &name, &after, &ERROR_SEARCH)?,
+        // a backfill of a newer flujo: not ours to do (a newer database is refused before)
+        _ => return Ok(false),
+    }
+    Ok(pending(conn))
+}
+
+/// A backfill along the rowids of a table: the range to read, and the copy of it.
+struct ByRowid {
+    table: &'static str,
+    per_step: i64,
+    /// Reads rows `(?1, ?2]` outside the transaction (what warms the cache).
+    read: &'static str,
+    /// Copies rows `(?1, ?2]` inside it.
+    copy: &'static str,
+}
+
+const RUN_STATS: ByRowid = ByRowid {
+    table: "runs",
+    per_step: RUNS_PER_STEP,
+    read: "SELECT count(end_time), max(length(pipeline_name)) FROM runs \
+           WHERE rowid > ?1 AND rowid <= ?2",
+    copy: "INSERT OR IGNORE INTO run_stats (start_time, run_id, pipeline_name, pipeline_version, \
+           status, duration_ms, total_tokens, total_cost) \
+           SELECT start_time, run_id, pipeline_name, pipeline_version, status, duration_ms, \
+           total_tokens, total_cost FROM runs \
+           WHERE rowid > ?1 AND rowid <= ?2 AND end_time IS NOT NULL",
+};
+
+const ERROR_SEARCH: ByRowid = ByRowid {
+    table: "steps",
+    per_step: STEPS_PER_STEP,
+    read: "SELECT count(error_blob), max(length(error_blob)) FROM steps \
+           WHERE rowid > ?1 AND rowid <= ?2",
+    copy: "INSERT OR REPLACE INTO error_search (rowid, error) \
+           SELECT rowid, error_blob FROM steps \
+           WHERE rowid > ?1 AND rowid <= ?2 AND error_blob IS NOT NULL",
+};
+
+/// One step of a backfill along rowids: rows `(after, after + per_step]`, done once that passes
+/// the largest rowid (rows after it were recorded under the triggers).
+fn rowid_step(
+    conn: &mut Connection,
+    name: &str,
+    after: &str,
+    backfill: &ByRowid,
+) -> rusqlite::Result<()> {
+    let after: i64 = after.parse().unwrap_or(0);
+    let last: i64 = conn.query_row(
+        &format!("SELECT coalesce(max(rowid), 0) FROM {}", backfill.table),
         [],
-        |row| row.get::<_, i64>(0),
-    )
-    .optional()
-    .ok()
-    .flatten()
-    .is_some_and(|done| done == 0)
+        |row| row.get(0),
+    )?;
+    let upper = after.saturating_add(backfill.per_step).min(last);
+    conn.prepare_cached(backfill.read)?
+        .query_row([after, upper], |_| Ok(()))?;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    tx.prepare_cached(backfill.copy)?.execute([after, upper])?;
+    tx.execute(
+        "UPDATE flujo_backfill SET after = ?1, done = ?2 WHERE name = ?3",
+        rusqlite::params![upper.to_string(), i64::from(upper >= last), name],
+    )?;
+    tx.commit()
+}
+
+/// How far a backfill along rowids is: `after` over the table's largest rowid (1 when done).
+pub(crate) fn progress(conn: &Connection, name: &str) -> rusqlite::Result<Option<f64>> {
+    let Some((after, done)) = conn
+        .query_row(
+            "SELECT after, done FROM flujo_backfill WHERE name = ?1",
+            [name],
+            |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?)),
+        )
+        .optional()?
+    else {
+        return Ok(None);
+    };
+    if done != 0 {
+        return Ok(Some(1.0));
+    }
+    let table = match name {
+        "run_stats" => "runs",
+        "error_search" => "steps",
+        _ => return Ok(Some(after.parse::<f64>().unwrap_or(0.0) / f64::from(STEPS))),
+    };
+    let last: i64 = conn.query_row(
+        &format!("SELECT coalesce(max(rowid), 0) FROM {table}"),
+        [],
+        |row| row.get(0),
+    )?;
+    let after: i64 = after.parse().unwrap_or(0);
+    Ok(Some(if last == 0 {
+        1.0
+    } else {
+        (after as f64 / last as f64).min(1.0)
+    }))
 }
 
 /// The tails step `k` takes: `[lower, upper)`, `None` for no bound. Every text falls in exactly
@@ -33,21 +158,8 @@ fn range(k: u32) -> (Option<String>, Option<String>) {
     (bound(k), bound(k + 1))
 }
 
-/// One step: adds the tails of the next range. Returns whether more is to do.
-pub(crate) fn step(conn: &mut Connection) -> rusqlite::Result<bool> {
-    let Some((after, done)) = conn
-        .query_row(
-            "SELECT after, done FROM flujo_backfill WHERE name = 'run_tails'",
-            [],
-            |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?)),
-        )
-        .optional()?
-    else {
-        return Ok(false);
-    };
-    if done != 0 {
-        return Ok(false);
-    }
+/// One step of `run_tails`: adds the tails of the next range.
+fn tails_step(conn: &mut Connection, after: &str) -> rusqlite::Result<()> {
     let k: u32 = after.parse().unwrap_or(0).min(STEPS);
     let ids: Vec<String> = if k < STEPS {
         let (lower, upper) = range(k);
@@ -77,8 +189,7 @@ pub(crate) fn step(conn: &mut Connection) -> rusqlite::Result<bool> {
         "UPDATE flujo_backfill SET after = ?1, done = ?2 WHERE name = 'run_tails'",
         rusqlite::params![next.to_string(), i64::from(next >= STEPS)],
     )?;
-    tx.commit()?;
-    Ok(next < STEPS)
+    tx.commit()
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@ mod backend;
 mod backfill;
 mod config;
 mod error;
+mod insight;
 mod layer;
 mod migrate;
 mod process;

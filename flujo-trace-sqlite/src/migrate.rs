@@ -70,6 +70,7 @@ fn upgrade_from(version: i64) -> &'static str {
         3 => include_str!("schema/v3_to_v4.sql"),
         4 => include_str!("schema/v4_to_v5.sql"),
         5 => include_str!("schema/v5_to_v6.sql"),
+        6 => include_str!("schema/v6_to_v7.sql"),
         _ => unreachable!(
             "no upgrade from schema version {version}: SCHEMA_VERSION is {SCHEMA_VERSION}"
         ),

@@ -229,7 +229,7 @@ impl SqliteBackend {
         read().map_err(|e| self.read_error(e))
     }
 
-    fn read_error(&self, source: rusqlite::Error) -> Error {
+    pub(crate) fn read_error(&self, source: rusqlite::Error) -> Error {
         classify(&self.path, source)
     }
 }

@@ -13,7 +13,8 @@ use std::path::Path;
 
 use crate::backend::{RunFilter, RunRecord, SqliteBackend, StateBackend, StepRecord};
 use crate::prune::{PruneCounts, PruneFilter, PruneProgress, PruneReport};
-use flujo_trace_core::RunReader;
+use flujo_trace_core::{Candidate, IndexState, RunReader, RunStat, SearchField, StepStat};
+use std::ops::ControlFlow;
 
 use crate::read::RunPage;
 use crate::Error;
@@ -136,6 +137,53 @@ impl RunReader for SqliteReader {
 
     fn running_steps(&self, run_id: &str) -> Result<Vec<StepRecord>, Error> {
         self.backend.running_steps(run_id)
+    }
+
+    /// From schema version 7, the ended runs come from `run_stats` (a range of its primary key
+    /// by start time) and the running ones from `runs(status, start_time)`, in one read
+    /// transaction; before, or while the writer still fills `run_stats`, from `runs`.
+    fn for_each_run_stat<E: From<Error>>(
+        &self,
+        filter: &RunFilter,
+        each: impl FnMut(RunStat) -> Result<(), E>,
+    ) -> Result<(), E> {
+        self.backend.for_each_run_stat(filter, each)
+    }
+
+    fn for_each_step_stat<E: From<Error>>(
+        &self,
+        filter: &RunFilter,
+        each: impl FnMut(StepStat) -> Result<(), E>,
+    ) -> Result<(), E> {
+        self.backend.for_each_step_stat(filter, each)
+    }
+
+    fn stats_index(&self) -> Result<IndexState, Error> {
+        self.backend.stats_index()
+    }
+
+    /// From schema version 7, the FTS5 trigram index `error_search`, newest first; a needle of
+    /// 1 or 2 characters reads every row of that index (the errors only, not the steps).
+    fn search_errors<E: From<Error>>(
+        &self,
+        needle: &str,
+        filter: &RunFilter,
+        each: impl FnMut(Candidate) -> Result<ControlFlow<()>, E>,
+    ) -> Result<(), E> {
+        self.backend.search_errors(needle, filter, each)
+    }
+
+    fn error_index(&self) -> Result<IndexState, Error> {
+        self.backend.error_index()
+    }
+
+    fn scan_payloads<E: From<Error>>(
+        &self,
+        field: SearchField,
+        filter: &RunFilter,
+        each: impl FnMut(Candidate) -> Result<ControlFlow<()>, E>,
+    ) -> Result<(), E> {
+        self.backend.scan_payloads(field, filter, each)
     }
 }
 

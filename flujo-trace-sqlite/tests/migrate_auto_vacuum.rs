@@ -18,7 +18,7 @@ fn a_new_database_has_incremental_auto_vacuum() {
     drop(SqliteBackend::open(&path).unwrap());
     let conn = Connection::open(&path).unwrap();
     assert_eq!(count(&conn, "PRAGMA auto_vacuum"), 2);
-    assert_eq!(count(&conn, "PRAGMA user_version"), 6);
+    assert_eq!(count(&conn, "PRAGMA user_version"), 7);
 }
 
 #[test]
@@ -83,7 +83,7 @@ fn a_v1_database_keeps_its_auto_vacuum_and_is_upgraded() {
     let conn = Connection::open(&path).unwrap();
     // auto_vacuum cannot change once tables exist: left as it was
     assert_eq!(count(&conn, "PRAGMA auto_vacuum"), 0);
-    assert_eq!(count(&conn, "PRAGMA user_version"), 6);
+    assert_eq!(count(&conn, "PRAGMA user_version"), 7);
     assert_eq!(
         count(
             &conn,

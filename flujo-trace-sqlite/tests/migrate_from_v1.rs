@@ -49,7 +49,7 @@ fn check_upgraded(path: &std::path::Path) {
     let version: i64 = conn
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 6);
+    assert_eq!(version, 7);
     let added: i64 = conn
         .query_row(
             "SELECT count(*) FROM pragma_table_info('steps') WHERE name IN ('parent_step_run_id', 'step_kind', 'attempts', 'fallback_taken')",

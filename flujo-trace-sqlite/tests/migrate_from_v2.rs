@@ -51,7 +51,7 @@ fn a_v2_database_is_upgraded_keeping_its_rows() {
     let version: i64 = conn
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 6);
+    assert_eq!(version, 7);
     let pid_ns: Option<i64> = conn
         .query_row(
             "SELECT writer_pid_ns FROM runs WHERE run_id = 'run-1'",

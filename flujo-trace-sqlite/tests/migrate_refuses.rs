@@ -42,7 +42,7 @@ fn a_newer_schema_is_refused_untouched() {
             error,
             Error::TooNew {
                 found: 99,
-                supported: 6,
+                supported: 7,
                 ..
             }
         ),

@@ -77,7 +77,7 @@ fn too_new_is_refused() {
             error,
             Error::TooNew {
                 found: 9,
-                supported: 6,
+                supported: 7,
                 ..
             }
         ),

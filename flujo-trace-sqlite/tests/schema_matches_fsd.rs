@@ -103,10 +103,23 @@ fn a_new_database_holds_the_fsd_schema_unchanged() {
     let db = Connection::open(&path).unwrap();
 
     assert_eq!(tables(&fsd), ["runs", "steps"]);
-    // flujo's own tables beside the FSD's: short ids (schema version 6)
+    // flujo's own tables beside the FSD's: short ids (schema version 6), stats and the FTS5
+    // index of errors with its shadow tables (version 7)
     assert_eq!(
         tables(&db),
-        ["flujo_backfill", "run_tails", "runs", "steps"]
+        [
+            "error_search",
+            "error_search_config",
+            "error_search_content",
+            "error_search_data",
+            "error_search_docsize",
+            "error_search_idx",
+            "flujo_backfill",
+            "run_stats",
+            "run_tails",
+            "runs",
+            "steps"
+        ]
     );
     for table in tables(&fsd) {
         let fsd_columns = columns(&fsd, &table);
@@ -147,7 +160,7 @@ fn a_new_database_holds_the_fsd_schema_unchanged() {
     let version: i64 = db
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 6);
+    assert_eq!(version, 7);
 }
 
 #[test]

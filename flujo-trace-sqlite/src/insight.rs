@@ -1,0 +1,445 @@
+//! Read-only queries of `flujo lens stats` and `flujo lens search`: crate-private methods of
+//! `SqliteBackend`, public only through `SqliteReader`'s `RunReader` implementation.
+//!
+//! From schema version 7, stats read `run_stats` (the ended runs by start time, a range of its
+//! primary key) and the runs still `running` from `runs(status, start_time)`, in one read
+//! transaction so a run ending meanwhile is counted once; a search of errors reads the FTS5
+//! trigram index `error_search` newest first (its rowids are the steps'). Before (an older
+//! database, or one whose writer is still filling the tables for the rows before its upgrade:
+//! `flujo_backfill`), both scan `runs` and `steps` within the window, with the same answers.
+//! Payloads (inputs, outputs, contexts) are never indexed: a search in them walks the window's
+//! runs newest first through `runs(start_time)` and their steps through `steps(run_id)`.
+
+use std::ops::ControlFlow;
+
+use rusqlite::types::Value;
+use rusqlite::Row;
+
+use flujo_trace_core::{
+    Candidate, IndexState, Liveness, RunFilter, RunStat, SearchField, StepStat, CRASHED,
+};
+
+use crate::backend::SqliteBackend;
+use crate::backfill;
+use crate::process::{writer_columns, writer_from_columns};
+use crate::Error;
+
+/// The fewest characters the trigram index finds a substring of.
+pub(crate) const TRIGRAM_MIN_CHARS: usize = 3;
+
+/// The `WHERE` terms of a filter's window and pipeline over runs aliased `r`, and their values.
+fn window(filter: &RunFilter, start_column: &str) -> (String, Vec<Value>) {
+    let mut terms = Vec::new();
+    let mut values = Vec::new();
+    if let Some(since) = &filter.since {
+        terms.push(format!("{start_column} >= ?"));
+        values.push(Value::Text(since.clone()));
+    }
+    if let Some(until) = &filter.until {
+        terms.push(format!("{start_column} < ?"));
+        values.push(Value::Text(until.clone()));
+    }
+    if let Some(pipeline) = &filter.pipeline_name {
+        terms.push("r.pipeline_name = ?".to_owned());
+        values.push(Value::Text(pipeline.clone()));
+    }
+    (terms.join(" AND "), values)
+}
+
+/// `WHERE a AND b`, leaving out empty terms.
+fn where_all(terms: &[&str]) -> String {
+    let terms: Vec<&str> = terms.iter().copied().filter(|t| !t.is_empty()).collect();
+    if terms.is_empty() {
+        String::new()
+    } else {
+        format!(" WHERE {}", terms.join(" AND "))
+    }
+}
+
+/// An FTS5 phrase of `needle`: its text in double quotes, each quote doubled.
+fn fts_phrase(needle: &str) -> String {
+    format!("\"{}\"", needle.replace('"', "\"\""))
+}
+
+fn candidate(row: &Row<'_>, field: SearchField) -> rusqlite::Result<Candidate> {
+    Ok(Candidate {
+        run_id: row.get(0)?,
+        step_run_id: row.get(1)?,
+        step_name: row.get(2)?,
+        field,
+        text: row.get(3)?,
+    })
+}
+
+impl SqliteBackend {
+    /// How far a table of version 7 is filled: `Ready`, `Filling`, or `Missing` before v7.
+    fn backfill_state(&self, name: &str) -> Result<IndexState, Error> {
+        if self.schema_version < 7 {
+            return Ok(IndexState::Missing);
+        }
+        let progress = backfill::progress(&self.conn, name).map_err(|e| self.read_error(e))?;
+        Ok(match progress {
+            Some(done) if done >= 1.0 => IndexState::Ready,
+            Some(done) => IndexState::Filling(done),
+            None => IndexState::Missing,
+        })
+    }
+
+    /// Whether stats read `run_stats`.
+    pub(crate) fn stats_index(&self) -> Result<IndexState, Error> {
+        self.backfill_state("run_stats")
+    }
+
+    /// Whether a search of errors reads `error_search`.
+    pub(crate) fn error_index(&self) -> Result<IndexState, Error> {
+        self.backfill_state("error_search")
+    }
+
+    /// The SQL of the runs stats count, and its values: ended runs from `run_stats` (when
+    /// ready) and the others from `runs`, or every run from `runs`.
+    fn run_stat_queries(&self, filter: &RunFilter, indexed: bool) -> Vec<(String, Vec<Value>)> {
+        let writer = writer_columns(self.schema_version);
+        let (duration, tokens) = if self.schema_version >= 2 {
+            ("r.duration_ms", "r.total_tokens")
+        } else {
+            ("NULL", "NULL")
+        };
+        let (terms, values) = window(filter, "r.start_time");
+        let from_runs = |status_term: &str| {
+            format!(
+                "SELECT r.start_time, r.pipeline_name, r.pipeline_version, r.status, {duration}, \
+                 {tokens}, r.total_cost, {writer} FROM runs r{}",
+                where_all(&[status_term, &terms])
+            )
+        };
+        if indexed {
+            vec![
+                (
+                    format!(
+                        "SELECT r.start_time, r.pipeline_name, r.pipeline_version, r.status, \
+                         r.duration_ms, r.total_tokens, r.total_cost, NULL, NULL, NULL, NULL \
+                         FROM run_stats r{}",
+                        where_all(&[&terms])
+                    ),
+                    values.clone(),
+                ),
+                (from_runs("r.status = 'running'"), values),
+            ]
+        } else {
+            vec![(from_runs(""), values)]
+        }
+    }
+
+    /// Every run in the filter's window, for stats (see `RunReader::for_each_run_stat`).
+    pub(crate) fn for_each_run_stat<E: From<Error>>(
+        &self,
+        filter: &RunFilter,
+        mut each: impl FnMut(RunStat) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let indexed = self.stats_index()? == IndexState::Ready;
+        let read = |e| self.read_error(e);
+        // one snapshot for both queries: a run that ends between them is counted once
+        let tx = self.conn.unchecked_transaction().map_err(read)?;
+        let mut liveness = Liveness::default();
+        for (sql, values) in self.run_stat_queries(filter, indexed) {
+            let mut stmt = tx.prepare(&sql).map_err(read)?;
+            let mut rows = stmt
+                .query(rusqlite::params_from_iter(values))
+                .map_err(read)?;
+            while let Some(row) = rows.next().map_err(read)? {
+                let writer = writer_from_columns(row, 7).map_err(read)?;
+                let mut status: String = row.get(3).map_err(read)?;
+                if liveness.derived_status(&status, writer.as_ref()) == CRASHED {
+                    status = CRASHED.to_owned();
+                }
+                each(RunStat {
+                    start_time: row.get(0).map_err(read)?,
+                    pipeline_name: row.get(1).map_err(read)?,
+                    pipeline_version: row.get(2).map_err(read)?,
+                    status,
+                    duration_ms: row.get(4).map_err(read)?,
+                    total_tokens: row.get(5).map_err(read)?,
+                    total_cost: row.get(6).map_err(read)?,
+                })?;
+            }
+        }
+        tx.finish().map_err(read)?;
+        Ok(())
+    }
+
+    /// The SQL of the steps of the runs stats count, and its values.
+    fn step_stat_queries(&self, filter: &RunFilter, indexed: bool) -> Vec<(String, Vec<Value>)> {
+        let columns = if self.schema_version >= 2 {
+            "s.run_id, r.pipeline_name, s.step_name, s.step_kind, s.status, s.duration_ms, \
+             s.attempts, s.fallback_taken"
+        } else {
+            "s.run_id, r.pipeline_name, s.step_name, NULL, s.status, s.duration_ms, NULL, NULL"
+        };
+        let (terms, values) = window(filter, "r.start_time");
+        let join = |table: &str, status_term: &str| {
+            format!(
+                "SELECT {columns} FROM {table} r JOIN steps s ON s.run_id = r.run_id{}",
+                where_all(&[status_term, &terms])
+            )
+        };
+        if indexed {
+            vec![
+                (join("run_stats", ""), values.clone()),
+                (join("runs", "r.status = 'running'"), values),
+            ]
+        } else {
+            vec![(join("runs", ""), values)]
+        }
+    }
+
+    /// Every step execution of the runs in the filter's window, for `stats --by step`.
+    pub(crate) fn for_each_step_stat<E: From<Error>>(
+        &self,
+        filter: &RunFilter,
+        mut each: impl FnMut(StepStat) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let indexed = self.stats_index()? == IndexState::Ready;
+        let read = |e| self.read_error(e);
+        let tx = self.conn.unchecked_transaction().map_err(read)?;
+        for (sql, values) in self.step_stat_queries(filter, indexed) {
+            let mut stmt = tx.prepare(&sql).map_err(read)?;
+            let mut rows = stmt
+                .query(rusqlite::params_from_iter(values))
+                .map_err(read)?;
+            while let Some(row) = rows.next().map_err(read)? {
+                each(StepStat {
+                    run_id: row.get(0).map_err(read)?,
+                    pipeline_name: row.get(1).map_err(read)?,
+                    step_name: row.get(2).map_err(read)?,
+                    step_kind: row.get(3).map_err(read)?,
+                    status: row.get(4).map_err(read)?,
+                    duration_ms: row.get(5).map_err(read)?,
+                    attempts: row.get(6).map_err(read)?,
+                    fallback_taken: row.get(7).map_err(read)?,
+                })?;
+            }
+        }
+        tx.finish().map_err(read)?;
+        Ok(())
+    }
+
+    /// The SQL of a search of errors through `error_search`: the index's matches of `needle`
+    /// (all its rows for a needle below the trigrams), newest first.
+    fn indexed_error_query(&self, needle: &str, filter: &RunFilter) -> (String, Vec<Value>) {
+        let (terms, mut values) = window(filter, "r.start_time");
+        let runs = if terms.is_empty() {
+            ""
+        } else {
+            " JOIN runs r ON r.run_id = s.run_id"
+        };
+        let mut match_term = "";
+        if needle.chars().count() >= TRIGRAM_MIN_CHARS {
+            match_term = "error_search MATCH ?";
+            values.insert(0, Value::Text(fts_phrase(needle)));
+        }
+        let sql = format!(
+            "SELECT s.run_id, s.step_run_id, s.step_name, e.error FROM error_search e \
+             JOIN steps s ON s.rowid = e.rowid{runs}{} ORDER BY e.rowid DESC",
+            where_all(&[match_term, &terms])
+        );
+        (sql, values)
+    }
+
+    /// Errors that may contain `needle` (see `RunReader::search_errors`).
+    pub(crate) fn search_errors<E: From<Error>>(
+        &self,
+        needle: &str,
+        filter: &RunFilter,
+        mut each: impl FnMut(Candidate) -> Result<ControlFlow<()>, E>,
+    ) -> Result<(), E> {
+        if self.error_index()? != IndexState::Ready {
+            return self.scan_payloads(SearchField::Error, filter, each);
+        }
+        let read = |e| self.read_error(e);
+        let (sql, values) = self.indexed_error_query(needle, filter);
+        let mut stmt = self.conn.prepare(&sql).map_err(read)?;
+        let mut rows = stmt
+            .query(rusqlite::params_from_iter(values))
+            .map_err(read)?;
+        while let Some(row) = rows.next().map_err(read)? {
+            let found = candidate(row, SearchField::Error).map_err(read)?;
+            if each(found)?.is_break() {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// The SQL of a scan of `field` over the window's runs, newest first.
+    fn payload_query(&self, field: SearchField, filter: &RunFilter) -> (String, Vec<Value>) {
+        let (terms, values) = window(filter, "r.start_time");
+        let sql = match field {
+            SearchField::Context => format!(
+                "SELECT r.run_id, NULL, NULL, r.final_context_blob FROM runs r{} \
+                 ORDER BY r.start_time DESC",
+                where_all(&["r.final_context_blob IS NOT NULL", &terms])
+            ),
+            SearchField::Error | SearchField::Input | SearchField::Output => {
+                let column = match field {
+                    SearchField::Error => "s.error_blob",
+                    SearchField::Input => "s.input_blob",
+                    _ => "s.output_blob",
+                };
+                format!(
+                    "SELECT r.run_id, s.step_run_id, s.step_name, {column} FROM runs r \
+                     JOIN steps s ON s.run_id = r.run_id{} ORDER BY r.start_time DESC",
+                    where_all(&[&format!("{column} IS NOT NULL"), &terms])
+                )
+            }
+        };
+        (sql, values)
+    }
+
+    /// `field` of every run in the window, newest run first (see `RunReader::scan_payloads`).
+    pub(crate) fn scan_payloads<E: From<Error>>(
+        &self,
+        field: SearchField,
+        filter: &RunFilter,
+        mut each: impl FnMut(Candidate) -> Result<ControlFlow<()>, E>,
+    ) -> Result<(), E> {
+        let read = |e| self.read_error(e);
+        let (sql, values) = self.payload_query(field, filter);
+        let mut stmt = self.conn.prepare(&sql).map_err(read)?;
+        let mut rows = stmt
+            .query(rusqlite::params_from_iter(values))
+            .map_err(read)?;
+        while let Some(row) = rows.next().map_err(read)? {
+            let found = candidate(row, field).map_err(read)?;
+            if each(found)?.is_break() {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::SqliteBackend;
+
+    /// The plan of `sql`, one line per step.
+    fn plan(backend: &SqliteBackend, sql: &str, values: &[Value]) -> String {
+        let mut stmt = backend
+            .conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .unwrap();
+        let rows = stmt
+            .query_map(rusqlite::params_from_iter(values), |row| {
+                row.get::<_, String>(3)
+            })
+            .unwrap();
+        rows.map(Result::unwrap).collect::<Vec<_>>().join("\n")
+    }
+
+    fn backend() -> (tempfile::TempDir, SqliteBackend) {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = SqliteBackend::open(dir.path().join("flujo_ops.db")).unwrap();
+        (dir, backend)
+    }
+
+    fn day() -> RunFilter {
+        RunFilter {
+            since: Some("2026-12-01T00:00:00.000000Z".into()),
+            until: Some("2026-12-02T00:00:00.000000Z".into()),
+            ..RunFilter::default()
+        }
+    }
+
+    #[test]
+    fn stats_of_a_window_are_ranges_of_run_stats_and_of_running_runs() {
+        let (_dir, backend) = backend();
+        for filter in [day(), RunFilter::default()] {
+            let queries = backend.run_stat_queries(&filter, true);
+            let ended = plan(&backend, &queries[0].0, &queries[0].1);
+            let running = plan(&backend, &queries[1].0, &queries[1].1);
+            if filter.since.is_some() {
+                assert!(
+                    ended.contains("SEARCH r USING PRIMARY KEY (start_time>? AND start_time<?)"),
+                    "{ended}"
+                );
+            } else {
+                assert_eq!(ended, "SCAN r", "{ended}");
+            }
+            // only the runs stored as running: an index on the status (and the start time)
+            assert!(running.starts_with("SEARCH r USING INDEX idx_runs_status"), "{running}");
+            assert!(running.contains("(status=?"), "{running}");
+            let steps = backend.step_stat_queries(&filter, true);
+            let ended_steps = plan(&backend, &steps[0].0, &steps[0].1);
+            assert!(
+                ended_steps.contains("SEARCH s USING INDEX idx_steps_run_id (run_id=?)"),
+                "{ended_steps}"
+            );
+            if filter.since.is_some() {
+                assert!(
+                    ended_steps.contains("SEARCH r USING PRIMARY KEY (start_time>? AND start_time<?)"),
+                    "{ended_steps}"
+                );
+            }
+            assert!(!ended_steps.contains("TEMP B-TREE"), "{ended_steps}");
+        }
+    }
+
+    #[test]
+    fn a_pipelines_stats_read_the_window_and_filter_it() {
+        let (_dir, backend) = backend();
+        let filter = RunFilter {
+            pipeline_name: Some("triage".into()),
+            ..day()
+        };
+        let queries = backend.run_stat_queries(&filter, true);
+        let ended = plan(&backend, &queries[0].0, &queries[0].1);
+        assert!(ended.contains("PRIMARY KEY (start_time>? AND start_time<?)"), "{ended}");
+    }
+
+    #[test]
+    fn errors_are_searched_through_the_trigram_index_newest_first() {
+        let (_dir, backend) = backend();
+        for filter in [RunFilter::default(), day()] {
+            let (sql, values) = backend.indexed_error_query("rate limit", &filter);
+            let plan = plan(&backend, &sql, &values);
+            assert!(plan.contains("SCAN e VIRTUAL TABLE INDEX"), "{plan}");
+            assert!(plan.contains("SEARCH s USING INTEGER PRIMARY KEY (rowid=?)"), "{plan}");
+            assert!(!plan.contains("TEMP B-TREE"), "{plan}");
+            if filter.since.is_some() {
+                assert!(
+                    plan.contains("SEARCH r USING INDEX sqlite_autoindex_runs_1 (run_id=?)"),
+                    "{plan}"
+                );
+            }
+        }
+        // below the trigrams: every error, still newest first without a sort
+        let (sql, values) = backend.indexed_error_query("42", &RunFilter::default());
+        assert!(!sql.contains("MATCH"));
+        let plan = plan(&backend, &sql, &values);
+        assert!(!plan.contains("TEMP B-TREE"), "{plan}");
+    }
+
+    #[test]
+    fn payloads_are_scanned_newest_run_first_within_the_window() {
+        let (_dir, backend) = backend();
+        for field in [SearchField::Input, SearchField::Output, SearchField::Error] {
+            let (sql, values) = backend.payload_query(field, &day());
+            let plan = plan(&backend, &sql, &values);
+            assert!(
+                plan.contains("SEARCH r USING INDEX idx_runs_start_time (start_time>? AND start_time<?)"),
+                "{plan}"
+            );
+            assert!(plan.contains("SEARCH s USING INDEX idx_steps_run_id (run_id=?)"), "{plan}");
+        }
+        let (sql, values) = backend.payload_query(SearchField::Context, &day());
+        let plan = plan(&backend, &sql, &values);
+        assert!(plan.contains("idx_runs_start_time"), "{plan}");
+        assert!(!plan.contains("TEMP B-TREE"), "{plan}");
+    }
+
+    #[test]
+    fn phrases_quote_their_quotes() {
+        assert_eq!(fts_phrase(r#"say "hi""#), r#""say ""hi""""#);
+    }
+}

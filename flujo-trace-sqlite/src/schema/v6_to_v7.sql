@@ -1,0 +1,71 @@
+-- Upgrade schema version 6 to version 7. Adds two tables and their triggers; no column changes.
+
+-- `flujo lens stats`: one row per ended run, in start-time order, with only what stats count.
+-- Reading it is a range of its primary key, some 110 bytes a run, where `runs` holds about a
+-- kilobyte a run (its input, context and error inline): all 1,000,000 runs of a store in a few
+-- hundred milliseconds. Runs still running (or crashed) are not in it; stats take those from
+-- `runs(status, start_time)`. Kept by the triggers below; the runs ended before the upgrade are
+-- added by the writer in short steps (`flujo_backfill` 'run_stats'), as for `run_tails`.
+CREATE TABLE IF NOT EXISTS run_stats (
+    start_time TEXT NOT NULL,
+    run_id TEXT NOT NULL,
+    pipeline_name TEXT NOT NULL,
+    pipeline_version TEXT NOT NULL,
+    status TEXT NOT NULL,
+    duration_ms INTEGER,
+    total_tokens INTEGER,
+    total_cost REAL,
+    PRIMARY KEY (start_time, run_id)
+) WITHOUT ROWID;
+
+CREATE TRIGGER IF NOT EXISTS run_stats_insert AFTER INSERT ON runs
+WHEN new.end_time IS NOT NULL BEGIN
+    INSERT OR REPLACE INTO run_stats (start_time, run_id, pipeline_name, pipeline_version,
+        status, duration_ms, total_tokens, total_cost)
+    VALUES (new.start_time, new.run_id, new.pipeline_name, new.pipeline_version, new.status,
+        new.duration_ms, new.total_tokens, new.total_cost);
+END;
+
+CREATE TRIGGER IF NOT EXISTS run_stats_end AFTER UPDATE OF end_time ON runs
+WHEN new.end_time IS NOT NULL BEGIN
+    INSERT OR REPLACE INTO run_stats (start_time, run_id, pipeline_name, pipeline_version,
+        status, duration_ms, total_tokens, total_cost)
+    VALUES (new.start_time, new.run_id, new.pipeline_name, new.pipeline_version, new.status,
+        new.duration_ms, new.total_tokens, new.total_cost);
+END;
+
+CREATE TRIGGER IF NOT EXISTS run_stats_delete AFTER DELETE ON runs BEGIN
+    DELETE FROM run_stats WHERE start_time = old.start_time AND run_id = old.run_id;
+END;
+
+-- `flujo lens search --in error`: every step's error text in an FTS5 index of trigrams (any
+-- substring of 3 characters or more, case folded for every script), its rowid the step's rowid,
+-- so matches come newest first in the order steps were recorded. Errors are short and one step
+-- in some twenty has one: the index costs little on the write path (a step without an error
+-- only has its trigger's condition checked). The index holds its own copy of each text, so a
+-- query of 1 or 2 characters, below the trigrams, scans the errors alone, not every step.
+CREATE VIRTUAL TABLE IF NOT EXISTS error_search USING fts5(error, tokenize = 'trigram');
+
+CREATE TRIGGER IF NOT EXISTS error_search_insert AFTER INSERT ON steps
+WHEN new.error_blob IS NOT NULL BEGIN
+    INSERT INTO error_search (rowid, error) VALUES (new.rowid, new.error_blob);
+END;
+
+CREATE TRIGGER IF NOT EXISTS error_search_update AFTER UPDATE OF error_blob ON steps
+WHEN new.error_blob IS NOT old.error_blob BEGIN
+    DELETE FROM error_search WHERE rowid = old.rowid;
+    INSERT INTO error_search (rowid, error)
+    SELECT new.rowid, new.error_blob WHERE new.error_blob IS NOT NULL;
+END;
+
+CREATE TRIGGER IF NOT EXISTS error_search_delete AFTER DELETE ON steps
+WHEN old.error_blob IS NOT NULL BEGIN
+    DELETE FROM error_search WHERE rowid = old.rowid;
+END;
+
+-- The two backfills of this version: `after` is the rowid (of `runs`, of `steps`) up to which
+-- the rows before the upgrade are in; nothing to do on a database without rows.
+INSERT OR IGNORE INTO flujo_backfill (name, after, done)
+VALUES ('run_stats', '0', NOT EXISTS (SELECT 1 FROM runs));
+INSERT OR IGNORE INTO flujo_backfill (name, after, done)
+VALUES ('error_search', '0', NOT EXISTS (SELECT 1 FROM steps));

@@ -6,8 +6,9 @@ const EXIT_CODES: &str = "\
 Exit codes:
   0    success; diff: the two runs are equal; --follow: the run completed; list --watch:
        stopped with Ctrl-C
-  1    nothing found: no run matches, or RUN names no run or several; prune: also when the
-       question is not answered yes (nothing is deleted then); diff: the two runs differ
+  1    nothing found: no run matches, or RUN names no run or several; stats: no run in the
+       window; search: no run recorded TEXT; prune: also when the question is not answered
+       yes (nothing is deleted then); diff: the two runs differ
   2    bad arguments, unusable configuration, or a database that is missing, not a flujo
        database, corrupt, or from a newer flujo; prune: also without --yes when there is no
        terminal to ask on; diff: also a RUN that names no run or several (as diff(1) does)

@@ -11,9 +11,9 @@ use crate::args::{
     ByArg, Cli, CliCommand, CopyArgs, FieldArg, FormatArg, LensCommand, ListArgs, PruneArgs,
     SearchArgs, ShowArgs, StatsArgs,
 };
+use crate::error::LensError;
 use crate::search::SearchConfig;
 use crate::stats::{By, StatsConfig};
-use crate::error::LensError;
 use crate::timespec::parse_when;
 use crate::Environment;
 

@@ -25,7 +25,7 @@ use crate::render::{self, Align, Cell, Column, Tone};
 use crate::text::{self, TimePrecision};
 
 /// Characters of context shown before and after a match.
-const BEFORE: usize = 30;
+const BEFORE: usize = 20;
 const AFTER: usize = 50;
 /// The fewest characters an index of trigrams finds.
 const TRIGRAM: usize = 3;
@@ -50,9 +50,7 @@ pub(crate) fn run(
     out: &mut dyn Write,
 ) -> Result<(), LensError> {
     match &config.store {
-        Store::Sqlite(state) => {
-            search_from(&SqliteReader::open(&state.path)?, config, search, out)
-        }
+        Store::Sqlite(state) => search_from(&SqliteReader::open(&state.path)?, config, search, out),
         Store::Postgres { uri, .. } => {
             search_from(&PostgresReader::open(uri)?, config, search, out)
         }
@@ -201,69 +199,64 @@ where
     let mut hits: Vec<Hit> = Vec::new();
     let want = search.limit + 1;
     for &field in &search.fields {
-        let mut in_field = 0usize;
-        let mut consider = |candidate: Candidate| -> Result<ControlFlow<()>, LensError> {
-            if runs.get(&candidate.run_id).is_some_and(Option::is_none)
-                || hits.iter().any(|hit| hit.run.run_id == candidate.run_id)
-            {
-                return Ok(ControlFlow::Continue(()));
-            }
-            let Some(snippet) = find_match(&needle, field, &candidate.text) else {
-                return Ok(ControlFlow::Continue(()));
-            };
-            let run = match runs.get(&candidate.run_id) {
-                Some(run) => run.clone(),
-                None => {
-                    let run = backend.find_run(&candidate.run_id)?.filter(|run| accept(run));
-                    runs.insert(candidate.run_id.clone(), run.clone());
-                    run
-                }
-            };
-            let Some(run) = run else {
-                return Ok(ControlFlow::Continue(()));
-            };
-            hits.push(Hit {
-                run,
-                field,
-                step_name: candidate.step_name,
-                step_run_id: candidate.step_run_id,
-                snippet,
-            });
-            in_field += 1;
-            Ok(if in_field >= want {
-                ControlFlow::Break(())
-            } else {
-                ControlFlow::Continue(())
-            })
-        };
         if field == SearchField::Error {
-            match backend.error_index()? {
-                IndexState::Ready if search.text.chars().count() < TRIGRAM => {
-                    found.notes.push(format!(
-                        "{:?} is shorter than the error index's {TRIGRAM} characters: every \
-                         error in the window was read",
-                        text::escape(&search.text)
-                    ));
-                }
-                IndexState::Ready => {}
-                IndexState::Filling(done) => found.notes.push(format!(
-                    "the store's error index is still being built by its writer ({:.0}% done): \
-                     errors were searched by reading every step in the window",
-                    done * 100.0
-                )),
-                IndexState::Missing => found.notes.push(
-                    "this store has no index of errors (written by an older flujo, or a \
-                     PostgreSQL server without pg_trgm): errors were searched by reading the \
-                     steps in the window; a pipeline of this flujo recording into a SQLite \
-                     store upgrades it"
-                        .to_owned(),
-                ),
+            if let Some(note) = error_note(backend.error_index()?, &search.text) {
+                found.notes.push(note);
             }
-            backend.search_errors(&search.text, &search.filter, &mut consider)?;
-        } else {
-            backend.scan_payloads(field, &search.payload_filter, &mut consider)?;
         }
-        if in_field >= want {
+        // Candidates are judged after each pass over the store (a reader streaming a query
+        // cannot be asked for a run meanwhile): a pass collects up to `batch` matching runs not
+        // judged yet; when `accept` turns some down, the next pass looks for twice as many.
+        let mut accepted = 0usize;
+        let mut batch = want;
+        loop {
+            let mut pending: Vec<(Candidate, Snippet)> = Vec::new();
+            let mut stopped = false;
+            let mut consider = |candidate: Candidate| -> Result<ControlFlow<()>, LensError> {
+                if runs.contains_key(&candidate.run_id)
+                    || pending.iter().any(|(p, _)| p.run_id == candidate.run_id)
+                {
+                    return Ok(ControlFlow::Continue(()));
+                }
+                let Some(snippet) = find_match(&needle, field, &candidate.text) else {
+                    return Ok(ControlFlow::Continue(()));
+                };
+                pending.push((candidate, snippet));
+                if pending.len() >= batch {
+                    stopped = true;
+                    return Ok(ControlFlow::Break(()));
+                }
+                Ok(ControlFlow::Continue(()))
+            };
+            if field == SearchField::Error {
+                backend.search_errors(&search.text, &search.filter, &mut consider)?;
+            } else {
+                backend.scan_payloads(field, &search.payload_filter, &mut consider)?;
+            }
+            for (candidate, snippet) in pending {
+                let run = backend
+                    .find_run(&candidate.run_id)?
+                    .filter(|run| accept(run));
+                runs.insert(candidate.run_id.clone(), run.clone());
+                let Some(run) = run else { continue };
+                if hits.iter().any(|hit| hit.run.run_id == run.run_id) {
+                    continue;
+                }
+                accepted += 1;
+                hits.push(Hit {
+                    run,
+                    field,
+                    step_name: candidate.step_name,
+                    step_run_id: candidate.step_run_id,
+                    snippet,
+                });
+            }
+            if !stopped || accepted >= want {
+                break;
+            }
+            batch *= 2;
+        }
+        if accepted >= want {
             found.more = true;
         }
     }
@@ -295,6 +288,29 @@ where
     }
     found.hits = hits;
     Ok(found)
+}
+
+/// What to say about how errors were searched, given the store's index.
+fn error_note(index: IndexState, text_searched: &str) -> Option<String> {
+    match index {
+        IndexState::Ready if text_searched.chars().count() < TRIGRAM => Some(format!(
+            "{:?} is shorter than the error index's {TRIGRAM} characters: every error in the \
+             window was read",
+            text::escape(text_searched)
+        )),
+        IndexState::Ready => None,
+        IndexState::Filling(done) => Some(format!(
+            "the store's error index is still being built by its writer ({:.0}% done): errors \
+             were searched by reading every step in the window",
+            done * 100.0
+        )),
+        IndexState::Missing => Some(
+            "this store has no index of errors (written by an older flujo, or a PostgreSQL \
+             server without pg_trgm): errors were searched by reading the steps in the window; \
+             a pipeline of this flujo recording into a SQLite store upgrades it"
+                .to_owned(),
+        ),
+    }
 }
 
 const COLUMNS: [Column; 7] = [
@@ -439,9 +455,7 @@ where
                             Tone::of_status(&hit.run.status),
                         ),
                         Cell::plain(hit.field.as_str()),
-                        Cell::plain(text::escape(
-                            hit.step_name.as_deref().unwrap_or("(run)"),
-                        )),
+                        Cell::plain(text::escape(hit.step_name.as_deref().unwrap_or("(run)"))),
                         Cell::plain(text::escape(&hit.snippet.text)),
                     ]
                 })
@@ -524,8 +538,14 @@ mod tests {
             Some("say \"hi\"")
         );
         assert_eq!(found("\\n", SearchField::Output, stored), None);
-        assert_eq!(found("429", SearchField::Output, stored).as_deref(), Some("429"));
-        assert_eq!(found("reply", SearchField::Output, stored).as_deref(), Some("reply"));
+        assert_eq!(
+            found("429", SearchField::Output, stored).as_deref(),
+            Some("429")
+        );
+        assert_eq!(
+            found("reply", SearchField::Output, stored).as_deref(),
+            Some("reply")
+        );
         // JSON punctuation is not text
         assert_eq!(found("\":", SearchField::Output, stored), None);
     }
@@ -534,7 +554,11 @@ mod tests {
     fn snippets_show_context_and_place_the_match() {
         let long = format!("{}needle{}", "a".repeat(100), "b".repeat(100));
         let s = find_match(&Needle::new("NEEDLE"), SearchField::Error, &long).unwrap();
-        assert!(s.text.starts_with('…') && s.text.ends_with('…'), "{}", s.text);
+        assert!(
+            s.text.starts_with('…') && s.text.ends_with('…'),
+            "{}",
+            s.text
+        );
         assert_eq!(s.start, BEFORE + 1);
         assert_eq!(s.end - s.start, 6);
     }

@@ -57,9 +57,7 @@ pub(crate) fn run(
 ) -> Result<(), LensError> {
     match &config.store {
         Store::Sqlite(state) => stats_from(&SqliteReader::open(&state.path)?, config, stats, out),
-        Store::Postgres { uri, .. } => {
-            stats_from(&PostgresReader::open(uri)?, config, stats, out)
-        }
+        Store::Postgres { uri, .. } => stats_from(&PostgresReader::open(uri)?, config, stats, out),
     }
 }
 
@@ -370,7 +368,10 @@ where
         })?;
     } else {
         backend.for_each_run_stat(&stats.filter, |run: RunStat| -> Result<(), LensError> {
-            groups.entry(key_of_run(&run, stats.by)).or_default().add_run(&run);
+            groups
+                .entry(key_of_run(&run, stats.by))
+                .or_default()
+                .add_run(&run);
             total.add_run(&run);
             Ok(())
         })?;
@@ -439,7 +440,13 @@ where
                     rendered.push_str(&chart(&groups, stats.by, config.width, config.color));
                     rendered.push('\n');
                 }
-                rendered.push_str(&table(&groups, &total, stats.by, config.width, config.color));
+                rendered.push_str(&table(
+                    &groups,
+                    &total,
+                    stats.by,
+                    config.width,
+                    config.color,
+                ));
                 rendered.push_str(&footer(stats, index));
                 out.write_all(rendered.as_bytes())?;
             }
@@ -493,16 +500,21 @@ fn window_text(filter: &RunFilter) -> String {
 }
 
 fn nothing_found(config: &Config, stats: &StatsConfig) -> LensError {
-    LensError::NothingFound(format!(
-        "no runs in {}: {} in {}: widen --since or --until, or drop --pipeline",
-        window_text(&stats.filter),
-        if stats.by == By::Step {
-            "no steps recorded"
-        } else {
-            "nothing to count"
-        },
-        text::escape(&config.store.name())
-    ))
+    let store = text::escape(&config.store.name());
+    let window = window_text(&stats.filter);
+    let what = if stats.by == By::Step {
+        "steps of runs"
+    } else {
+        "runs"
+    };
+    LensError::NothingFound(if window == "all runs" {
+        format!("no {what} recorded in {store} yet: run a pipeline, then try again")
+    } else {
+        format!(
+            "no {what}{} in {store}: widen --since or --until, or drop --pipeline",
+            window.trim_start_matches("runs")
+        )
+    })
 }
 
 fn column(header: &'static str, align: Align, drop_order: Option<u8>) -> Column {
@@ -659,7 +671,10 @@ fn table(groups: &[Group], total: &Figures, by: By, width: usize, color: bool) -
                 } else {
                     text::thousands(f.tokens.per_run.round() as u64)
                 }));
-                row.push(Cell::plain(text::cost_with(Some(f.cost_usd.total), decimals)));
+                row.push(Cell::plain(text::cost_with(
+                    Some(f.cost_usd.total),
+                    decimals,
+                )));
                 row.push(Cell::plain(text::cost_with(
                     Some(f.cost_usd.per_run),
                     decimals,
@@ -697,6 +712,8 @@ fn chart(groups: &[Group], by: By, width: usize, color: bool) -> String {
     let label_width = 9;
     let room = width.saturating_sub(label_width + 20).max(10);
     let per_char = groups.len().div_ceil(room).max(1);
+    // few buckets: each is drawn several characters wide (at most 4)
+    let repeat = (room / groups.len().max(1)).clamp(1, 4);
     let mut runs = Vec::new();
     let mut failed = Vec::new();
     for chunk in groups.chunks(per_char) {
@@ -724,7 +741,12 @@ fn chart(groups: &[Group], by: By, width: usize, color: bool) -> String {
         .last()
         .and_then(|g| g.key.bucket.clone())
         .unwrap_or_default();
-    let axis_width = runs.len();
+    let widen = |line: String| -> String {
+        line.chars()
+            .flat_map(|c| std::iter::repeat_n(c, repeat))
+            .collect()
+    };
+    let axis_width = runs.len() * repeat;
     let show = |bucket: &str| {
         if bucket.len() == 13 {
             format!("{} {}h", &bucket[..10], &bucket[11..])
@@ -732,20 +754,30 @@ fn chart(groups: &[Group], by: By, width: usize, color: bool) -> String {
             bucket.to_owned()
         }
     };
-    let (first, last) = (show(&first), show(&last));
-    let gap = axis_width.saturating_sub(first.len() + last.len());
-    let axis = if gap >= 1 {
-        format!("{first}{}{last}", " ".repeat(gap))
+    let first_label = show(&first);
+    // the last bucket without what it shares with the first (the day of hours, the year of days)
+    let last_label = if last.len() == 13 && last[..10] == first[..10] {
+        format!("{}h", &last[11..])
+    } else if last.len() == 10 && last[..4] == first[..4] {
+        last[5..].to_owned()
     } else {
-        first
+        show(&last)
+    };
+    let gap = axis_width
+        .saturating_sub(first_label.len() + last_label.len())
+        .max(2);
+    let axis = if first == last {
+        first_label
+    } else {
+        format!("{first_label}{}{last_label}", " ".repeat(gap))
     };
     format!(
         "{:<label_width$}{}  max {} {unit}\n{:<label_width$}{}  max {} {unit}\n{:<label_width$}{axis}\n",
         "runs",
-        render::paint(&sparkline(&runs, max_runs), Tone::Good, color),
+        render::paint(&widen(sparkline(&runs, max_runs)), Tone::Good, color),
         text::thousands(max_runs),
         "failed",
-        render::paint(&sparkline(&failed, max_failed), Tone::Bad, color),
+        render::paint(&widen(sparkline(&failed, max_failed)), Tone::Bad, color),
         text::thousands(max_failed),
         "",
     )
@@ -805,10 +837,7 @@ fn write_csv(out: &mut dyn Write, by: By, groups: &[Group]) -> std::io::Result<(
             By::Pipeline => vec![key.pipeline.clone()],
             By::Version => vec![key.pipeline.clone(), key.version.clone()],
             By::Step => vec![key.pipeline.clone(), key.step.clone(), key.kind.clone()],
-            By::Hour => vec![key
-                .bucket
-                .as_ref()
-                .map(|b| format!("{b}:00:00Z"))],
+            By::Hour => vec![key.bucket.as_ref().map(|b| format!("{b}:00:00Z"))],
             By::Day => vec![key.bucket.clone()],
         }
         .into_iter()
@@ -878,7 +907,12 @@ mod tests {
         );
         assert_eq!(
             every_bucket("2026-12-01T22", "2026-12-02T01", By::Hour).unwrap(),
-            ["2026-12-01T22", "2026-12-01T23", "2026-12-02T00", "2026-12-02T01"]
+            [
+                "2026-12-01T22",
+                "2026-12-01T23",
+                "2026-12-02T00",
+                "2026-12-02T01"
+            ]
         );
         assert!(every_bucket("2020-01-01T00", "2026-01-01T00", By::Hour).is_err());
     }

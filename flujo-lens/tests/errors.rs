@@ -226,6 +226,8 @@ fn help_documents_examples_and_exit_codes() {
         &["lens", "show", "--help"][..],
         &["lens", "diff", "--help"][..],
         &["lens", "trace", "--help"][..],
+        &["lens", "stats", "--help"][..],
+        &["lens", "search", "--help"][..],
     ] {
         let outcome = lens(dir.path(), args);
         assert_eq!(outcome.code, 0, "{args:?}");
@@ -245,6 +247,18 @@ fn help_documents_examples_and_exit_codes() {
     snapshot!("lens_help_diff", dir.path(), diff.stdout);
     let trace = lens(dir.path(), &["lens", "trace", "--help"]);
     snapshot!("lens_help_trace", dir.path(), trace.stdout);
+    let stats = lens(dir.path(), &["lens", "stats", "--help"]);
+    snapshot!("lens_help_stats", dir.path(), stats.stdout);
+    let search = lens(dir.path(), &["lens", "search", "--help"]);
+    snapshot!("lens_help_search", dir.path(), search.stdout);
+    // csv is for stats only
+    let csv = lens(dir.path(), &["lens", "-o", "csv", "list"]);
+    assert_eq!(csv.code, 2);
+    assert!(
+        csv.stderr.contains("-o csv is for `flujo lens stats`"),
+        "{}",
+        csv.stderr
+    );
     let bare = lens(dir.path(), &["lens"]);
     assert_eq!(
         bare.code, 2,

@@ -24,7 +24,10 @@ fn two_steps() -> Pipeline<u32, u32, ()> {
         tokio::time::sleep(Duration::from_millis(20)).await;
         Ok(n + 1)
     });
-    let second = step("second", |n: u32, _: StepContext<()>| async move { Ok(n * 2) });
+    let second = step(
+        "second",
+        |n: u32, _: StepContext<()>| async move { Ok(n * 2) },
+    );
     Pipeline::new(first).then(second)
 }
 

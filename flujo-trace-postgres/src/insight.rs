@@ -99,9 +99,8 @@ pub(crate) fn step_stat_query(filter: &RunFilter) -> (String, Params) {
 /// The SQL of a search of errors for `needle`, newest first.
 pub(crate) fn error_query(needle: &str, filter: &RunFilter) -> (String, Params) {
     let mut params = Params::new();
-    let mut sql = String::from(
-        "SELECT s.run_id, s.step_run_id, s.step_name, s.error_blob FROM steps s",
-    );
+    let mut sql =
+        String::from("SELECT s.run_id, s.step_run_id, s.step_name, s.error_blob FROM steps s");
     let terms = window(filter, &mut params);
     if !terms.is_empty() {
         sql.push_str(" JOIN runs r ON r.run_id = s.run_id");
@@ -257,7 +256,9 @@ impl PostgresReader {
         mut each: impl FnMut(Candidate) -> Result<ControlFlow<()>, E>,
     ) -> Result<(), E> {
         let (sql, params) = error_query(needle, filter);
-        self.stream(&sql, &params, |row| each(candidate(row, SearchField::Error)))
+        self.stream(&sql, &params, |row| {
+            each(candidate(row, SearchField::Error))
+        })
     }
 
     pub(crate) fn payloads<E: From<Error>>(

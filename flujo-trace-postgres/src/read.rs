@@ -736,8 +736,14 @@ mod tests {
             plan(&reader, &sql, &refs)
         };
         let stats = plan_of(run_stat_query(&day));
-        assert!(!stats.contains("Seq Scan"), "stats of a day scan runs:\n{stats}");
-        assert!(stats.contains("idx_runs_stats") || stats.contains("idx_runs_start_time"), "{stats}");
+        assert!(
+            !stats.contains("Seq Scan"),
+            "stats of a day scan runs:\n{stats}"
+        );
+        assert!(
+            stats.contains("idx_runs_stats") || stats.contains("idx_runs_start_time"),
+            "{stats}"
+        );
         let steps = plan_of(step_stat_query(&day));
         assert!(!steps.contains("Seq Scan on runs"), "{steps}");
         assert!(steps.contains("steps"), "{steps}");
@@ -745,7 +751,10 @@ mod tests {
         assert!(has_trgm, "pg_trgm is part of the server's contrib modules");
         for needle in ["rejected", "número 42"] {
             let errors = plan_of(error_query(needle, &RunFilter::default()));
-            assert!(errors.contains("idx_steps_error_trgm"), "{needle}: {errors}");
+            assert!(
+                errors.contains("idx_steps_error_trgm"),
+                "{needle}: {errors}"
+            );
             assert!(!errors.contains("Seq Scan"), "{needle}: {errors}");
         }
         let outputs = plan_of(payload_query(SearchField::Output, &day));

@@ -367,7 +367,10 @@ mod tests {
                 assert_eq!(ended, "SCAN r", "{ended}");
             }
             // only the runs stored as running: an index on the status (and the start time)
-            assert!(running.starts_with("SEARCH r USING INDEX idx_runs_status"), "{running}");
+            assert!(
+                running.starts_with("SEARCH r USING INDEX idx_runs_status"),
+                "{running}"
+            );
             assert!(running.contains("(status=?"), "{running}");
             let steps = backend.step_stat_queries(&filter, true);
             let ended_steps = plan(&backend, &steps[0].0, &steps[0].1);
@@ -377,7 +380,8 @@ mod tests {
             );
             if filter.since.is_some() {
                 assert!(
-                    ended_steps.contains("SEARCH r USING PRIMARY KEY (start_time>? AND start_time<?)"),
+                    ended_steps
+                        .contains("SEARCH r USING PRIMARY KEY (start_time>? AND start_time<?)"),
                     "{ended_steps}"
                 );
             }
@@ -394,7 +398,10 @@ mod tests {
         };
         let queries = backend.run_stat_queries(&filter, true);
         let ended = plan(&backend, &queries[0].0, &queries[0].1);
-        assert!(ended.contains("PRIMARY KEY (start_time>? AND start_time<?)"), "{ended}");
+        assert!(
+            ended.contains("PRIMARY KEY (start_time>? AND start_time<?)"),
+            "{ended}"
+        );
     }
 
     #[test]
@@ -404,7 +411,10 @@ mod tests {
             let (sql, values) = backend.indexed_error_query("rate limit", &filter);
             let plan = plan(&backend, &sql, &values);
             assert!(plan.contains("SCAN e VIRTUAL TABLE INDEX"), "{plan}");
-            assert!(plan.contains("SEARCH s USING INTEGER PRIMARY KEY (rowid=?)"), "{plan}");
+            assert!(
+                plan.contains("SEARCH s USING INTEGER PRIMARY KEY (rowid=?)"),
+                "{plan}"
+            );
             assert!(!plan.contains("TEMP B-TREE"), "{plan}");
             if filter.since.is_some() {
                 assert!(
@@ -427,10 +437,15 @@ mod tests {
             let (sql, values) = backend.payload_query(field, &day());
             let plan = plan(&backend, &sql, &values);
             assert!(
-                plan.contains("SEARCH r USING INDEX idx_runs_start_time (start_time>? AND start_time<?)"),
+                plan.contains(
+                    "SEARCH r USING INDEX idx_runs_start_time (start_time>? AND start_time<?)"
+                ),
                 "{plan}"
             );
-            assert!(plan.contains("SEARCH s USING INDEX idx_steps_run_id (run_id=?)"), "{plan}");
+            assert!(
+                plan.contains("SEARCH s USING INDEX idx_steps_run_id (run_id=?)"),
+                "{plan}"
+            );
         }
         let (sql, values) = backend.payload_query(SearchField::Context, &day());
         let plan = plan(&backend, &sql, &values);

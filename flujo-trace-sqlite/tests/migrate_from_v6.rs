@@ -61,7 +61,10 @@ fn v6_database(path: &std::path::Path) {
 }
 
 fn run_id(i: u64) -> String {
-    format!("0190{i:08x}-0000-7000-8000-{:012x}", i.wrapping_mul(0x9e37_79b9) & 0xffff_ffff)
+    format!(
+        "0190{i:08x}-0000-7000-8000-{:012x}",
+        i.wrapping_mul(0x9e37_79b9) & 0xffff_ffff
+    )
 }
 
 fn start_time(i: u64) -> String {
@@ -86,7 +89,10 @@ fn stats_and_error_index_are_filled_in_steps_while_others_write() {
     let mut other = Connection::open(&path).unwrap();
     other.busy_timeout(Duration::from_secs(1)).unwrap();
     assert_eq!(count(&other, "PRAGMA user_version"), 7);
-    assert!(!backfilled(&other), "nothing left to fill right after the upgrade");
+    assert!(
+        !backfilled(&other),
+        "nothing left to fill right after the upgrade"
+    );
 
     let started = Instant::now();
     let mut new_runs = 0u64;
@@ -95,8 +101,11 @@ fn stats_and_error_index_are_filled_in_steps_while_others_write() {
             started.elapsed() < Duration::from_secs(120),
             "the backfill did not finish: {:?}",
             other
-                .query_row("SELECT group_concat(name || ':' || after) FROM flujo_backfill", [], |r| r
-                    .get::<_, String>(0))
+                .query_row(
+                    "SELECT group_concat(name || ':' || after) FROM flujo_backfill",
+                    [],
+                    |r| r.get::<_, String>(0)
+                )
                 .unwrap()
         );
         // another writer: each transaction gets the lock within its busy timeout; a failed
@@ -157,7 +166,10 @@ fn stats_and_error_index_are_filled_in_steps_while_others_write() {
         .unwrap();
     drop(layer);
 
-    let ended = count(&other, "SELECT count(*) FROM runs WHERE end_time IS NOT NULL");
+    let ended = count(
+        &other,
+        "SELECT count(*) FROM runs WHERE end_time IS NOT NULL",
+    );
     assert_eq!(ended, OLD_RUNS - OLD_RUNS / 10 + 1 - 1 + new_runs);
     assert_eq!(count(&other, "SELECT count(*) FROM run_stats"), ended);
     assert_eq!(
@@ -169,7 +181,10 @@ fn stats_and_error_index_are_filled_in_steps_while_others_write() {
         ),
         ended
     );
-    let errors = count(&other, "SELECT count(*) FROM steps WHERE error_blob IS NOT NULL");
+    let errors = count(
+        &other,
+        "SELECT count(*) FROM steps WHERE error_blob IS NOT NULL",
+    );
     assert_eq!(count(&other, "SELECT count(*) FROM error_search"), errors);
     assert_eq!(
         count(

@@ -26,12 +26,15 @@ WHEN new.end_time IS NOT NULL BEGIN
         new.duration_ms, new.total_tokens, new.total_cost);
 END;
 
-CREATE TRIGGER IF NOT EXISTS run_stats_end AFTER UPDATE OF end_time ON runs
-WHEN new.end_time IS NOT NULL BEGIN
+-- a run's end (or any change of what stats count): its row again, under its key as it is now
+CREATE TRIGGER IF NOT EXISTS run_stats_end AFTER UPDATE OF run_id, start_time, end_time, status,
+    pipeline_name, pipeline_version, duration_ms, total_tokens, total_cost ON runs BEGIN
+    DELETE FROM run_stats WHERE start_time = old.start_time AND run_id = old.run_id;
     INSERT OR REPLACE INTO run_stats (start_time, run_id, pipeline_name, pipeline_version,
         status, duration_ms, total_tokens, total_cost)
-    VALUES (new.start_time, new.run_id, new.pipeline_name, new.pipeline_version, new.status,
-        new.duration_ms, new.total_tokens, new.total_cost);
+    SELECT new.start_time, new.run_id, new.pipeline_name, new.pipeline_version, new.status,
+        new.duration_ms, new.total_tokens, new.total_cost
+    WHERE new.end_time IS NOT NULL;
 END;
 
 CREATE TRIGGER IF NOT EXISTS run_stats_delete AFTER DELETE ON runs BEGIN
@@ -61,6 +64,13 @@ END;
 CREATE TRIGGER IF NOT EXISTS error_search_delete AFTER DELETE ON steps
 WHEN old.error_blob IS NOT NULL BEGIN
     DELETE FROM error_search WHERE rowid = old.rowid;
+END;
+
+-- A run whose id is changed (never by flujo's writer; by a tool that rewrites ids) keeps its
+-- short id: version 6 kept run_tails on insert and delete only.
+CREATE TRIGGER IF NOT EXISTS run_tails_update AFTER UPDATE OF run_id ON runs BEGIN
+    DELETE FROM run_tails WHERE tail = substr(old.run_id, -8) AND run_id = old.run_id;
+    INSERT OR IGNORE INTO run_tails (tail, run_id) VALUES (substr(new.run_id, -8), new.run_id);
 END;
 
 -- The two backfills of this version: `after` is the rowid (of `runs`, of `steps`) up to which

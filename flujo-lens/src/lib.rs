@@ -1,13 +1,15 @@
 //! flujo-lens: the `flujo lens` CLI, reading recorded runs back from `flujo_ops.db`.
 //!
 //! ```text
-//! flujo lens list [--status S[,S...]] [--pipeline NAME] [--since WHEN] [--until WHEN] [--limit N] [--watch]
+//! flujo lens list [--status S[,S...]] [--pipeline NAME] [--since WHEN] [--until WHEN] [--limit N] [--watch] [--grep TEXT]
 //! flujo lens show RUN [--full] [--follow]  RUN: `latest`, a run id, a short id, or a unique prefix
 //! flujo lens trace RUN [--depth N] [--expand] [--follow]
 //! flujo lens diff A B [--all]
+//! flujo lens stats [--since WHEN] [--until WHEN] [--pipeline NAME] [--by pipeline|version|step|hour|day]
+//! flujo lens search TEXT [--in error,input,output,context] [--since WHEN] [--until WHEN] [--pipeline NAME] [--limit N]
 //! flujo lens prune --older-than WHEN [--status S[,S...]] [--pipeline NAME] [--dry-run] [--yes]
 //! flujo lens copy --to postgres://USER@HOST/DATABASE
-//! global: --state-uri URI, -o/--format table|json|jsonl
+//! global: --state-uri URI, -o/--format table|json|jsonl|csv (csv: stats only)
 //! ```
 //!
 //! The database is found by the shared resolver (`--state-uri`, `FLUJO_STATE_URI`, `state_uri` in
@@ -23,7 +25,7 @@
 //! | code | meaning |
 //! | --- | --- |
 //! | 0 | success (also when the reader of the output goes away, as in `flujo lens list \| head -1`); `diff`: the runs are equal; `--follow`: the run completed; `list --watch`: stopped by Ctrl-C |
-//! | 1 | nothing found: no run matches the filters (or none is recorded yet), or RUN names no run or several (an ambiguous prefix lists the candidates); `prune`: no run matches, or the question was not answered yes (nothing deleted); `diff`: the runs differ |
+//! | 1 | nothing found: no run matches the filters (or none is recorded yet), or RUN names no run or several (an ambiguous prefix lists the candidates); `stats`: no run in the window; `search`: no run recorded the text; `prune`: no run matches, or the question was not answered yes (nothing deleted); `diff`: the runs differ |
 //! | 2 | the command could not run: bad arguments, an unusable configuration (`flujo.toml`, `FLUJO_STATE_URI`), or a database that is missing, not a flujo database, corrupt, or from a newer flujo; `prune` without `--yes` when there is no terminal to ask on; `diff`: also a RUN that names no run or several (as `diff(1)` says trouble with 2) |
 //! | 3 | `--follow`: the run failed |
 //! | 4 | `--follow`: the run was cancelled |
@@ -68,6 +70,20 @@
 //!   a step object each time a step starts or ends, and the run object again once it ended.
 //! - `list --watch -o jsonl`: a run object (with `short_id`) for each run, oldest first, then
 //!   one each time a run starts or changes status.
+//! - `stats -o json`: `{"by", "since", "until", "pipeline", "percentiles", "index", "groups":
+//!   [group, ...], "total": figures}`; a group is its key (`pipeline`; `version`; `step` and
+//!   `kind`; or `bucket`: `2026-12-01T14` for an hour, `2026-12-01` for a day, UTC) and its
+//!   figures: `runs`, `executions` (steps), `completed`, `failed`, `crashed`, `cancelled`,
+//!   `running`, `rates` (`completed`, `failed`, `crashed`, `cancelled`, of all counted),
+//!   `retries` and `fallbacks` (steps), `duration_ms` (`of`, `p50`, `p95`, `p99`, `max`: exact,
+//!   nearest rank), `tokens` and `cost_usd` (`total`, `per_run`). `index` is `ready`, `filling` or
+//!   `missing`: whether the store's stats table served the query (else a scan, same figures).
+//!   `-o csv`: a header line and a line per group, the same figures flattened.
+//! - `search -o json`: `{"text", "fields", "since", "until", "matches": [match, ...], "limit",
+//!   "more", "notes"}`; a match: `run_id`, `short_id`, `pipeline_name`, `pipeline_version`,
+//!   `status`, `start_time`, `field` (`error`, `input`, `output`, `context`), `step_name`,
+//!   `step_run_id` (`null` for a context), `snippet` (unescaped), `match_start` and `match_end`
+//!   (character offsets in `snippet`); `-o jsonl`: one match per line.
 //! - `prune -o json` (and `-o jsonl`, the same line): `{"runs_deleted": N, "steps_deleted": N,
 //!   "bytes_before": N, "bytes_after": N, "reusable_bytes": N, "dry_run": bool}`; bytes count the
 //!   database file and its `-wal` file, `reusable_bytes` is freed space kept inside a file

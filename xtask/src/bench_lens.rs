@@ -40,11 +40,14 @@ pub(crate) fn run(args: &LensArgs) -> Result<()> {
         if let Some(dir) = db.parent() {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
-        seed::run(&seed::SeedArgs::new(args.runs, db.clone()))?;
+        // three months of history, so windows like 24 hours hold a day's share of the runs
+        let spread = Duration::from_secs(90 * 86_400);
+        seed::run(&seed::SeedArgs::new(args.runs, db.clone()).spread(spread))?;
     }
-    // a database seeded before schema 6 is upgraded the way any writer does it: at once, then
-    // `run_tails` filled by the idle writer in short steps; meanwhile another connection takes
-    // the write lock again and again (and writes nothing), to show how long a writer waits
+    // a database of an older schema is upgraded the way any writer does it: at once, then the
+    // tables of the new versions filled for the rows before by the idle writer in short steps;
+    // meanwhile another connection takes the write lock again and again (and writes nothing),
+    // to show how long a writer waits
     let upgrade = Instant::now();
     let layer = flujo::SqliteLayer::open(&db).context("opening the database to upgrade it")?;
     let opened = upgrade.elapsed();
@@ -56,12 +59,12 @@ pub(crate) fn run(args: &LensArgs) -> Result<()> {
         other.execute_batch("BEGIN IMMEDIATE")?;
         longest_wait = longest_wait.max(asked.elapsed());
         other.execute_batch("ROLLBACK")?;
-        let done: i64 = other.query_row(
-            "SELECT coalesce((SELECT done FROM flujo_backfill WHERE name = 'run_tails'), 1)",
+        let pending: i64 = other.query_row(
+            "SELECT count(*) FROM flujo_backfill WHERE done = 0",
             [],
             |row| row.get(0),
         )?;
-        if done == 1 {
+        if pending == 0 {
             break;
         }
         std::thread::sleep(Duration::from_millis(5));
@@ -73,6 +76,16 @@ pub(crate) fn run(args: &LensArgs) -> Result<()> {
     let (some_id, some_pipeline) = seed::sample_run(&db)?;
     let prefix: String = some_id.chars().take(13).collect();
     let short: String = some_id.chars().skip(24).collect();
+    let last_day: i64 =
+        rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?
+            .query_row(
+                "SELECT count(*) FROM runs WHERE start_time >= ?1",
+                [flujo::format_timestamp(
+                    time_now() - time::Duration::days(1),
+                )],
+                |row| row.get(0),
+            )?;
+    let words = |text: &str| -> Vec<String> { text.split(' ').map(str::to_owned).collect() };
 
     let state = db
         .to_str()
@@ -135,6 +148,59 @@ pub(crate) fn run(args: &LensArgs) -> Result<()> {
                 "latest".into(),
             ],
         ),
+        (
+            "lens stats --since 24h".into(),
+            words("lens stats --since 24h"),
+        ),
+        (
+            "lens stats (all runs, by pipeline)".into(),
+            words("lens stats"),
+        ),
+        (
+            "lens stats --by day --since 90d".into(),
+            words("lens stats --by day --since 90d"),
+        ),
+        (
+            "lens stats --by step --since 24h".into(),
+            words("lens stats --by step --since 24h"),
+        ),
+        (
+            "lens search 'missing owner' --in error".into(),
+            vec![
+                "lens".into(),
+                "search".into(),
+                "missing owner".into(),
+                "--in".into(),
+                "error".into(),
+            ],
+        ),
+        (
+            "lens search 'cust-417 in' --in error".into(),
+            vec![
+                "lens".into(),
+                "search".into(),
+                "cust-417 in".into(),
+                "--in".into(),
+                "error".into(),
+            ],
+        ),
+        (
+            "lens search refund --in output --since 1d".into(),
+            words("lens search refund --in output --since 1d"),
+        ),
+        (
+            "lens search número --in output --since 1d".into(),
+            words("lens search número --in output --since 1d"),
+        ),
+        (
+            "lens list --grep 'missing owner'".into(),
+            vec![
+                "lens".into(),
+                "list".into(),
+                "--grep".into(),
+                "missing owner".into(),
+            ],
+        ),
     ];
 
     println!(
@@ -145,12 +211,17 @@ pub(crate) fn run(args: &LensArgs) -> Result<()> {
         args.iterations
     );
     println!(
-        "(opening it for writing, as any writer does, took {}; the short-id table was complete \
-         {} after the open, filled by the writer in steps while another connection waited at \
-         most {} for the write lock)",
+        "(opening it for writing, as any writer does, took {}; the tables of newer schema \
+         versions (short ids, stats, the error index) were complete {} after the open, filled by \
+         the writer in steps while another connection waited at most {} for the write lock)",
         ms(opened),
         ms(filled),
         ms(longest_wait)
+    );
+    println!(
+        "({} runs started in the last 24 hours; `search número` matches nothing: it reads every \
+         output of that day)",
+        last_day
     );
     println!(
         "{:<44} {:>10} {:>10} {:>10} {:>12}",

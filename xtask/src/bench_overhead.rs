@@ -118,6 +118,87 @@ fn noop_step<T: Serialize + Send + 'static>(i: usize) -> flujo::Step<T, T> {
     })
 }
 
+/// Ten steps that do no work, the last failing for one input in twenty (the seed's mix of failed
+/// runs), with a short error.
+fn noop_failing() -> Pipeline<u64, u64> {
+    let mut pipeline = Pipeline::new(noop_step(0));
+    for i in 1..STEPS - 1 {
+        pipeline = pipeline.then(noop_step(i));
+    }
+    pipeline.then(step("last", |x: u64, _: StepContext<()>| async move {
+        if x.is_multiple_of(20) {
+            return Err(flujo::StepError::new(format!(
+                "CRM API rejected the update for cust-{x}: 422 missing owner"
+            )));
+        }
+        Ok(x)
+    }))
+}
+
+/// Schema 7's triggers (stats table, error index, short ids of changed ids): dropped, the
+/// database records as schema 6 did, for the side-by-side comparison.
+const SCHEMA_7_TRIGGERS: [&str; 7] = [
+    "run_stats_insert",
+    "run_stats_end",
+    "run_stats_delete",
+    "error_search_insert",
+    "error_search_update",
+    "error_search_delete",
+    "run_tails_update",
+];
+
+/// Opens a layer on a fresh `db` and, for `before`, drops schema 7's triggers first.
+fn write_path_dispatch(db: &Path, before: bool) -> Result<(Dispatch, flujo::SqliteHandle)> {
+    let opened = recording_dispatch(db)?;
+    if before {
+        let conn = rusqlite::Connection::open(db)?;
+        for trigger in SCHEMA_7_TRIGGERS {
+            conn.execute_batch(&format!("DROP TRIGGER {trigger}"))?;
+        }
+    }
+    Ok(opened)
+}
+
+/// A burst of `runs` failing-mix runs from 2 threads into a fresh database: steps per second
+/// to commit, and the database's bytes per step.
+fn failing_burst(dir: &Path, name: &str, before: bool, runs: usize) -> Result<(f64, f64)> {
+    let db = dir.join(format!("{name}.db"));
+    let (dispatch, handle) = write_path_dispatch(&db, before)?;
+    let multi = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let started = Instant::now();
+    multi.block_on(async {
+        let bare = std::sync::Arc::new(BareFlujo::new("bench-burst", noop_failing()));
+        let workers: Vec<_> = (0..2)
+            .map(|w| {
+                let bare = bare.clone();
+                tokio::spawn(
+                    async move {
+                        for i in 0..runs / 2 {
+                            bare.run((w * runs + i) as u64).await;
+                        }
+                    }
+                    .with_subscriber(dispatch.clone()),
+                )
+            })
+            .collect();
+        for worker in workers {
+            worker.await.expect("burst worker panicked");
+        }
+        handle.flush().await;
+    });
+    let elapsed = started.elapsed();
+    if handle.rows_not_recorded() > 0 {
+        bail!("{} rows were not recorded", handle.rows_not_recorded());
+    }
+    drop(dispatch);
+    drop(handle);
+    let steps = (runs / 2 * 2 * STEPS) as f64;
+    let bytes = disk_use(&db)?.file_bytes as f64;
+    Ok((steps / elapsed.as_secs_f64(), bytes / steps))
+}
+
 pub(crate) fn median(mut xs: Vec<Duration>) -> Duration {
     xs.sort();
     xs[xs.len() / 2]
@@ -279,6 +360,10 @@ pub(crate) fn run(args: &OverheadArgs) -> Result<()> {
     let otlp_db = dir.path().join("otlp.db");
     let otlp_on = otlp_dispatch(&otlp_db, &receiver.base_url())?;
     let mut t_otlp = vec![];
+    // the write path before schema 7 (its triggers dropped), side by side
+    let typical_v6_db = dir.path().join("typical-v6.db");
+    let (typical_v6, typical_v6_handle) = write_path_dispatch(&typical_v6_db, true)?;
+    let mut t_v6 = vec![];
     let typical_flujo = Flujo::new("bench-typical", typical());
     let typical_off_flujo =
         Flujo::new("bench-typical", typical()).with_persistence(Persistence::Disabled);
@@ -310,7 +395,13 @@ pub(crate) fn run(args: &OverheadArgs) -> Result<()> {
                 );
                 t_otlp.extend(time_runs(&typical_flujo, &otlp_on, args.typical_runs, &input).await);
                 n_4k.extend(time_runs(&noop_flujo, &noop_4k, args.noop_runs, &0).await);
+                t_v6.extend(
+                    time_runs(&typical_flujo, &typical_v6, args.typical_runs, &input).await,
+                );
             } else {
+                t_v6.extend(
+                    time_runs(&typical_flujo, &typical_v6, args.typical_runs, &input).await,
+                );
                 t_otlp.extend(time_runs(&typical_flujo, &otlp_on, args.typical_runs, &input).await);
                 n_4k.extend(time_runs(&noop_flujo, &noop_4k, args.noop_runs, &0).await);
                 t_4k.extend(
@@ -380,13 +471,52 @@ pub(crate) fn run(args: &OverheadArgs) -> Result<()> {
     let burst_elapsed = burst_started.elapsed();
     let burst_steps = (burst_runs / 2 * 2 * STEPS) as f64;
 
-    for handle in [&typical_handle, &noop_handle, &bare_handle, &burst_handle] {
+    // --- schema 7's write path against the one before it, bursts alternating
+    let (mut rate_v7, mut rate_v6, mut disk_v7, mut disk_v6) = (vec![], vec![], 0.0, 0.0);
+    for round in 0..4 {
+        let order = if round % 2 == 0 {
+            [false, true]
+        } else {
+            [true, false]
+        };
+        for before in order {
+            let name = format!("failing-{round}-{}", if before { "v6" } else { "v7" });
+            let (rate, disk) = failing_burst(dir.path(), &name, before, burst_runs)?;
+            if before {
+                rate_v6.push(rate);
+                disk_v6 = disk;
+            } else {
+                rate_v7.push(rate);
+                disk_v7 = disk;
+            }
+        }
+    }
+    let middle = |mut rates: Vec<f64>| {
+        rates.sort_by(f64::total_cmp);
+        (rates[rates.len() / 2 - 1] + rates[rates.len() / 2]) / 2.0
+    };
+    let (rate_v7, rate_v6) = (middle(rate_v7), middle(rate_v6));
+
+    for handle in [
+        &typical_handle,
+        &noop_handle,
+        &bare_handle,
+        &burst_handle,
+        &typical_v6_handle,
+    ] {
         if handle.rows_not_recorded() > 0 {
             bail!("{} rows were not recorded", handle.rows_not_recorded());
         }
     }
     let typical_steps = (2 * args.rounds * args.typical_runs + 3) * STEPS;
-    drop((typical_on, noop_on, bare_on, burst_on));
+    drop((
+        typical_on,
+        noop_on,
+        bare_on,
+        burst_on,
+        typical_v6,
+        typical_v6_handle,
+    ));
     drop((typical_handle, noop_handle, bare_handle, burst_handle));
     drop((typical_4k, noop_4k, typical_4k_handle, noop_4k_handle));
     let typical_4k_disk = disk_use(&typical_4k_db)?;
@@ -478,6 +608,31 @@ pub(crate) fn run(args: &OverheadArgs) -> Result<()> {
         typical_4k_disk.file_bytes,
         typical_4k_disk.payload_bytes,
         typical_4k_disk.file_bytes as f64 / typical_4k_disk.payload_bytes as f64
+    );
+
+    let tm_v6 = median(t_v6);
+    println!();
+    println!("schema 7 (stats table and error index, kept by triggers) beside the write path before it (the same");
+    println!("database with schema 7's triggers dropped), measured side by side in this run:");
+    println!(
+        "  typical pipeline: before {:>10.1} us/run   schema 7 {:>10.1} us/run   ratio {:.4}   overhead before {:+.2}%, schema 7 {:+.2}%",
+        us(tm_v6),
+        us(tm_on),
+        us(tm_on) / us(tm_v6),
+        (us(tm_v6) / us(tm_off) - 1.0) * 100.0,
+        (us(tm_on) / us(tm_off) - 1.0) * 100.0
+    );
+    println!(
+        "  writer, {} runs of {STEPS} no-work steps, one run in 20 failing with an error (4 bursts each, alternating, middle two):",
+        burst_runs / 2 * 2
+    );
+    println!(
+        "    before {rate_v6:>9.0} steps/s   schema 7 {rate_v7:>9.0} steps/s   ratio {:.3}",
+        rate_v7 / rate_v6
+    );
+    println!(
+        "  disk per step (tiny payloads): before {disk_v6:.1} bytes   schema 7 {disk_v7:.1} bytes   ({:+.1}%)",
+        (disk_v7 / disk_v6 - 1.0) * 100.0
     );
 
     // --- peak memory: separate processes, so each starts clean

@@ -58,6 +58,14 @@ impl SeedArgs {
             spread: None,
         }
     }
+
+    /// The same, spread over `spread` of the past.
+    pub(crate) fn spread(self, spread: Duration) -> SeedArgs {
+        SeedArgs {
+            spread: Some(spread),
+            ..self
+        }
+    }
 }
 
 /// Where run `i` of `total` starts when spread over `spread` ending at `end`: evenly, oldest

@@ -171,3 +171,97 @@ fn a_select_only_role_is_enough_and_bad_credentials_are_one_line() {
         }
     }
 }
+
+/// A store without the indexes of schema 7: the SQLite fixture (schema 2, read-only, never
+/// upgraded) and a PostgreSQL database whose recording role may not create extensions (no
+/// pg_trgm: the migration makes a partial index of errored steps instead). `stats` and
+/// `search` answer the same from a scan, say so, and say how to get the index; the SQLite file
+/// is not changed.
+#[test]
+fn stats_and_search_without_the_indexes_of_schema_7() {
+    let (dir, path) = fixture_dir();
+    let before = std::fs::read(&path).unwrap();
+    let search = lens(
+        dir.path(),
+        &["lens", "search", "CONNECTION RESET", "--in", "error"],
+    );
+    assert_eq!(search.code, 0, "{}", search.stderr);
+    assert!(search.stdout.contains("load"), "{}", search.stdout);
+    assert!(
+        search
+            .stdout
+            .contains("note: this store has no index of errors"),
+        "{}",
+        search.stdout
+    );
+    assert!(search.stdout.contains("upgrades it"), "{}", search.stdout);
+    let stats = lens(dir.path(), &["lens", "stats"]);
+    assert_eq!(stats.code, 0, "{}", stats.stderr);
+    assert!(
+        stats.stdout.contains("note: this store has no stats table"),
+        "{}",
+        stats.stdout
+    );
+    let json = lens(dir.path(), &["lens", "stats", "-o", "json"]);
+    let json: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(json["index"], "missing");
+    assert_eq!(json["total"]["runs"], 6);
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        before,
+        "the lens changed the file"
+    );
+
+    // PostgreSQL, recorded by a role that may create tables but not extensions
+    let server = TestServer::get();
+    let uri = server.create_database("no_trgm");
+    let db = uri.rsplit('/').next().unwrap().to_owned();
+    let role = format!("flujo_no_ext_{}", std::process::id());
+    server.create_role(&role, "no-ext-password");
+    server.psql(
+        &db,
+        &format!(
+            "REVOKE CREATE ON DATABASE \"{db}\" FROM PUBLIC; \
+             GRANT USAGE, CREATE ON SCHEMA public TO {role}"
+        ),
+    );
+    let role_uri = server.uri_for(&role, "no-ext-password", &db);
+    let copy = lens(dir.path(), &["lens", "copy", "--to", &role_uri]);
+    assert_eq!(copy.code, 0, "{}{}", copy.stdout, copy.stderr);
+    assert_eq!(
+        server.psql(
+            &db,
+            "SELECT count(*) FROM pg_extension WHERE extname = 'pg_trgm'"
+        ),
+        "0"
+    );
+    assert_eq!(
+        server.psql(
+            &db,
+            "SELECT to_regclass('idx_steps_error') IS NOT NULL, \
+             to_regclass('idx_steps_error_trgm') IS NULL"
+        ),
+        "t|t"
+    );
+    let mut env = environment(dir.path());
+    env.state_uri = Some(role_uri);
+    let from_postgres = lens_in(
+        &env,
+        &["lens", "search", "CONNECTION RESET", "--in", "error"],
+    );
+    assert_eq!(from_postgres.code, 0, "{}", from_postgres.stderr);
+    assert!(
+        from_postgres.stdout.contains("without pg_trgm"),
+        "{}",
+        from_postgres.stdout
+    );
+    // the same matches as from SQLite
+    let rows = |out: &str| -> Vec<String> {
+        out.lines()
+            .filter(|line| line.contains(" error "))
+            .map(str::to_owned)
+            .collect()
+    };
+    assert_eq!(rows(&from_postgres.stdout), rows(&search.stdout));
+    assert!(!rows(&search.stdout).is_empty());
+}

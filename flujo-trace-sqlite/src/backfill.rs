@@ -27,35 +27,56 @@ pub(crate) const RUNS_PER_STEP: i64 = 5_000;
 /// step, of which the errors (one step in twenty or so) are copied.
 pub(crate) const STEPS_PER_STEP: i64 = 20_000;
 
-/// The backfills, in the order they are done.
-const ORDER: [&str; 3] = ["run_tails", "run_stats", "error_search"];
-
-/// Whether backfilling is still to do (false on a database without the table: before v6).
+/// Whether backfilling or indexing is still to do (false on a database without the table:
+/// before v6).
 pub(crate) fn pending(conn: &Connection) -> bool {
-    next_pending(conn).ok().flatten().is_some()
+    pending_work(conn).is_ok_and(|work| !work.is_empty())
 }
 
-/// The first backfill not done, with its progress.
-fn next_pending(conn: &Connection) -> rusqlite::Result<Option<(String, String)>> {
-    let mut stmt = conn.prepare_cached("SELECT name, after FROM flujo_backfill WHERE done = 0")?;
-    let mut pending: Vec<(String, String)> = stmt
-        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+/// The backfills with something to do, with their progress (`after`) and whether they caught up
+/// once (`done`): `run_tails` until done; `run_stats` and `error_search` (schema 7) whenever
+/// their table has rows past `after`, which they index in the background for good.
+fn pending_work(conn: &Connection) -> rusqlite::Result<Vec<(String, String, bool)>> {
+    let mut stmt = conn.prepare_cached("SELECT name, after, done FROM flujo_backfill")?;
+    let rows: Vec<(String, String, i64)> = stmt
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?
         .collect::<rusqlite::Result<_>>()?;
-    pending.sort_by_key(|(name, _)| ORDER.iter().position(|known| known == name));
-    Ok(pending.into_iter().next())
+    let mut work = Vec::new();
+    for (name, after, done) in rows {
+        let due = match name.as_str() {
+            "run_tails" => done == 0,
+            "run_stats" | "error_search" => {
+                let table = if name == "run_stats" { "runs" } else { "steps" };
+                done == 0 || after.parse::<i64>().unwrap_or(0) < last_rowid(conn, table)?
+            }
+            _ => false,
+        };
+        if due {
+            work.push((name, after, done != 0));
+        }
+    }
+    Ok(work)
 }
 
-/// One step of the first backfill not done. Returns whether more is to do (of any backfill).
+fn last_rowid(conn: &Connection, table: &str) -> rusqlite::Result<i64> {
+    conn.prepare_cached(&format!("SELECT coalesce(max(rowid), 0) FROM {table}"))?
+        .query_row([], |row| row.get(0))
+}
+
+/// One step: of `run_tails` while it is not done, else of each of `run_stats` and
+/// `error_search` that has rows to index. Returns whether more is to do.
 pub(crate) fn step(conn: &mut Connection) -> rusqlite::Result<bool> {
-    let Some((name, after)) = next_pending(conn)? else {
-        return Ok(false);
-    };
-    match name.as_str() {
-        "run_tails" => tails_step(conn, &after)?,
-        "run_stats" => rowid_step(conn, &name, &after, &RUN_STATS)?,
-        "error_search" => rowid_step(conn, &name, &after, &ERROR_SEARCH)?,
-        // a backfill of a newer flujo: not ours to do (a newer database is refused before)
-        _ => return Ok(false),
+    let work = pending_work(conn)?;
+    if let Some((_, after, _)) = work.iter().find(|(name, _, _)| name == "run_tails") {
+        tails_step(conn, after)?;
+        return Ok(pending(conn));
+    }
+    for (name, after, _) in &work {
+        match name.as_str() {
+            "run_stats" => rowid_step(conn, name, after, &RUN_STATS)?,
+            "error_search" => rowid_step(conn, name, after, &ERROR_SEARCH)?,
+            _ => {}
+        }
     }
     Ok(pending(conn))
 }
@@ -75,10 +96,10 @@ const RUN_STATS: ByRowid = ByRowid {
     per_step: RUNS_PER_STEP,
     read: "SELECT count(end_time), max(length(pipeline_name)) FROM runs \
            WHERE rowid > ?1 AND rowid <= ?2",
-    copy: "INSERT OR IGNORE INTO run_stats (start_time, run_id, pipeline_name, pipeline_version, \
-           status, duration_ms, total_tokens, total_cost) \
-           SELECT start_time, run_id, pipeline_name, pipeline_version, status, duration_ms, \
-           total_tokens, total_cost FROM runs \
+    copy: "INSERT OR IGNORE INTO run_stats (start_time, run_id, run_rowid, pipeline_name, \
+           pipeline_version, status, duration_ms, total_tokens, total_cost) \
+           SELECT start_time, run_id, rowid, pipeline_name, pipeline_version, status, \
+           duration_ms, total_tokens, total_cost FROM runs \
            WHERE rowid > ?1 AND rowid <= ?2 AND end_time IS NOT NULL",
 };
 
@@ -92,8 +113,9 @@ const ERROR_SEARCH: ByRowid = ByRowid {
            WHERE rowid > ?1 AND rowid <= ?2 AND error_blob IS NOT NULL",
 };
 
-/// One step of a backfill along rowids: rows `(after, after + per_step]`, done once that passes
-/// the largest rowid (rows after it were recorded under the triggers).
+/// One step of a backfill along rowids: rows `(after, after + per_step]`, `done` once it has
+/// reached the largest rowid (it goes on with the rows inserted after, for good: rows whose end
+/// or error is recorded by a later update are the triggers' work).
 fn rowid_step(
     conn: &mut Connection,
     name: &str,
@@ -101,18 +123,19 @@ fn rowid_step(
     backfill: &ByRowid,
 ) -> rusqlite::Result<()> {
     let after: i64 = after.parse().unwrap_or(0);
-    let last: i64 = conn.query_row(
-        &format!("SELECT coalesce(max(rowid), 0) FROM {}", backfill.table),
-        [],
-        |row| row.get(0),
-    )?;
-    let upper = after.saturating_add(backfill.per_step).min(last);
-    conn.prepare_cached(backfill.read)?
-        .query_row([after, upper], |_| Ok(()))?;
+    let last = last_rowid(conn, backfill.table)?;
+    let upper = after.saturating_add(backfill.per_step).min(last).max(after);
+    if upper > after {
+        conn.prepare_cached(backfill.read)?
+            .query_row([after, upper], |_| Ok(()))?;
+    }
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    tx.prepare_cached(backfill.copy)?.execute([after, upper])?;
+    if upper > after {
+        tx.prepare_cached(backfill.copy)?.execute([after, upper])?;
+    }
+    // `done` once caught up with the rows before the upgrade: it stays so
     tx.execute(
-        "UPDATE flujo_backfill SET after = ?1, done = ?2 WHERE name = ?3",
+        "UPDATE flujo_backfill SET after = ?1, done = max(done, ?2) WHERE name = ?3",
         rusqlite::params![upper.to_string(), i64::from(upper >= last), name],
     )?;
     tx.commit()

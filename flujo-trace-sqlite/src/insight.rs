@@ -2,18 +2,20 @@
 //! `SqliteBackend`, public only through `SqliteReader`'s `RunReader` implementation.
 //!
 //! From schema version 7, stats read `run_stats` (the ended runs by start time, a range of its
-//! primary key) and the runs still `running` from `runs(status, start_time)`, in one read
-//! transaction so a run ending meanwhile is counted once; a search of errors reads the FTS5
-//! trigram index `error_search` newest first (its rowids are the steps'). Before (an older
-//! database, or one whose writer is still filling the tables for the rows before its upgrade:
-//! `flujo_backfill`), both scan `runs` and `steps` within the window, with the same answers.
+//! primary key) for the runs the writer has indexed (rowid up to its `flujo_backfill.after`),
+//! the runs after that directly from `runs` (a rowid range: the few the writer has not indexed
+//! yet), and the indexed runs still `running` from `runs(status, start_time)`, in one read
+//! transaction so each run is counted once; a search of errors reads the steps after `after`
+//! directly, then the FTS5 trigram index `error_search` newest first (its rowids are the
+//! steps'). While the writer still fills the tables for the rows before an upgrade, `after` is
+//! low and most rows are read directly, with the same answers; an older database is scanned.
 //! Payloads (inputs, outputs, contexts) are never indexed: a search in them walks the window's
 //! runs newest first through `runs(start_time)` and their steps through `steps(run_id)`.
 
 use std::ops::ControlFlow;
 
 use rusqlite::types::Value;
-use rusqlite::Row;
+use rusqlite::{OptionalExtension, Row};
 
 use flujo_trace_core::{
     Candidate, IndexState, Liveness, RunFilter, RunStat, SearchField, StepStat, CRASHED,
@@ -95,9 +97,27 @@ impl SqliteBackend {
         self.backfill_state("error_search")
     }
 
-    /// The SQL of the runs stats count, and its values: ended runs from `run_stats` (when
-    /// ready) and the others from `runs`, or every run from `runs`.
-    fn run_stat_queries(&self, filter: &RunFilter, indexed: bool) -> Vec<(String, Vec<Value>)> {
+    /// Where the writer's indexing of `name` is (`flujo_backfill.after`), `None` before v7.
+    fn indexed_upto(
+        &self,
+        conn: &rusqlite::Connection,
+        name: &str,
+    ) -> rusqlite::Result<Option<i64>> {
+        if self.schema_version < 7 {
+            return Ok(None);
+        }
+        conn.query_row(
+            "SELECT CAST(after AS INTEGER) FROM flujo_backfill WHERE name = ?1",
+            [name],
+            |row| row.get(0),
+        )
+        .optional()
+    }
+
+    /// The SQL of the runs stats count, and its values: with the writer's index (`upto`), the
+    /// indexed ended runs from `run_stats`, the runs after `upto` and the indexed runs still
+    /// running from `runs`; without it, every run from `runs`.
+    fn run_stat_queries(&self, filter: &RunFilter, upto: Option<i64>) -> Vec<(String, Vec<Value>)> {
         let writer = writer_columns(self.schema_version);
         let (duration, tokens) = if self.schema_version >= 2 {
             ("r.duration_ms", "r.total_tokens")
@@ -105,29 +125,41 @@ impl SqliteBackend {
             ("NULL", "NULL")
         };
         let (terms, values) = window(filter, "r.start_time");
-        let from_runs = |status_term: &str| {
+        let from_runs = |term: &str| {
             format!(
                 "SELECT r.start_time, r.pipeline_name, r.pipeline_version, r.status, {duration}, \
                  {tokens}, r.total_cost, {writer} FROM runs r{}",
-                where_all(&[status_term, &terms])
+                where_all(&[term, &terms])
             )
         };
-        if indexed {
-            vec![
-                (
-                    format!(
-                        "SELECT r.start_time, r.pipeline_name, r.pipeline_version, r.status, \
-                         r.duration_ms, r.total_tokens, r.total_cost, NULL, NULL, NULL, NULL \
-                         FROM run_stats r{}",
-                        where_all(&[&terms])
-                    ),
-                    values.clone(),
+        let Some(upto) = upto else {
+            return vec![(from_runs(""), values)];
+        };
+        let with_upto = || {
+            let mut all = vec![Value::Integer(upto)];
+            all.extend(values.iter().cloned());
+            all
+        };
+        vec![
+            (
+                format!(
+                    "SELECT r.start_time, r.pipeline_name, r.pipeline_version, r.status, \
+                     r.duration_ms, r.total_tokens, r.total_cost, NULL, NULL, NULL, NULL \
+                     FROM run_stats r{}",
+                    where_all(&["r.run_rowid <= ?", &terms])
                 ),
-                (from_runs("r.status = 'running'"), values),
-            ]
-        } else {
-            vec![(from_runs(""), values)]
-        }
+                with_upto(),
+            ),
+            (
+                // by rowid (NOT INDEXED still allows it): the few runs after the index
+                from_runs("r.rowid > ?").replacen("FROM runs r", "FROM runs r NOT INDEXED", 1),
+                with_upto(),
+            ),
+            (
+                from_runs("r.status = 'running' AND r.rowid <= ?"),
+                with_upto(),
+            ),
+        ]
     }
 
     /// Every run in the filter's window, for stats (see `RunReader::for_each_run_stat`).
@@ -136,12 +168,12 @@ impl SqliteBackend {
         filter: &RunFilter,
         mut each: impl FnMut(RunStat) -> Result<(), E>,
     ) -> Result<(), E> {
-        let indexed = self.stats_index()? == IndexState::Ready;
         let read = |e| self.read_error(e);
-        // one snapshot for both queries: a run that ends between them is counted once
+        // one snapshot for every query: a run that ends or is indexed meanwhile counts once
         let tx = self.conn.unchecked_transaction().map_err(read)?;
+        let upto = self.indexed_upto(&tx, "run_stats").map_err(read)?;
         let mut liveness = Liveness::default();
-        for (sql, values) in self.run_stat_queries(filter, indexed) {
+        for (sql, values) in self.run_stat_queries(filter, upto) {
             let mut stmt = tx.prepare(&sql).map_err(read)?;
             let mut rows = stmt
                 .query(rusqlite::params_from_iter(values))
@@ -167,8 +199,12 @@ impl SqliteBackend {
         Ok(())
     }
 
-    /// The SQL of the steps of the runs stats count, and its values.
-    fn step_stat_queries(&self, filter: &RunFilter, indexed: bool) -> Vec<(String, Vec<Value>)> {
+    /// The SQL of the steps of the runs stats count, and its values (as `run_stat_queries`).
+    fn step_stat_queries(
+        &self,
+        filter: &RunFilter,
+        upto: Option<i64>,
+    ) -> Vec<(String, Vec<Value>)> {
         let columns = if self.schema_version >= 2 {
             "s.run_id, r.pipeline_name, s.step_name, s.step_kind, s.status, s.duration_ms, \
              s.attempts, s.fallback_taken"
@@ -176,20 +212,28 @@ impl SqliteBackend {
             "s.run_id, r.pipeline_name, s.step_name, NULL, s.status, s.duration_ms, NULL, NULL"
         };
         let (terms, values) = window(filter, "r.start_time");
-        let join = |table: &str, status_term: &str| {
+        let join = |from: &str, term: &str| {
             format!(
-                "SELECT {columns} FROM {table} r JOIN steps s ON s.run_id = r.run_id{}",
-                where_all(&[status_term, &terms])
+                "SELECT {columns} FROM {from} JOIN steps s ON s.run_id = r.run_id{}",
+                where_all(&[term, &terms])
             )
         };
-        if indexed {
-            vec![
-                (join("run_stats", ""), values.clone()),
-                (join("runs", "r.status = 'running'"), values),
-            ]
-        } else {
-            vec![(join("runs", ""), values)]
-        }
+        let Some(upto) = upto else {
+            return vec![(join("runs r", ""), values)];
+        };
+        let with_upto = || {
+            let mut all = vec![Value::Integer(upto)];
+            all.extend(values.iter().cloned());
+            all
+        };
+        vec![
+            (join("run_stats r", "r.run_rowid <= ?"), with_upto()),
+            (join("runs r NOT INDEXED CROSS", "r.rowid > ?"), with_upto()),
+            (
+                join("runs r", "r.status = 'running' AND r.rowid <= ?"),
+                with_upto(),
+            ),
+        ]
     }
 
     /// Every step execution of the runs in the filter's window, for `stats --by step`.
@@ -198,10 +242,10 @@ impl SqliteBackend {
         filter: &RunFilter,
         mut each: impl FnMut(StepStat) -> Result<(), E>,
     ) -> Result<(), E> {
-        let indexed = self.stats_index()? == IndexState::Ready;
         let read = |e| self.read_error(e);
         let tx = self.conn.unchecked_transaction().map_err(read)?;
-        for (sql, values) in self.step_stat_queries(filter, indexed) {
+        let upto = self.indexed_upto(&tx, "run_stats").map_err(read)?;
+        for (sql, values) in self.step_stat_queries(filter, upto) {
             let mut stmt = tx.prepare(&sql).map_err(read)?;
             let mut rows = stmt
                 .query(rusqlite::params_from_iter(values))
@@ -223,26 +267,48 @@ impl SqliteBackend {
         Ok(())
     }
 
-    /// The SQL of a search of errors through `error_search`: the index's matches of `needle`
-    /// (all its rows for a needle below the trigrams), newest first.
-    fn indexed_error_query(&self, needle: &str, filter: &RunFilter) -> (String, Vec<Value>) {
-        let (terms, mut values) = window(filter, "r.start_time");
+    /// The SQL of a search of errors: the steps after `upto` (not indexed yet) read directly,
+    /// then `error_search`'s matches of `needle` up to `upto` (all its rows for a needle below
+    /// the trigrams), each newest first.
+    fn error_queries(
+        &self,
+        needle: &str,
+        filter: &RunFilter,
+        upto: i64,
+    ) -> [(String, Vec<Value>); 2] {
+        let (terms, values) = window(filter, "r.start_time");
         let runs = if terms.is_empty() {
             ""
         } else {
             " JOIN runs r ON r.run_id = s.run_id"
         };
+        let mut tail_values = vec![Value::Integer(upto)];
+        tail_values.extend(values.iter().cloned());
+        // the steps drive, by rowid (NOT INDEXED still allows it; CROSS JOIN keeps the order)
+        let tail_runs = if terms.is_empty() {
+            ""
+        } else {
+            " CROSS JOIN runs r ON r.run_id = s.run_id"
+        };
+        let tail = format!(
+            "SELECT s.run_id, s.step_run_id, s.step_name, s.error_blob FROM steps s NOT INDEXED\
+             {tail_runs}{} ORDER BY s.rowid DESC",
+            where_all(&["s.rowid > ? AND s.error_blob IS NOT NULL", &terms])
+        );
+        let mut indexed_values = Vec::new();
         let mut match_term = "";
         if needle.chars().count() >= TRIGRAM_MIN_CHARS {
             match_term = "error_search MATCH ?";
-            values.insert(0, Value::Text(fts_phrase(needle)));
+            indexed_values.push(Value::Text(fts_phrase(needle)));
         }
-        let sql = format!(
+        indexed_values.push(Value::Integer(upto));
+        indexed_values.extend(values);
+        let indexed = format!(
             "SELECT s.run_id, s.step_run_id, s.step_name, e.error FROM error_search e \
              JOIN steps s ON s.rowid = e.rowid{runs}{} ORDER BY e.rowid DESC",
-            where_all(&[match_term, &terms])
+            where_all(&[match_term, "e.rowid <= ?", &terms])
         );
-        (sql, values)
+        [(tail, tail_values), (indexed, indexed_values)]
     }
 
     /// Errors that may contain `needle` (see `RunReader::search_errors`).
@@ -252,21 +318,25 @@ impl SqliteBackend {
         filter: &RunFilter,
         mut each: impl FnMut(Candidate) -> Result<ControlFlow<()>, E>,
     ) -> Result<(), E> {
-        if self.error_index()? != IndexState::Ready {
-            return self.scan_payloads(SearchField::Error, filter, each);
-        }
         let read = |e| self.read_error(e);
-        let (sql, values) = self.indexed_error_query(needle, filter);
-        let mut stmt = self.conn.prepare(&sql).map_err(read)?;
-        let mut rows = stmt
-            .query(rusqlite::params_from_iter(values))
-            .map_err(read)?;
-        while let Some(row) = rows.next().map_err(read)? {
-            let found = candidate(row, SearchField::Error).map_err(read)?;
-            if each(found)?.is_break() {
-                break;
+        let tx = self.conn.unchecked_transaction().map_err(read)?;
+        let Some(upto) = self.indexed_upto(&tx, "error_search").map_err(read)? else {
+            drop(tx);
+            return self.scan_payloads(SearchField::Error, filter, each);
+        };
+        'queries: for (sql, values) in self.error_queries(needle, filter, upto) {
+            let mut stmt = tx.prepare(&sql).map_err(read)?;
+            let mut rows = stmt
+                .query(rusqlite::params_from_iter(values))
+                .map_err(read)?;
+            while let Some(row) = rows.next().map_err(read)? {
+                let found = candidate(row, SearchField::Error).map_err(read)?;
+                if each(found)?.is_break() {
+                    break 'queries;
+                }
             }
         }
+        tx.finish().map_err(read)?;
         Ok(())
     }
 
@@ -355,9 +425,10 @@ mod tests {
     fn stats_of_a_window_are_ranges_of_run_stats_and_of_running_runs() {
         let (_dir, backend) = backend();
         for filter in [day(), RunFilter::default()] {
-            let queries = backend.run_stat_queries(&filter, true);
+            let queries = backend.run_stat_queries(&filter, Some(1_000));
             let ended = plan(&backend, &queries[0].0, &queries[0].1);
-            let running = plan(&backend, &queries[1].0, &queries[1].1);
+            let tail = plan(&backend, &queries[1].0, &queries[1].1);
+            let running = plan(&backend, &queries[2].0, &queries[2].1);
             if filter.since.is_some() {
                 assert!(
                     ended.contains("SEARCH r USING PRIMARY KEY (start_time>? AND start_time<?)"),
@@ -366,27 +437,41 @@ mod tests {
             } else {
                 assert_eq!(ended, "SCAN r", "{ended}");
             }
+            // the runs the writer has not indexed yet: a range of rowids (or of start times)
+            assert_eq!(
+                tail, "SEARCH r USING INTEGER PRIMARY KEY (rowid>?)",
+                "{tail}"
+            );
+            assert!(!tail.contains("SCAN"), "{tail}");
             // only the runs stored as running: an index on the status (and the start time)
             assert!(
                 running.starts_with("SEARCH r USING INDEX idx_runs_status"),
                 "{running}"
             );
             assert!(running.contains("(status=?"), "{running}");
-            let steps = backend.step_stat_queries(&filter, true);
-            let ended_steps = plan(&backend, &steps[0].0, &steps[0].1);
-            assert!(
-                ended_steps.contains("SEARCH s USING INDEX idx_steps_run_id (run_id=?)"),
-                "{ended_steps}"
-            );
+            let steps = backend.step_stat_queries(&filter, Some(1_000));
+            for (sql, values) in &steps {
+                let steps_plan = plan(&backend, sql, values);
+                assert!(
+                    steps_plan.contains("SEARCH s USING INDEX idx_steps_run_id (run_id=?)"),
+                    "{steps_plan}"
+                );
+                assert!(!steps_plan.contains("TEMP B-TREE"), "{steps_plan}");
+            }
             if filter.since.is_some() {
+                let ended_steps = plan(&backend, &steps[0].0, &steps[0].1);
                 assert!(
                     ended_steps
                         .contains("SEARCH r USING PRIMARY KEY (start_time>? AND start_time<?)"),
                     "{ended_steps}"
                 );
             }
-            assert!(!ended_steps.contains("TEMP B-TREE"), "{ended_steps}");
         }
+        // an older database: the runs themselves
+        let scan = backend.run_stat_queries(&day(), None);
+        assert_eq!(scan.len(), 1);
+        let scan = plan(&backend, &scan[0].0, &scan[0].1);
+        assert!(scan.contains("idx_runs_start_time"), "{scan}");
     }
 
     #[test]
@@ -396,7 +481,7 @@ mod tests {
             pipeline_name: Some("triage".into()),
             ..day()
         };
-        let queries = backend.run_stat_queries(&filter, true);
+        let queries = backend.run_stat_queries(&filter, Some(0));
         let ended = plan(&backend, &queries[0].0, &queries[0].1);
         assert!(
             ended.contains("PRIMARY KEY (start_time>? AND start_time<?)"),
@@ -408,26 +493,33 @@ mod tests {
     fn errors_are_searched_through_the_trigram_index_newest_first() {
         let (_dir, backend) = backend();
         for filter in [RunFilter::default(), day()] {
-            let (sql, values) = backend.indexed_error_query("rate limit", &filter);
-            let plan = plan(&backend, &sql, &values);
-            assert!(plan.contains("SCAN e VIRTUAL TABLE INDEX"), "{plan}");
+            let [tail, indexed] = backend.error_queries("rate limit", &filter, 1_000);
+            let indexed = plan(&backend, &indexed.0, &indexed.1);
+            assert!(indexed.contains("SCAN e VIRTUAL TABLE INDEX"), "{indexed}");
             assert!(
-                plan.contains("SEARCH s USING INTEGER PRIMARY KEY (rowid=?)"),
-                "{plan}"
+                indexed.contains("SEARCH s USING INTEGER PRIMARY KEY (rowid=?)"),
+                "{indexed}"
             );
-            assert!(!plan.contains("TEMP B-TREE"), "{plan}");
+            assert!(!indexed.contains("TEMP B-TREE"), "{indexed}");
             if filter.since.is_some() {
                 assert!(
-                    plan.contains("SEARCH r USING INDEX sqlite_autoindex_runs_1 (run_id=?)"),
-                    "{plan}"
+                    indexed.contains("SEARCH r USING INDEX sqlite_autoindex_runs_1 (run_id=?)"),
+                    "{indexed}"
                 );
             }
+            // the steps after the index: a range of rowids, newest first, no sort
+            let tail = plan(&backend, &tail.0, &tail.1);
+            assert!(
+                tail.contains("SEARCH s USING INTEGER PRIMARY KEY (rowid>?)"),
+                "{tail}"
+            );
+            assert!(!tail.contains("TEMP B-TREE"), "{tail}");
         }
-        // below the trigrams: every error, still newest first without a sort
-        let (sql, values) = backend.indexed_error_query("42", &RunFilter::default());
-        assert!(!sql.contains("MATCH"));
-        let plan = plan(&backend, &sql, &values);
-        assert!(!plan.contains("TEMP B-TREE"), "{plan}");
+        // below the trigrams: every indexed error, still newest first without a sort
+        let [_, indexed] = backend.error_queries("42", &RunFilter::default(), 1_000);
+        assert!(!indexed.0.contains("MATCH"));
+        let indexed = plan(&backend, &indexed.0, &indexed.1);
+        assert!(!indexed.contains("TEMP B-TREE"), "{indexed}");
     }
 
     #[test]

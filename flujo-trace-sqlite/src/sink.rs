@@ -39,8 +39,12 @@ pub(crate) struct SqliteSink {
     wal_path: PathBuf,
     /// Commits since the last checkpoint (see `checkpoint`).
     commits_since_checkpoint: u32,
-    /// Whether `run_tails` is still to be filled for runs before the upgrade (`backfill.rs`).
+    /// Whether `run_tails` is still to be filled for runs before the upgrade, or rows recorded
+    /// since are still to be indexed (`backfill.rs`).
     backfilling: bool,
+    /// Whether the database indexes rows in the background (schema 7): every commit leaves
+    /// work for [`SqliteSink::backfill`].
+    indexes: bool,
     /// When the last backfill step ran.
     backfilled_at: Instant,
 }
@@ -60,6 +64,7 @@ impl SqliteSink {
             wal_path: PathBuf::from(wal_path),
             commits_since_checkpoint: 0,
             backfilling: false,
+            indexes: false,
             backfilled_at: Instant::now(),
         }
     }
@@ -122,6 +127,7 @@ impl SqliteSink {
 impl Sink for SqliteSink {
     fn open(&mut self) {
         self.backfilling = backfill::pending(&self.backend.conn);
+        self.indexes = self.backend.schema_version >= 7;
         // checkpoints happen after barriers are answered, in `checkpoint`
         let _ = self
             .backend
@@ -140,6 +146,7 @@ impl Sink for SqliteSink {
         match write_batch(&mut self.backend.conn, rows) {
             Ok(missing) => {
                 self.commits_since_checkpoint += 1;
+                self.backfilling |= self.indexes;
                 Ok(missing)
             }
             Err(error) => Err(SinkError {
@@ -158,8 +165,8 @@ impl Sink for SqliteSink {
         self.checkpoint_when_due();
     }
 
-    /// While `run_tails` is being filled after an upgrade: a step every [`BACKFILL_PAUSE`] of
-    /// idleness.
+    /// While a table is being filled after an upgrade, or recent rows are to be indexed: a step
+    /// every [`BACKFILL_PAUSE`] of idleness (none once caught up).
     fn heartbeat_interval(&self) -> Option<Duration> {
         self.backfilling.then_some(BACKFILL_PAUSE)
     }
@@ -176,8 +183,16 @@ impl Sink for SqliteSink {
     /// Copies the WAL into the database file and empties it (TRUNCATE), waiting at most
     /// [`EXIT_BUSY_TIMEOUT`] on other processes; closing the connection afterwards removes the
     /// `-wal` file when no other connection is open. So `flujo_ops.db` alone holds every run.
-    fn close(self) {
+    fn close(mut self) {
         let _ = self.backend.conn.busy_timeout(EXIT_BUSY_TIMEOUT);
+        // index what the last batches recorded (a few steps at most: the writer keeps up while
+        // it runs); what is left is indexed by the next writer, and read directly meanwhile
+        for _ in 0..8 {
+            match backfill::step(&mut self.backend.conn) {
+                Ok(true) => {}
+                _ => break,
+            }
+        }
         let _ = self
             .backend
             .conn

@@ -135,13 +135,12 @@ fn noop_failing() -> Pipeline<u64, u64> {
     }))
 }
 
-/// Schema 7's triggers (stats table, error index, short ids of changed ids): dropped, the
-/// database records as schema 6 did, for the side-by-side comparison.
-const SCHEMA_7_TRIGGERS: [&str; 7] = [
-    "run_stats_insert",
+/// Schema 7's triggers (stats table, error index, short ids of changed ids): dropped (and the
+/// writer's indexing in the background with them), the database records as schema 6 did, for
+/// the side-by-side comparison.
+const SCHEMA_7_TRIGGERS: [&str; 5] = [
     "run_stats_end",
     "run_stats_delete",
-    "error_search_insert",
     "error_search_update",
     "error_search_delete",
     "run_tails_update",
@@ -155,6 +154,10 @@ fn write_path_dispatch(db: &Path, before: bool) -> Result<(Dispatch, flujo::Sqli
         for trigger in SCHEMA_7_TRIGGERS {
             conn.execute_batch(&format!("DROP TRIGGER {trigger}"))?;
         }
+        // and nothing for the writer to index in the background
+        conn.execute_batch(
+            "DELETE FROM flujo_backfill WHERE name IN ('run_stats', 'error_search')",
+        )?;
     }
     Ok(opened)
 }

@@ -1,14 +1,21 @@
 -- Upgrade schema version 6 to version 7. Adds two tables and their triggers; no column changes.
+--
+-- What is new is kept off the write path where it can be: the writer indexes the rows it
+-- inserted in the background, in batches (`backfill.rs`: after the batches it commits, while
+-- idle, from `flujo_backfill.after`, the rowid up to which it has indexed), and triggers act only
+-- when a row is changed later (a run's or a step's end recorded after its start) or deleted.
+-- Readers read the index up to `after` and the few rows after it directly. A trigger on every
+-- insert made each commit write the index's pages too: with one run in twenty failing, an
+-- insert trigger into the error index halved the writer's throughput here.
 
--- `flujo lens stats`: one row per ended run, in start-time order, with only what stats count.
--- Reading it is a range of its primary key, some 110 bytes a run, where `runs` holds about a
--- kilobyte a run (its input, context and error inline): all 1,000,000 runs of a store in a few
--- hundred milliseconds. Runs still running (or crashed) are not in it; stats take those from
--- `runs(status, start_time)`. Kept by the triggers below; the runs ended before the upgrade are
--- added by the writer in short steps (`flujo_backfill` 'run_stats'), as for `run_tails`.
+-- `flujo lens stats`: one row per ended run, in start-time order, with only what stats count,
+-- and the run's rowid in `runs` (what `after` counts). Reading it is a range of its primary key,
+-- some 110 bytes a run, where `runs` holds about a kilobyte a run (its input, context and error
+-- inline). Runs still running (or crashed) are not in it; stats take those from `runs`.
 CREATE TABLE IF NOT EXISTS run_stats (
     start_time TEXT NOT NULL,
     run_id TEXT NOT NULL,
+    run_rowid INTEGER NOT NULL,
     pipeline_name TEXT NOT NULL,
     pipeline_version TEXT NOT NULL,
     status TEXT NOT NULL,
@@ -18,22 +25,15 @@ CREATE TABLE IF NOT EXISTS run_stats (
     PRIMARY KEY (start_time, run_id)
 ) WITHOUT ROWID;
 
-CREATE TRIGGER IF NOT EXISTS run_stats_insert AFTER INSERT ON runs
-WHEN new.end_time IS NOT NULL BEGIN
-    INSERT OR REPLACE INTO run_stats (start_time, run_id, pipeline_name, pipeline_version,
-        status, duration_ms, total_tokens, total_cost)
-    VALUES (new.start_time, new.run_id, new.pipeline_name, new.pipeline_version, new.status,
-        new.duration_ms, new.total_tokens, new.total_cost);
-END;
-
--- a run's end (or any change of what stats count): its row again, under its key as it is now
+-- a run's end recorded by an update (or any later change of what stats count): its row again,
+-- under its key as it is now
 CREATE TRIGGER IF NOT EXISTS run_stats_end AFTER UPDATE OF run_id, start_time, end_time, status,
     pipeline_name, pipeline_version, duration_ms, total_tokens, total_cost ON runs BEGIN
     DELETE FROM run_stats WHERE start_time = old.start_time AND run_id = old.run_id;
-    INSERT OR REPLACE INTO run_stats (start_time, run_id, pipeline_name, pipeline_version,
-        status, duration_ms, total_tokens, total_cost)
-    SELECT new.start_time, new.run_id, new.pipeline_name, new.pipeline_version, new.status,
-        new.duration_ms, new.total_tokens, new.total_cost
+    INSERT OR REPLACE INTO run_stats (start_time, run_id, run_rowid, pipeline_name,
+        pipeline_version, status, duration_ms, total_tokens, total_cost)
+    SELECT new.start_time, new.run_id, new.rowid, new.pipeline_name, new.pipeline_version,
+        new.status, new.duration_ms, new.total_tokens, new.total_cost
     WHERE new.end_time IS NOT NULL;
 END;
 
@@ -43,17 +43,12 @@ END;
 
 -- `flujo lens search --in error`: every step's error text in an FTS5 index of trigrams (any
 -- substring of 3 characters or more, case folded for every script), its rowid the step's rowid,
--- so matches come newest first in the order steps were recorded. Errors are short and one step
--- in some twenty has one: the index costs little on the write path (a step without an error
--- only has its trigger's condition checked). The index holds its own copy of each text, so a
--- query of 1 or 2 characters, below the trigrams, scans the errors alone, not every step.
+-- so matches come newest first in the order steps were recorded. The index holds its own copy
+-- of each text (errors are short), so a query of 1 or 2 characters, below the trigrams, reads
+-- the errors alone, not every step.
 CREATE VIRTUAL TABLE IF NOT EXISTS error_search USING fts5(error, tokenize = 'trigram');
 
-CREATE TRIGGER IF NOT EXISTS error_search_insert AFTER INSERT ON steps
-WHEN new.error_blob IS NOT NULL BEGIN
-    INSERT INTO error_search (rowid, error) VALUES (new.rowid, new.error_blob);
-END;
-
+-- an error recorded by an update (a step that ended in a later batch than it started)
 CREATE TRIGGER IF NOT EXISTS error_search_update AFTER UPDATE OF error_blob ON steps
 WHEN new.error_blob IS NOT old.error_blob BEGIN
     DELETE FROM error_search WHERE rowid = old.rowid;
@@ -73,8 +68,8 @@ CREATE TRIGGER IF NOT EXISTS run_tails_update AFTER UPDATE OF run_id ON runs BEG
     INSERT OR IGNORE INTO run_tails (tail, run_id) VALUES (substr(new.run_id, -8), new.run_id);
 END;
 
--- The two backfills of this version: `after` is the rowid (of `runs`, of `steps`) up to which
--- the rows before the upgrade are in; nothing to do on a database without rows.
+-- The writer's indexing of this version: `after` is the rowid (of `runs`, of `steps`) up to
+-- which rows are indexed, `done` 1 once it has caught up with the rows before the upgrade.
 INSERT OR IGNORE INTO flujo_backfill (name, after, done)
 VALUES ('run_stats', '0', NOT EXISTS (SELECT 1 FROM runs));
 INSERT OR IGNORE INTO flujo_backfill (name, after, done)

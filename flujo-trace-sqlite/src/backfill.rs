@@ -47,7 +47,9 @@ fn pending_work(conn: &Connection) -> rusqlite::Result<Vec<(String, String, bool
             "run_tails" => done == 0,
             "run_stats" | "error_search" => {
                 let table = if name == "run_stats" { "runs" } else { "steps" };
-                done == 0 || after.parse::<i64>().unwrap_or(0) < last_rowid(conn, table)?
+                done == 0
+                    || after.parse::<i64>().unwrap_or(0) < last_rowid(conn, table)?
+                    || (name == "run_stats" && pending_runs_ended(conn)?)
             }
             _ => false,
         };
@@ -57,6 +59,51 @@ fn pending_work(conn: &Connection) -> rusqlite::Result<Vec<(String, String, bool
     }
     Ok(work)
 }
+
+/// Rows past `after` beyond which a busy writer indexes (an idle one always does): until then a
+/// burst of writes is not slowed by its indexing, and readers read at most these many rows
+/// directly.
+pub(crate) const BUSY_LAG_RUNS: i64 = 20_000;
+pub(crate) const BUSY_LAG_STEPS: i64 = 200_000;
+
+/// Whether a busy writer should take a step now: a backfill after an upgrade is not done, or
+/// the rows past the index have grown beyond [`BUSY_LAG_RUNS`] or [`BUSY_LAG_STEPS`].
+pub(crate) fn due_while_busy(conn: &Connection) -> bool {
+    let Ok(work) = pending_work(conn) else {
+        return false;
+    };
+    work.iter().any(|(name, after, done)| {
+        let after: i64 = after.parse().unwrap_or(0);
+        let lag = |table: &str| last_rowid(conn, table).map_or(0, |last| last - after);
+        !done
+            || (name == "run_stats" && lag("runs") > BUSY_LAG_RUNS)
+            || (name == "error_search" && lag("steps") > BUSY_LAG_STEPS)
+    })
+}
+
+/// Whether a run the indexer found running has ended since.
+fn pending_runs_ended(conn: &Connection) -> rusqlite::Result<bool> {
+    conn.prepare_cached(
+        "SELECT EXISTS (SELECT 1 FROM run_stats_pending p JOIN runs r ON r.rowid = p.run_rowid \
+         WHERE r.end_time IS NOT NULL)",
+    )?
+    .query_row([], |row| row.get(0))
+}
+
+/// What the `run_stats` indexer does besides copying its range: notes the range's runs still
+/// running, and adds the noted runs that have ended since (forgetting them there).
+const RUN_STATS_PENDING: [&str; 3] = [
+    "INSERT OR IGNORE INTO run_stats_pending (run_rowid) \
+     SELECT rowid FROM runs WHERE rowid > ?1 AND rowid <= ?2 AND end_time IS NULL",
+    "INSERT OR IGNORE INTO run_stats (start_time, run_id, run_rowid, pipeline_name, \
+     pipeline_version, status, duration_ms, total_tokens, total_cost) \
+     SELECT r.start_time, r.run_id, r.rowid, r.pipeline_name, r.pipeline_version, r.status, \
+     r.duration_ms, r.total_tokens, r.total_cost \
+     FROM run_stats_pending p JOIN runs r ON r.rowid = p.run_rowid \
+     WHERE r.end_time IS NOT NULL AND ?1 <= ?2",
+    "DELETE FROM run_stats_pending WHERE ?1 <= ?2 AND run_rowid IN (SELECT p.run_rowid \
+     FROM run_stats_pending p JOIN runs r ON r.rowid = p.run_rowid WHERE r.end_time IS NOT NULL)",
+];
 
 fn last_rowid(conn: &Connection, table: &str) -> rusqlite::Result<i64> {
     conn.prepare_cached(&format!("SELECT coalesce(max(rowid), 0) FROM {table}"))?
@@ -132,6 +179,11 @@ fn rowid_step(
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     if upper > after {
         tx.prepare_cached(backfill.copy)?.execute([after, upper])?;
+    }
+    if name == "run_stats" {
+        for sql in RUN_STATS_PENDING {
+            tx.prepare_cached(sql)?.execute([after, upper])?;
+        }
     }
     // `done` once caught up with the rows before the upgrade: it stays so
     tx.execute(

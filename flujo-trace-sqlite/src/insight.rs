@@ -4,7 +4,7 @@
 //! From schema version 7, stats read `run_stats` (the ended runs by start time, a range of its
 //! primary key) for the runs the writer has indexed (rowid up to its `flujo_backfill.after`),
 //! the runs after that directly from `runs` (a rowid range: the few the writer has not indexed
-//! yet), and the indexed runs still `running` from `runs(status, start_time)`, in one read
+//! yet), and the indexed runs that had not ended when indexed (`run_stats_pending`), in one read
 //! transaction so each run is counted once; a search of errors reads the steps after `after`
 //! directly, then the FTS5 trigram index `error_search` newest first (its rowids are the
 //! steps'). While the writer still fills the tables for the rows before an upgrade, `after` is
@@ -115,8 +115,8 @@ impl SqliteBackend {
     }
 
     /// The SQL of the runs stats count, and its values: with the writer's index (`upto`), the
-    /// indexed ended runs from `run_stats`, the runs after `upto` and the indexed runs still
-    /// running from `runs`; without it, every run from `runs`.
+    /// indexed ended runs from `run_stats`, the runs after `upto` and the indexed runs not ended
+    /// when indexed (`run_stats_pending`) from `runs`; without it, every run from `runs`.
     fn run_stat_queries(&self, filter: &RunFilter, upto: Option<i64>) -> Vec<(String, Vec<Value>)> {
         let writer = writer_columns(self.schema_version);
         let (duration, tokens) = if self.schema_version >= 2 {
@@ -155,8 +155,9 @@ impl SqliteBackend {
                 from_runs("r.rowid > ?").replacen("FROM runs r", "FROM runs r NOT INDEXED", 1),
                 with_upto(),
             ),
+            // the indexed runs that had not ended when indexed (running, crashed, or ended since)
             (
-                from_runs("r.status = 'running' AND r.rowid <= ?"),
+                from_runs("r.rowid IN (SELECT run_rowid FROM run_stats_pending) AND r.rowid <= ?"),
                 with_upto(),
             ),
         ]
@@ -230,7 +231,10 @@ impl SqliteBackend {
             (join("run_stats r", "r.run_rowid <= ?"), with_upto()),
             (join("runs r NOT INDEXED CROSS", "r.rowid > ?"), with_upto()),
             (
-                join("runs r", "r.status = 'running' AND r.rowid <= ?"),
+                join(
+                    "runs r",
+                    "r.rowid IN (SELECT run_rowid FROM run_stats_pending) AND r.rowid <= ?",
+                ),
                 with_upto(),
             ),
         ]
@@ -443,12 +447,12 @@ mod tests {
                 "{tail}"
             );
             assert!(!tail.contains("SCAN"), "{tail}");
-            // only the runs stored as running: an index on the status (and the start time)
+            // the runs noted as not ended: a list of rowids
             assert!(
-                running.starts_with("SEARCH r USING INDEX idx_runs_status"),
+                running.contains("SEARCH r USING INTEGER PRIMARY KEY (rowid=?)"),
                 "{running}"
             );
-            assert!(running.contains("(status=?"), "{running}");
+            assert!(!running.contains("SCAN r"), "{running}");
             let steps = backend.step_stat_queries(&filter, Some(1_000));
             for (sql, values) in &steps {
                 let steps_plan = plan(&backend, sql, values);

@@ -25,6 +25,9 @@ pub(crate) const WAL_CHECKPOINT_BYTES: u64 = 4 * 1024 * 1024;
 /// The pause between two backfill steps of an idle writer, and the least time between two
 /// steps of a busy one (one after a checkpoint is due): other writers get the lock in between.
 const BACKFILL_PAUSE: Duration = Duration::from_millis(20);
+/// The least time between two backfill (and indexing) steps of a busy writer, which indexes
+/// only once many rows wait (`backfill::due_while_busy`); an idle one catches up at once.
+const BUSY_BACKFILL_PAUSE: Duration = Duration::from_millis(1000);
 /// The busy timeout of the last writes and the checkpoint at exit: exit never waits long on a
 /// lock held by another process.
 const EXIT_BUSY_TIMEOUT: Duration = Duration::from_millis(500);
@@ -156,10 +159,13 @@ impl Sink for SqliteSink {
         }
     }
 
-    /// A backfill step when one is due (at most every 100 ms of a busy writer), then
+    /// A backfill step when one is due (at most once a second of a busy writer), then
     /// [`SqliteSink::checkpoint_when_due`].
     fn checkpoint(&mut self) {
-        if self.backfilling && self.backfilled_at.elapsed() >= BACKFILL_PAUSE * 5 {
+        if self.backfilling
+            && self.backfilled_at.elapsed() >= BUSY_BACKFILL_PAUSE
+            && backfill::due_while_busy(&self.backend.conn)
+        {
             self.backfill();
         }
         self.checkpoint_when_due();

@@ -116,6 +116,7 @@ fn a_new_database_holds_the_fsd_schema_unchanged() {
             "error_search_idx",
             "flujo_backfill",
             "run_stats",
+            "run_stats_pending",
             "run_tails",
             "runs",
             "steps"

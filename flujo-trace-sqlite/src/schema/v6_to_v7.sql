@@ -1,17 +1,18 @@
 -- Upgrade schema version 6 to version 7. Adds two tables and their triggers; no column changes.
 --
--- What is new is kept off the write path where it can be: the writer indexes the rows it
--- inserted in the background, in batches (`backfill.rs`: after the batches it commits, while
--- idle, from `flujo_backfill.after`, the rowid up to which it has indexed), and triggers act only
--- when a row is changed later (a run's or a step's end recorded after its start) or deleted.
--- Readers read the index up to `after` and the few rows after it directly. A trigger on every
--- insert made each commit write the index's pages too: with one run in twenty failing, an
--- insert trigger into the error index halved the writer's throughput here.
+-- What is new is kept off the write path: the writer indexes the rows it recorded in the
+-- background, in batches (`backfill.rs`: at most once a second while busy, and while idle,
+-- from `flujo_backfill.after`, the rowid up to which it has indexed), and triggers act only on
+-- what the writer does not do often (an error recorded by a later update, a run changed after
+-- it ended, a delete). Readers read the index up to `after` and the few rows after it directly.
+-- Triggers on every insert and every run's end made each commit write the new tables' pages
+-- too: with one run in twenty failing, the writer's throughput here fell by half.
 
 -- `flujo lens stats`: one row per ended run, in start-time order, with only what stats count,
 -- and the run's rowid in `runs` (what `after` counts). Reading it is a range of its primary key,
 -- some 110 bytes a run, where `runs` holds about a kilobyte a run (its input, context and error
--- inline). Runs still running (or crashed) are not in it; stats take those from `runs`.
+-- inline). Runs still running (or crashed) are not in it: the indexer notes them in
+-- `run_stats_pending` and adds each once it has ended; stats read those from `runs`.
 CREATE TABLE IF NOT EXISTS run_stats (
     start_time TEXT NOT NULL,
     run_id TEXT NOT NULL,
@@ -25,10 +26,15 @@ CREATE TABLE IF NOT EXISTS run_stats (
     PRIMARY KEY (start_time, run_id)
 ) WITHOUT ROWID;
 
--- a run's end recorded by an update (or any later change of what stats count): its row again,
--- under its key as it is now
-CREATE TRIGGER IF NOT EXISTS run_stats_end AFTER UPDATE OF run_id, start_time, end_time, status,
-    pipeline_name, pipeline_version, duration_ms, total_tokens, total_cost ON runs BEGIN
+CREATE TABLE IF NOT EXISTS run_stats_pending (
+    run_rowid INTEGER PRIMARY KEY
+);
+
+-- a run changed after it ended (by a tool, not by flujo's writer): its row again, under its key
+-- as it is now (the writer's own update, the run's end, has old.end_time NULL: nothing to do)
+CREATE TRIGGER IF NOT EXISTS run_stats_change AFTER UPDATE OF run_id, start_time, end_time,
+    status, pipeline_name, pipeline_version, duration_ms, total_tokens, total_cost ON runs
+WHEN old.end_time IS NOT NULL BEGIN
     DELETE FROM run_stats WHERE start_time = old.start_time AND run_id = old.run_id;
     INSERT OR REPLACE INTO run_stats (start_time, run_id, run_rowid, pipeline_name,
         pipeline_version, status, duration_ms, total_tokens, total_cost)
@@ -39,6 +45,7 @@ END;
 
 CREATE TRIGGER IF NOT EXISTS run_stats_delete AFTER DELETE ON runs BEGIN
     DELETE FROM run_stats WHERE start_time = old.start_time AND run_id = old.run_id;
+    DELETE FROM run_stats_pending WHERE run_rowid = old.rowid;
 END;
 
 -- `flujo lens search --in error`: every step's error text in an FTS5 index of trigrams (any

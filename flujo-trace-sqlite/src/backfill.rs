@@ -60,6 +60,12 @@ fn pending_work(conn: &Connection) -> rusqlite::Result<Vec<(String, String, bool
     Ok(work)
 }
 
+/// Whether `run_tails` is still being filled (its steps read outside the lock for long: a short
+/// pause between them is enough for other writers).
+pub(crate) fn tails_pending(conn: &Connection) -> bool {
+    pending_work(conn).is_ok_and(|work| work.iter().any(|(name, _, _)| name == "run_tails"))
+}
+
 /// Rows past `after` beyond which a busy writer indexes (an idle one always does): until then a
 /// burst of writes is not slowed by its indexing, and readers read at most these many rows
 /// directly.
@@ -110,20 +116,31 @@ fn last_rowid(conn: &Connection, table: &str) -> rusqlite::Result<i64> {
         .query_row([], |row| row.get(0))
 }
 
-/// One step: of `run_tails` while it is not done, else of each of `run_stats` and
-/// `error_search` that has rows to index. Returns whether more is to do.
+/// One step: of `run_tails` while it is not done, else of whichever of `run_stats` and
+/// `error_search` is furthest behind. Returns whether more is to do.
 pub(crate) fn step(conn: &mut Connection) -> rusqlite::Result<bool> {
     let work = pending_work(conn)?;
     if let Some((_, after, _)) = work.iter().find(|(name, _, _)| name == "run_tails") {
         tails_step(conn, after)?;
         return Ok(pending(conn));
     }
-    for (name, after, _) in &work {
-        match name.as_str() {
-            "run_stats" => rowid_step(conn, name, after, &RUN_STATS)?,
-            "error_search" => rowid_step(conn, name, after, &ERROR_SEARCH)?,
-            _ => {}
+    // one transaction per call (the writer pauses between calls, so other writers get the
+    // lock): the table furthest behind first
+    let behind = |(name, after, _): &&(String, String, bool)| {
+        let table = if name == "run_stats" { "runs" } else { "steps" };
+        let last = last_rowid(conn, table).unwrap_or(0).max(1);
+        after.parse::<i64>().unwrap_or(0) as f64 / last as f64
+    };
+    let next = work
+        .iter()
+        .filter(|(name, _, _)| name == "run_stats" || name == "error_search")
+        .min_by(|a, b| behind(a).total_cmp(&behind(b)));
+    match next {
+        Some((name, after, _)) if name == "run_stats" => {
+            rowid_step(conn, name, after, &RUN_STATS)?;
         }
+        Some((name, after, _)) => rowid_step(conn, name, after, &ERROR_SEARCH)?,
+        None => {}
     }
     Ok(pending(conn))
 }

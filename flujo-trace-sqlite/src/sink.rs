@@ -24,7 +24,14 @@ const COMMITS_PER_CHECKPOINT: u32 = 64;
 pub(crate) const WAL_CHECKPOINT_BYTES: u64 = 4 * 1024 * 1024;
 /// The pause between two backfill steps of an idle writer, and the least time between two
 /// steps of a busy one (one after a checkpoint is due): other writers get the lock in between.
-const BACKFILL_PAUSE: Duration = Duration::from_millis(20);
+///
+/// Longer than the longest sleep of SQLite's busy handler between two tries for the lock
+/// (100 ms): a shorter pause let another connection waiting for the lock miss every gap, and time
+/// out, while the writer filled a 1,000,000-run database step after step.
+const BACKFILL_PAUSE: Duration = Duration::from_millis(150);
+/// The pause between two steps filling `run_tails`, which spend most of their time reading
+/// outside any transaction: other writers get the lock then.
+const TAILS_PAUSE: Duration = Duration::from_millis(20);
 /// The least time between two backfill (and indexing) steps of a busy writer, which indexes
 /// only once many rows wait (`backfill::due_while_busy`); an idle one catches up at once.
 const BUSY_BACKFILL_PAUSE: Duration = Duration::from_millis(1000);
@@ -48,6 +55,8 @@ pub(crate) struct SqliteSink {
     /// Whether the database indexes rows in the background (schema 7): every commit leaves
     /// work for [`SqliteSink::backfill`].
     indexes: bool,
+    /// Whether the backfill under way is `run_tails`'s (see [`TAILS_PAUSE`]).
+    tails: bool,
     /// When the last backfill step ran.
     backfilled_at: Instant,
 }
@@ -68,6 +77,7 @@ impl SqliteSink {
             commits_since_checkpoint: 0,
             backfilling: false,
             indexes: false,
+            tails: false,
             backfilled_at: Instant::now(),
         }
     }
@@ -104,6 +114,7 @@ impl SqliteSink {
             self.backfilled_at = Instant::now();
             if let Ok(more) = backfill::step(&mut self.backend.conn) {
                 self.backfilling = more;
+                self.tails = more && backfill::tails_pending(&self.backend.conn);
                 // its commits grow the WAL like any other: checkpoint as after a batch
                 self.commits_since_checkpoint += 1;
                 self.checkpoint_when_due();
@@ -131,6 +142,7 @@ impl Sink for SqliteSink {
     fn open(&mut self) {
         self.backfilling = backfill::pending(&self.backend.conn);
         self.indexes = self.backend.schema_version >= 7;
+        self.tails = backfill::tails_pending(&self.backend.conn);
         // checkpoints happen after barriers are answered, in `checkpoint`
         let _ = self
             .backend
@@ -174,7 +186,12 @@ impl Sink for SqliteSink {
     /// While a table is being filled after an upgrade, or recent rows are to be indexed: a step
     /// every [`BACKFILL_PAUSE`] of idleness (none once caught up).
     fn heartbeat_interval(&self) -> Option<Duration> {
-        self.backfilling.then_some(BACKFILL_PAUSE)
+        let pause = if self.tails {
+            TAILS_PAUSE
+        } else {
+            BACKFILL_PAUSE
+        };
+        self.backfilling.then_some(pause)
     }
 
     fn heartbeat(&mut self) {

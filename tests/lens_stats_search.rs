@@ -165,6 +165,13 @@ async fn record(db: &Path) {
          UPDATE steps SET duration_ms = 10 + (rowid * 13) % 90;",
     )
     .unwrap();
+    // the writer indexed the runs as recorded: after changing them by hand, the stats index is
+    // emptied (as a tool that rewrites ended runs must), and readers read every run directly
+    conn.execute_batch(
+        "DELETE FROM run_stats; DELETE FROM run_stats_pending; \
+         UPDATE flujo_backfill SET after = '0' WHERE name = 'run_stats';",
+    )
+    .unwrap();
 }
 
 fn lens(store: &str, args: &[&str]) -> (i32, String, String) {

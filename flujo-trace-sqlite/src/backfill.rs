@@ -49,7 +49,7 @@ fn pending_work(conn: &Connection) -> rusqlite::Result<Vec<(String, String, bool
                 let table = if name == "run_stats" { "runs" } else { "steps" };
                 done == 0
                     || after.parse::<i64>().unwrap_or(0) < last_rowid(conn, table)?
-                    || (name == "run_stats" && pending_runs_ended(conn)?)
+                    || pending_ended(conn, &name)?
             }
             _ => false,
         };
@@ -66,11 +66,11 @@ pub(crate) fn tails_pending(conn: &Connection) -> bool {
     pending_work(conn).is_ok_and(|work| work.iter().any(|(name, _, _)| name == "run_tails"))
 }
 
-/// Rows past `after` beyond which a busy writer indexes (an idle one always does): until then a
-/// burst of writes is not slowed by its indexing, and readers read at most these many rows
-/// directly.
-pub(crate) const BUSY_LAG_RUNS: i64 = 20_000;
-pub(crate) const BUSY_LAG_STEPS: i64 = 200_000;
+/// Rows past `after` beyond which a saturated writer indexes (one that keeps up always does):
+/// until then a burst of writes is not slowed by its indexing, and readers read at most about
+/// these many rows directly.
+pub(crate) const BUSY_LAG_RUNS: i64 = 100_000;
+pub(crate) const BUSY_LAG_STEPS: i64 = 1_000_000;
 
 /// Whether a busy writer should take a step now: a backfill after an upgrade is not done, or
 /// the rows past the index have grown beyond [`BUSY_LAG_RUNS`] or [`BUSY_LAG_STEPS`].
@@ -87,13 +87,20 @@ pub(crate) fn due_while_busy(conn: &Connection) -> bool {
     })
 }
 
-/// Whether a run the indexer found running has ended since.
-fn pending_runs_ended(conn: &Connection) -> rusqlite::Result<bool> {
-    conn.prepare_cached(
-        "SELECT EXISTS (SELECT 1 FROM run_stats_pending p JOIN runs r ON r.rowid = p.run_rowid \
-         WHERE r.end_time IS NOT NULL)",
-    )?
-    .query_row([], |row| row.get(0))
+/// Whether a run (a step) the indexer found not ended has ended since.
+fn pending_ended(conn: &Connection, name: &str) -> rusqlite::Result<bool> {
+    let sql = match name {
+        "run_stats" => {
+            "SELECT EXISTS (SELECT 1 FROM run_stats_pending p JOIN runs r \
+             ON r.rowid = p.run_rowid WHERE r.end_time IS NOT NULL)"
+        }
+        "error_search" => {
+            "SELECT EXISTS (SELECT 1 FROM error_search_pending p JOIN steps s \
+             ON s.rowid = p.step_rowid WHERE s.end_time IS NOT NULL)"
+        }
+        _ => return Ok(false),
+    };
+    conn.prepare_cached(sql)?.query_row([], |row| row.get(0))
 }
 
 /// What the `run_stats` indexer does besides copying its range: notes the range's runs still
@@ -109,6 +116,20 @@ const RUN_STATS_PENDING: [&str; 3] = [
      WHERE r.end_time IS NOT NULL AND ?1 <= ?2",
     "DELETE FROM run_stats_pending WHERE ?1 <= ?2 AND run_rowid IN (SELECT p.run_rowid \
      FROM run_stats_pending p JOIN runs r ON r.rowid = p.run_rowid WHERE r.end_time IS NOT NULL)",
+];
+
+/// The same for `error_search`: the range's steps not ended are noted, the noted steps that
+/// have ended are indexed (their error, if any) and forgotten.
+const ERROR_SEARCH_PENDING: [&str; 3] = [
+    "INSERT OR IGNORE INTO error_search_pending (step_rowid) \
+     SELECT rowid FROM steps WHERE rowid > ?1 AND rowid <= ?2 AND end_time IS NULL",
+    "INSERT INTO error_search (rowid, error) \
+     SELECT s.rowid, s.error_blob FROM error_search_pending p JOIN steps s \
+     ON s.rowid = p.step_rowid WHERE s.end_time IS NOT NULL AND s.error_blob IS NOT NULL \
+     AND ?1 <= ?2",
+    "DELETE FROM error_search_pending WHERE ?1 <= ?2 AND step_rowid IN (SELECT p.step_rowid \
+     FROM error_search_pending p JOIN steps s ON s.rowid = p.step_rowid \
+     WHERE s.end_time IS NOT NULL)",
 ];
 
 fn last_rowid(conn: &Connection, table: &str) -> rusqlite::Result<i64> {
@@ -172,7 +193,7 @@ const ERROR_SEARCH: ByRowid = ByRowid {
     per_step: STEPS_PER_STEP,
     read: "SELECT count(error_blob), max(length(error_blob)) FROM steps \
            WHERE rowid > ?1 AND rowid <= ?2",
-    copy: "INSERT OR REPLACE INTO error_search (rowid, error) \
+    copy: "INSERT INTO error_search (rowid, error) \
            SELECT rowid, error_blob FROM steps \
            WHERE rowid > ?1 AND rowid <= ?2 AND error_blob IS NOT NULL",
 };
@@ -197,10 +218,13 @@ fn rowid_step(
     if upper > after {
         tx.prepare_cached(backfill.copy)?.execute([after, upper])?;
     }
-    if name == "run_stats" {
-        for sql in RUN_STATS_PENDING {
-            tx.prepare_cached(sql)?.execute([after, upper])?;
-        }
+    let pending = if name == "run_stats" {
+        RUN_STATS_PENDING
+    } else {
+        ERROR_SEARCH_PENDING
+    };
+    for sql in pending {
+        tx.prepare_cached(sql)?.execute([after, upper])?;
     }
     // `done` once caught up with the rows before the upgrade: it stays so
     tx.execute(

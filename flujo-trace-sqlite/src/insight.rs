@@ -6,8 +6,9 @@
 //! the runs after that directly from `runs` (a rowid range: the few the writer has not indexed
 //! yet), and the indexed runs that had not ended when indexed (`run_stats_pending`), in one read
 //! transaction so each run is counted once; a search of errors reads the steps after `after`
-//! directly, then the FTS5 trigram index `error_search` newest first (its rowids are the
-//! steps'). While the writer still fills the tables for the rows before an upgrade, `after` is
+//! directly, then those the writer found not ended when it indexed (`error_search_pending`)
+//! that have an error now, then the FTS5 trigram index `error_search` newest first (its rowids
+//! are the steps'). While the writer still fills the tables for the rows before an upgrade, `after` is
 //! low and most rows are read directly, with the same answers; an older database is scanned.
 //! Payloads (inputs, outputs, contexts) are never indexed: a search in them walks the window's
 //! runs newest first through `runs(start_time)` and their steps through `steps(run_id)`.
@@ -279,7 +280,7 @@ impl SqliteBackend {
         needle: &str,
         filter: &RunFilter,
         upto: i64,
-    ) -> [(String, Vec<Value>); 2] {
+    ) -> [(String, Vec<Value>); 3] {
         let (terms, values) = window(filter, "r.start_time");
         let runs = if terms.is_empty() {
             ""
@@ -299,6 +300,17 @@ impl SqliteBackend {
              {tail_runs}{} ORDER BY s.rowid DESC",
             where_all(&["s.rowid > ? AND s.error_blob IS NOT NULL", &terms])
         );
+        // the steps the indexer found not ended, which have ended since with an error
+        let pending = format!(
+            "SELECT s.run_id, s.step_run_id, s.step_name, s.error_blob FROM steps s{runs}{} \
+             ORDER BY s.rowid DESC",
+            where_all(&[
+                "s.rowid IN (SELECT step_rowid FROM error_search_pending) \
+                 AND s.error_blob IS NOT NULL",
+                &terms
+            ])
+        );
+        let pending_values = values.clone();
         let mut indexed_values = Vec::new();
         let mut match_term = "";
         if needle.chars().count() >= TRIGRAM_MIN_CHARS {
@@ -308,11 +320,15 @@ impl SqliteBackend {
         indexed_values.push(Value::Integer(upto));
         indexed_values.extend(values);
         let indexed = format!(
-            "SELECT s.run_id, s.step_run_id, s.step_name, e.error FROM error_search e \
+            "SELECT s.run_id, s.step_run_id, s.step_name, s.error_blob FROM error_search e \
              JOIN steps s ON s.rowid = e.rowid{runs}{} ORDER BY e.rowid DESC",
             where_all(&[match_term, "e.rowid <= ?", &terms])
         );
-        [(tail, tail_values), (indexed, indexed_values)]
+        [
+            (tail, tail_values),
+            (pending, pending_values),
+            (indexed, indexed_values),
+        ]
     }
 
     /// Errors that may contain `needle` (see `RunReader::search_errors`).
@@ -497,7 +513,12 @@ mod tests {
     fn errors_are_searched_through_the_trigram_index_newest_first() {
         let (_dir, backend) = backend();
         for filter in [RunFilter::default(), day()] {
-            let [tail, indexed] = backend.error_queries("rate limit", &filter, 1_000);
+            let [tail, pending, indexed] = backend.error_queries("rate limit", &filter, 1_000);
+            let pending = plan(&backend, &pending.0, &pending.1);
+            assert!(
+                pending.contains("SEARCH s USING INTEGER PRIMARY KEY (rowid=?)"),
+                "{pending}"
+            );
             let indexed = plan(&backend, &indexed.0, &indexed.1);
             assert!(indexed.contains("SCAN e VIRTUAL TABLE INDEX"), "{indexed}");
             assert!(
@@ -520,7 +541,7 @@ mod tests {
             assert!(!tail.contains("TEMP B-TREE"), "{tail}");
         }
         // below the trigrams: every indexed error, still newest first without a sort
-        let [_, indexed] = backend.error_queries("42", &RunFilter::default(), 1_000);
+        let [_, _, indexed] = backend.error_queries("42", &RunFilter::default(), 1_000);
         assert!(!indexed.0.contains("MATCH"));
         let indexed = plan(&backend, &indexed.0, &indexed.1);
         assert!(!indexed.contains("TEMP B-TREE"), "{indexed}");

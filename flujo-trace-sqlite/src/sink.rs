@@ -35,6 +35,10 @@ const TAILS_PAUSE: Duration = Duration::from_millis(20);
 /// The least time between two backfill (and indexing) steps of a busy writer, which indexes
 /// only once many rows wait (`backfill::due_while_busy`); an idle one catches up at once.
 const BUSY_BACKFILL_PAUSE: Duration = Duration::from_millis(1000);
+/// A batch this large means rows arrive faster than the writer commits them (at the default
+/// 5 ms flush interval a writer keeping up writes a few dozen): it indexes only once
+/// `backfill::BUSY_LAG_RUNS` or `BUSY_LAG_STEPS` rows wait.
+const SATURATED_BATCH_ROWS: usize = 256;
 /// The busy timeout of the last writes and the checkpoint at exit: exit never waits long on a
 /// lock held by another process.
 const EXIT_BUSY_TIMEOUT: Duration = Duration::from_millis(500);
@@ -55,6 +59,8 @@ pub(crate) struct SqliteSink {
     /// Whether the database indexes rows in the background (schema 7): every commit leaves
     /// work for [`SqliteSink::backfill`].
     indexes: bool,
+    /// Rows in the last batch written (see [`SATURATED_BATCH_ROWS`]).
+    last_batch_rows: usize,
     /// Whether the backfill under way is `run_tails`'s (see [`TAILS_PAUSE`]).
     tails: bool,
     /// When the last backfill step ran.
@@ -78,6 +84,7 @@ impl SqliteSink {
             backfilling: false,
             indexes: false,
             tails: false,
+            last_batch_rows: 0,
             backfilled_at: Instant::now(),
         }
     }
@@ -158,6 +165,7 @@ impl Sink for SqliteSink {
     }
 
     fn write_batch(&mut self, rows: &[Row]) -> Result<u64, SinkError> {
+        self.last_batch_rows = rows.len();
         match write_batch(&mut self.backend.conn, rows) {
             Ok(missing) => {
                 self.commits_since_checkpoint += 1;
@@ -171,12 +179,21 @@ impl Sink for SqliteSink {
         }
     }
 
-    /// A backfill step when one is due (at most once a second of a busy writer), then
+    /// A backfill step when one is due (every [`BACKFILL_PAUSE`] of a writer that keeps up, at
+    /// most once a second of a saturated one, and only once many rows wait), then
     /// [`SqliteSink::checkpoint_when_due`].
     fn checkpoint(&mut self) {
+        // a writer that keeps up (small batches) indexes as when idle; one that is saturated
+        // (a burst: rows pile up while it commits) only once many rows wait
+        let saturated = self.last_batch_rows >= SATURATED_BATCH_ROWS;
+        let pause = if saturated {
+            BUSY_BACKFILL_PAUSE
+        } else {
+            BACKFILL_PAUSE
+        };
         if self.backfilling
-            && self.backfilled_at.elapsed() >= BUSY_BACKFILL_PAUSE
-            && backfill::due_while_busy(&self.backend.conn)
+            && self.backfilled_at.elapsed() >= pause
+            && (!saturated || backfill::due_while_busy(&self.backend.conn))
         {
             self.backfill();
         }

@@ -110,10 +110,10 @@ fn a_new_database_holds_the_fsd_schema_unchanged() {
         [
             "error_search",
             "error_search_config",
-            "error_search_content",
             "error_search_data",
             "error_search_docsize",
             "error_search_idx",
+            "error_search_pending",
             "flujo_backfill",
             "run_stats",
             "run_stats_pending",

@@ -1,12 +1,12 @@
 -- Upgrade schema version 6 to version 7. Adds two tables and their triggers; no column changes.
 --
 -- What is new is kept off the write path: the writer indexes the rows it recorded in the
--- background, in batches (`backfill.rs`: at most once a second while busy, and while idle,
--- from `flujo_backfill.after`, the rowid up to which it has indexed), and triggers act only on
--- what the writer does not do often (an error recorded by a later update, a run changed after
--- it ended, a delete). Readers read the index up to `after` and the few rows after it directly.
--- Triggers on every insert and every run's end made each commit write the new tables' pages
--- too: with one run in twenty failing, the writer's throughput here fell by half.
+-- background, in batches (`backfill.rs`, from `flujo_backfill.after`, the rowid up to which it
+-- has indexed; rows it found not ended are noted and indexed once they have), and triggers act
+-- only on deletes. Readers read the index up to `after`, the few rows after it and the noted
+-- rows directly. Triggers on every insert made each commit write the new tables' pages too
+-- (with one run in twenty failing, the writer's throughput fell by half here), and a trigger on
+-- the writer's updates makes SQLite keep a statement journal for each of them (a tenth).
 
 -- `flujo lens stats`: one row per ended run, in start-time order, with only what stats count,
 -- and the run's rowid in `runs` (what `after` counts). Reading it is a range of its primary key,
@@ -30,19 +30,6 @@ CREATE TABLE IF NOT EXISTS run_stats_pending (
     run_rowid INTEGER PRIMARY KEY
 );
 
--- a run changed after it ended (by a tool, not by flujo's writer): its row again, under its key
--- as it is now (the writer's own update, the run's end, has old.end_time NULL: nothing to do)
-CREATE TRIGGER IF NOT EXISTS run_stats_change AFTER UPDATE OF run_id, start_time, end_time,
-    status, pipeline_name, pipeline_version, duration_ms, total_tokens, total_cost ON runs
-WHEN old.end_time IS NOT NULL BEGIN
-    DELETE FROM run_stats WHERE start_time = old.start_time AND run_id = old.run_id;
-    INSERT OR REPLACE INTO run_stats (start_time, run_id, run_rowid, pipeline_name,
-        pipeline_version, status, duration_ms, total_tokens, total_cost)
-    SELECT new.start_time, new.run_id, new.rowid, new.pipeline_name, new.pipeline_version,
-        new.status, new.duration_ms, new.total_tokens, new.total_cost
-    WHERE new.end_time IS NOT NULL;
-END;
-
 CREATE TRIGGER IF NOT EXISTS run_stats_delete AFTER DELETE ON runs BEGIN
     DELETE FROM run_stats WHERE start_time = old.start_time AND run_id = old.run_id;
     DELETE FROM run_stats_pending WHERE run_rowid = old.rowid;
@@ -50,22 +37,22 @@ END;
 
 -- `flujo lens search --in error`: every step's error text in an FTS5 index of trigrams (any
 -- substring of 3 characters or more, case folded for every script), its rowid the step's rowid,
--- so matches come newest first in the order steps were recorded. The index holds its own copy
--- of each text (errors are short), so a query of 1 or 2 characters, below the trigrams, reads
--- the errors alone, not every step.
-CREATE VIRTUAL TABLE IF NOT EXISTS error_search USING fts5(error, tokenize = 'trigram');
+-- so matches come newest first in the order steps were recorded. It is contentless (the text
+-- stays in `steps` only: readers join it there) and deletes by rowid; a query of 1 or 2 characters, below the trigrams, reads the indexed rowids
+-- and their steps' errors, not every step.
+CREATE VIRTUAL TABLE IF NOT EXISTS error_search USING fts5(
+    error, tokenize = 'trigram', content = '', contentless_delete = 1
+);
 
--- an error recorded by an update (a step that ended in a later batch than it started)
-CREATE TRIGGER IF NOT EXISTS error_search_update AFTER UPDATE OF error_blob ON steps
-WHEN new.error_blob IS NOT old.error_blob BEGIN
-    DELETE FROM error_search WHERE rowid = old.rowid;
-    INSERT INTO error_search (rowid, error)
-    SELECT new.rowid, new.error_blob WHERE new.error_blob IS NOT NULL;
-END;
+-- the steps the indexer found not ended: indexed once they have (an error is recorded with
+-- the step's end)
+CREATE TABLE IF NOT EXISTS error_search_pending (
+    step_rowid INTEGER PRIMARY KEY
+);
 
-CREATE TRIGGER IF NOT EXISTS error_search_delete AFTER DELETE ON steps
-WHEN old.error_blob IS NOT NULL BEGIN
+CREATE TRIGGER IF NOT EXISTS error_search_delete AFTER DELETE ON steps BEGIN
     DELETE FROM error_search WHERE rowid = old.rowid;
+    DELETE FROM error_search_pending WHERE step_rowid = old.rowid;
 END;
 
 -- A run whose id is changed (never by flujo's writer; by a tool that rewrites ids) keeps its

@@ -22,8 +22,8 @@ const COMMITS_PER_CHECKPOINT: u32 = 64;
 /// A WAL larger than this is checkpointed after the next commit, and is cut back to this size
 /// when SQLite starts it over (`journal_size_limit`).
 pub(crate) const WAL_CHECKPOINT_BYTES: u64 = 4 * 1024 * 1024;
-/// The pause between two backfill steps of an idle writer, and the least time between two
-/// steps of a busy one (one after a checkpoint is due): other writers get the lock in between.
+/// The pause between two backfill steps of an idle writer, and of one that keeps up (see
+/// `SATURATED_BATCH_ROWS`): other writers get the lock in between.
 ///
 /// Longer than the longest sleep of SQLite's busy handler between two tries for the lock
 /// (100 ms): a shorter pause let another connection waiting for the lock miss every gap, and time

@@ -1,4 +1,5 @@
--- Upgrade schema version 6 to version 7. Adds two tables and their triggers; no column changes.
+-- Upgrade schema version 6 to version 7. Adds four tables (one FTS5), triggers on deletes and on
+-- a changed run id; no column changes.
 --
 -- What is new is kept off the write path: the writer indexes the rows it recorded in the
 -- background, in batches (`backfill.rs`, from `flujo_backfill.after`, the rowid up to which it

@@ -3,8 +3,8 @@
 //! before the next step is let go, and the follower's exit code is the run's status (0
 //! completed, 3 failed, 4 cancelled, 5 crashed: the writer killed mid-run). `trace --follow`
 //! prints the final waterfall and exits the same way, `list --watch` prints a line per change
-//! and exits 0 on SIGINT, and a follower never holds back a writer's checkpoint. On SQLite and
-//! on a real PostgreSQL server.
+//! and exits 0 on SIGINT, a follower whose reader closed the pipe exits 0 at its next line, and a
+//! follower never holds back a writer's checkpoint. On SQLite and on a real PostgreSQL server.
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -420,6 +420,40 @@ fn trace_follow_and_list_watch_follow_the_same_run() {
         .collect();
     assert_eq!(ended, ["one", "two", "three"], "{steps:?}");
     let _ = wait_bounded(&mut writer.child);
+}
+
+#[test]
+fn a_follower_whose_reader_went_away_exits_cleanly_while_the_run_goes_on() {
+    let (_dir, store) = sqlite_store();
+    let mut writer = Writer::spawn(&store);
+    let run = running_run(&store);
+    let mut follower = lens_command(&store, &["show", &run, "--follow"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // as `flujo lens show RUN -f | head -1`: the reader takes the header and closes the pipe
+    let mut header = String::new();
+    BufReader::new(follower.stdout.take().unwrap())
+        .read_line(&mut header)
+        .unwrap();
+    assert!(header.starts_with("following run "), "{header}");
+    // the next step line meets the closed pipe
+    writer.say("go");
+    let status = wait_bounded(&mut follower);
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut follower.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(0), "stderr: {stderr}");
+    assert_eq!(stderr, "", "a closed pipe is no error to report");
+    // it left while the run was still going on, which then ends as usual
+    let out = lens_command(&store, &["show", &run, "-o", "json"])
+        .output()
+        .unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["run"]["status"], "running");
+    writer.say("go");
+    writer.say("go");
+    assert!(wait_bounded(&mut writer.child).success());
 }
 
 #[test]

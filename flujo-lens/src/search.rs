@@ -307,7 +307,8 @@ fn error_note(index: IndexState, text_searched: &str) -> Option<String> {
         IndexState::Missing => Some(
             "this store has no index of errors (written by an older flujo, or a PostgreSQL \
              server without pg_trgm): errors were searched by reading the steps in the window; \
-             a pipeline of this flujo recording into a SQLite store upgrades it"
+             a pipeline of this flujo recording into the store upgrades it (on PostgreSQL, \
+             where pg_trgm can be created)"
                 .to_owned(),
         ),
     }

@@ -236,17 +236,38 @@ impl PostgresReader {
         })
     }
 
-    /// `Ready` with the trigram index, `Missing` without (`pg_trgm` could not be created).
+    /// `Ready` with the trigram index, `Filling` while a writer builds it, `Missing` without
+    /// (`pg_trgm` could not be created, or a store of version 6 or before).
     pub(crate) fn trigram_index(&self) -> Result<IndexState, Error> {
+        self.index_state("idx_steps_error_trgm")
+    }
+
+    /// `Ready` when the index `name` is there and valid; `Filling` while it is being built
+    /// concurrently (invalid until done; the fraction from `pg_stat_progress_create_index`,
+    /// 0 where it cannot be read); `Missing` when there is none.
+    pub(crate) fn index_state(&self, name: &str) -> Result<IndexState, Error> {
         let rows = self.query(
-            "SELECT to_regclass('idx_steps_error_trgm') IS NOT NULL",
-            &[],
+            "SELECT i.indisvalid, p.blocks_done, p.blocks_total, p.tuples_done, p.tuples_total \
+             FROM pg_index i \
+             LEFT JOIN pg_stat_progress_create_index p ON p.index_relid = i.indexrelid \
+             WHERE i.indexrelid = to_regclass($1::text)",
+            &[&name],
         )?;
-        Ok(if rows.first().is_some_and(|row| row.get::<_, bool>(0)) {
-            IndexState::Ready
-        } else {
-            IndexState::Missing
-        })
+        let Some(row) = rows.first() else {
+            return Ok(IndexState::Missing);
+        };
+        if row.get::<_, bool>(0) {
+            return Ok(IndexState::Ready);
+        }
+        // a build reads the table (blocks), then sorts and inserts (tuples)
+        let fraction = |done: Option<i64>, total: Option<i64>| match (done, total) {
+            (Some(done), Some(total)) if total > 0 => Some(done as f64 / total as f64),
+            _ => None,
+        };
+        let done = fraction(row.get(3), row.get(4))
+            .or_else(|| fraction(row.get(1), row.get(2)))
+            .unwrap_or(0.0);
+        Ok(IndexState::Filling(done.clamp(0.0, 1.0)))
     }
 
     pub(crate) fn errors_like<E: From<Error>>(

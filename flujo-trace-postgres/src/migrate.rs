@@ -1,6 +1,9 @@
 //! The PostgreSQL migration driver: the schema versions of the core's one numbering, each as
 //! this store's SQL (`schema/*.sql`), applied in one transaction under an advisory lock, so ten
-//! processes starting at once on a fresh database migrate it exactly once.
+//! processes starting at once on a fresh database migrate it exactly once. The indexes of
+//! versions 6 and 7 ([`LATE_INDEXES`]) are built in that transaction only while the tables are
+//! small; over a large existing database they are built afterwards with `CREATE INDEX
+//! CONCURRENTLY` ([`build_late_indexes`]), which never blocks a writer.
 
 use postgres::Client;
 
@@ -11,6 +14,116 @@ const MIGRATION_LOCK: i64 = 0x666c_756a_6f00_0001;
 
 /// The store's own tables (`flujo_schema`, `flujo_writers`), created before any version.
 const SUPPORT: &str = include_str!("schema/support.sql");
+
+/// Below these many runs and steps, the migration builds [`LATE_INDEXES`] in its own
+/// transaction (a second or so at most, while other writers' statements wait on the lock).
+const SMALL_RUNS: i64 = 10_000;
+const SMALL_STEPS: i64 = 100_000;
+
+/// The key of the advisory lock of the one process that builds [`LATE_INDEXES`] concurrently.
+const INDEX_LOCK: i64 = 0x666c_756a_6f00_0002;
+
+/// An index added by a schema version after its tables held rows.
+struct LateIndex {
+    name: &'static str,
+    /// What follows `CREATE INDEX [CONCURRENTLY] IF NOT EXISTS name`.
+    definition: &'static str,
+    /// Built only where `pg_trgm` exists (`Some(true)`), only where it does not (`Some(false)`).
+    with_trgm: Option<bool>,
+}
+
+/// The indexes of schema versions 6 (short ids: the first) and 7 (stats, search in errors).
+const LATE_INDEXES: &[LateIndex] = &[
+    LateIndex {
+        name: "idx_runs_id_tail",
+        definition: "ON runs ((right(run_id, 8)))",
+        with_trgm: None,
+    },
+    // a window of runs by start time, with every column stats count in the index itself, so a
+    // window is an index-only scan once the table is vacuumed (autovacuum does it)
+    LateIndex {
+        name: "idx_runs_stats",
+        definition: "ON runs (start_time) INCLUDE (pipeline_name, pipeline_version, status, \
+                     duration_ms, total_tokens, total_cost)",
+        with_trgm: None,
+    },
+    // search in errors: pg_trgm's trigram index where the extension could be created, else a
+    // partial index of the steps that have an error, so a search reads only those
+    LateIndex {
+        name: "idx_steps_error_trgm",
+        definition: "ON steps USING gin (lower(error_blob) gin_trgm_ops) \
+                     WHERE error_blob IS NOT NULL",
+        with_trgm: Some(true),
+    },
+    LateIndex {
+        name: "idx_steps_error",
+        definition: "ON steps (step_run_id) WHERE error_blob IS NOT NULL",
+        with_trgm: Some(false),
+    },
+];
+
+/// The late indexes a database of the current schema lacks, or holds invalid (a concurrent
+/// build that was interrupted: its process died), by name, with whether one is there invalid.
+fn missing_late_indexes(
+    client: &mut impl postgres::GenericClient,
+) -> Result<Vec<(&'static LateIndex, bool)>, postgres::Error> {
+    let trgm: bool = client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_trgm')",
+            &[],
+        )?
+        .get(0);
+    let mut missing = Vec::new();
+    for index in LATE_INDEXES {
+        if index.with_trgm.is_some_and(|wanted| wanted != trgm) {
+            continue;
+        }
+        let row = client.query_opt(
+            "SELECT i.indisvalid FROM pg_index i WHERE i.indexrelid = to_regclass($1::text)",
+            &[&index.name],
+        )?;
+        match row.map(|row| row.get::<_, bool>(0)) {
+            Some(true) => {}
+            Some(false) => missing.push((index, true)),
+            None => missing.push((index, false)),
+        }
+    }
+    Ok(missing)
+}
+
+/// Whether the late indexes still to build, if any, are there and valid.
+pub(crate) fn late_indexes_pending(client: &mut Client) -> Result<bool, postgres::Error> {
+    Ok(!missing_late_indexes(client)?.is_empty())
+}
+
+/// Builds the late indexes a database lacks with `CREATE INDEX CONCURRENTLY`, which lets every
+/// writer go on meanwhile (an invalid one, left by a build whose process died, is dropped and
+/// built again). One process at a time: another that holds [`INDEX_LOCK`] is left to it.
+/// Returns whether this process built them all.
+pub(crate) fn build_late_indexes(client: &mut Client) -> Result<bool, postgres::Error> {
+    let locked: bool = client
+        .query_one("SELECT pg_try_advisory_lock($1)", &[&INDEX_LOCK])?
+        .get(0);
+    if !locked {
+        return Ok(false);
+    }
+    let built = (|| {
+        for (index, invalid) in missing_late_indexes(client)? {
+            if invalid {
+                client
+                    .batch_execute(&format!("DROP INDEX CONCURRENTLY IF EXISTS {}", index.name))?;
+            }
+            client.batch_execute(&format!(
+                "CREATE INDEX CONCURRENTLY IF NOT EXISTS {} {}",
+                index.name, index.definition
+            ))?;
+        }
+        Ok(true)
+    })();
+    // the lock goes with the session too
+    let _ = client.execute("SELECT pg_advisory_unlock($1)", &[&INDEX_LOCK]);
+    built
+}
 
 /// The SQL that brings a database of version `version - 1` to `version`.
 fn change_to(version: i64) -> &'static str {
@@ -86,6 +199,26 @@ pub(crate) fn migrate(client: &mut Client) -> Result<Migrated, postgres::Error> 
             "INSERT INTO flujo_schema (version, description) VALUES ($1, $2)",
             &[version, description],
         )?;
+    }
+    // small tables (a new database among them) get the late indexes at once; larger ones from
+    // `build_late_indexes`, without blocking writers
+    let small: bool = tx
+        .query_one(
+            "SELECT (SELECT count(*) FROM (SELECT 1 FROM runs LIMIT $1) r) < $1 \
+               AND (SELECT count(*) FROM (SELECT 1 FROM steps LIMIT $2) s) < $2",
+            &[&SMALL_RUNS, &SMALL_STEPS],
+        )?
+        .get(0);
+    if small {
+        for (index, invalid) in missing_late_indexes(&mut tx)? {
+            if invalid {
+                tx.batch_execute(&format!("DROP INDEX IF EXISTS {}", index.name))?;
+            }
+            tx.batch_execute(&format!(
+                "CREATE INDEX IF NOT EXISTS {} {}",
+                index.name, index.definition
+            ))?;
+        }
     }
     tx.commit()?;
     Ok(Migrated::Current {

@@ -61,6 +61,10 @@ fn run_columns(columns: Columns) -> String {
     )
 }
 
+/// The oldest schema version the reader reads: from version 5 on every column it reads is
+/// there; versions 6 and 7 add indexes only (`migrate::LATE_INDEXES`), without which it scans.
+const MIN_READABLE: i64 = 5;
+
 /// The ids ending with one of the tails of `$1` (`right(run_id, 8)` is `idx_runs_id_tail`'s
 /// expression, the last [`flujo_trace_core::TAIL_LEN`] characters).
 const TAIL_QUERY: &str = "SELECT run_id FROM runs WHERE right(run_id, 8) = ANY($1)";
@@ -106,13 +110,15 @@ impl PostgresReader {
                     supported: SCHEMA_VERSION,
                 })
             }
-            Stored::Version(found) if found < SCHEMA_VERSION => {
+            // versions 5 and 6 have every column the reader reads: only indexes are missing
+            // (readers scan instead), which the next writer of this flujo builds
+            Stored::Version(found) if found < MIN_READABLE => {
                 return Err(Error::Query {
                     store: uri.redacted(),
                     message: format!(
                         "the flujo schema is at version {found}, older than this flujo reads \
-                         ({SCHEMA_VERSION}): run a pipeline recording there with this flujo to \
-                         upgrade it"
+                         ({MIN_READABLE} to {SCHEMA_VERSION}): run a pipeline recording there \
+                         with this flujo to upgrade it"
                     ),
                 })
             }
@@ -365,10 +371,10 @@ impl RunReader for PostgresReader {
         self.step_stats(filter, each)
     }
 
-    /// Always `Ready`: this reader opens only a store of the current schema, whose migration
-    /// built `idx_runs_stats`.
+    /// The state of `idx_runs_stats`: `Missing` on a store of version 6 or before, `Filling`
+    /// while its writer builds it concurrently.
     fn stats_index(&self) -> Result<IndexState, Error> {
-        Ok(IndexState::Ready)
+        self.index_state("idx_runs_stats")
     }
 
     /// The errored steps through `pg_trgm`'s index (or the partial index of errored steps),

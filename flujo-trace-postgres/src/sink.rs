@@ -24,7 +24,7 @@ use postgres::{Client, Statement};
 
 pub(crate) use crate::connect::Access;
 use crate::connect::{config_for, connect};
-use crate::migrate::{migrate, Migrated};
+use crate::migrate::{build_late_indexes, late_indexes_pending, migrate, Migrated};
 use crate::text::{encode, encode_opt};
 use crate::Error;
 
@@ -370,6 +370,9 @@ impl PostgresSink {
                 })
             }
         }
+        if late_indexes_pending(&mut client).map_err(client_error)? {
+            self.build_late_indexes();
+        }
         client.batch_execute(PLANNER).map_err(client_error)?;
         let statements = Statements {
             write_batch: std::array::from_fn(|_| None),
@@ -389,6 +392,34 @@ impl PostgresSink {
             let _ = connection.client.execute(FORGET_OLD_WRITERS, &[]);
         }
         Ok(connection)
+    }
+
+    /// Builds the indexes of newer schema versions that a large database lacks
+    /// ([`build_late_indexes`]) on a thread of its own, with a connection of its own, once per
+    /// database and process: the writer goes on recording meanwhile, and readers scan until they are built.
+    /// A build cut short by the process's exit leaves an invalid index, which the next writer
+    /// builds again. The thread's own tracing goes nowhere, as the writer's.
+    fn build_late_indexes(&self) {
+        static STARTED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+        {
+            let mut started = STARTED.lock().unwrap_or_else(|e| e.into_inner());
+            let store = self.uri.redacted();
+            if started.contains(&store) {
+                return;
+            }
+            started.push(store);
+        }
+        let (uri, config) = (self.uri.clone(), self.config.clone());
+        let _ = std::thread::Builder::new()
+            .name("flujo-postgres-indexes".into())
+            .spawn(move || {
+                tracing::dispatcher::with_default(&tracing::Dispatch::none(), || {
+                    // housekeeping only: without the indexes readers scan, with the same answers
+                    if let Ok(mut client) = connect(&uri, &config) {
+                        let _ = build_late_indexes(&mut client);
+                    }
+                })
+            });
     }
 
     /// What a failed write means: the connection is dropped unless the server refused a row for

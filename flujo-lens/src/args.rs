@@ -44,8 +44,14 @@ const LENS_AFTER_HELP: &str = "\
 Examples:
   flujo lens list
   flujo lens list --status failed --since 2h
+  flujo lens list --watch
   flujo lens show latest
-  flujo lens show 0190a1b2-3c4d --full
+  flujo lens show 4fd3bdf2 --full
+  flujo lens show latest --follow && deploy
+  flujo lens trace latest
+  flujo lens diff 4fd3bdf2 latest
+  flujo lens stats --since 24h --by step
+  flujo lens search 'rate limit' --in error
   flujo lens prune --older-than 30d --dry-run
   flujo lens --state-uri sqlite:////var/lib/app/flujo_ops.db list -o json
 
@@ -271,7 +277,7 @@ null.";
     name = "flujo",
     version,
     about = "Inspect the runs flujo pipelines record",
-    after_help = TOP_AFTER_HELP,
+    after_help = format!("{TOP_AFTER_HELP}\n\n{EXIT_CODES}"),
     propagate_version = true
 )]
 pub(crate) struct Cli {

@@ -90,9 +90,25 @@ where
     if list.watch {
         return crate::follow::list(backend, config, list, out);
     }
-    let page = match &list.grep {
+    // what --grep's search says of how it searched (the window of payloads read, an index
+    // missing): after the table, or with the message when nothing matched
+    let (page, notes) = match &list.grep {
         Some(search) => grep_page(backend, list, search)?,
-        None => backend.list_runs_page(&list.filter, COUNT_BOUND)?,
+        None => (
+            backend.list_runs_page(&list.filter, COUNT_BOUND)?,
+            Vec::new(),
+        ),
+    };
+    let nothing_found = |config: &Config, list: &ListConfig, page: &RunPage| match nothing_found(
+        config, list, page,
+    ) {
+        LensError::NothingFound(mut message) => {
+            for note in &notes {
+                message.push_str(&format!("\nnote: {note}"));
+            }
+            LensError::NothingFound(message)
+        }
+        other => other,
     };
     let short = short_ids(backend, &page.runs)?;
     match config.format {
@@ -100,7 +116,10 @@ where
             if page.runs.is_empty() {
                 return Err(nothing_found(config, list, &page));
             }
-            let table = render_table(&page, &short, list.limit, config.width, config.color);
+            let mut table = render_table(&page, &short, list.limit, config.width, config.color);
+            for note in &notes {
+                table.push_str(&format!("note: {note}\n"));
+            }
             out.write_all(table.as_bytes())?;
         }
         Format::Json => {
@@ -139,7 +158,7 @@ fn grep_page<R: RunReader>(
     backend: &R,
     list: &ListConfig,
     search: &crate::search::SearchConfig,
-) -> Result<RunPage, LensError>
+) -> Result<(RunPage, Vec<String>), LensError>
 where
     LensError: From<R::Error>,
 {
@@ -149,14 +168,15 @@ where
     })?;
     let runs: Vec<RunRecord> = found.hits.into_iter().map(|hit| hit.run).collect();
     let count = runs.len() as u64;
-    Ok(RunPage {
+    let page = RunPage {
         runs,
         matching: flujo_trace_sqlite::RunCount {
             count,
             exact: !found.more,
         },
         stopped_after: None,
-    })
+    };
+    Ok((page, found.notes))
 }
 
 /// The short id of each run (its shortest end no other run's id in the store ends with), found

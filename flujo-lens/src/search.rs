@@ -4,7 +4,7 @@
 //!
 //! The one matcher is here: the store's reader only proposes candidates (its index's matches,
 //! or every payload of a window), and each is checked on the text `flujo lens show` prints:
-//! case folded for every script (`str::to_lowercase`, both sides), JSON payloads decoded to their
+//! case folded for every script (`char::to_lowercase` on both sides, a final sigma as any), JSON payloads decoded to their
 //! keys and string, number and boolean values (so an escape such as `\"` or `\n` matches the
 //! character it stands for, and JSON punctuation never matches).
 
@@ -57,6 +57,13 @@ pub(crate) fn run(
     }
 }
 
+/// How the needle and the text searched are folded, character by character: lower case, and a
+/// final sigma as any sigma (a whole string's `to_lowercase` writes `ς` at a word's end, which
+/// the same word in the middle of a text does not have).
+fn fold(c: char) -> impl Iterator<Item = char> {
+    c.to_lowercase().map(|c| if c == 'ς' { 'σ' } else { c })
+}
+
 /// The needle, folded.
 #[derive(Debug, Clone)]
 pub(crate) struct Needle {
@@ -66,7 +73,7 @@ pub(crate) struct Needle {
 impl Needle {
     pub(crate) fn new(text: &str) -> Needle {
         Needle {
-            folded: text.to_lowercase(),
+            folded: text.chars().flat_map(fold).collect(),
         }
     }
 
@@ -80,7 +87,7 @@ impl Needle {
         let mut origin: Vec<usize> = Vec::with_capacity(haystack.len());
         for (at, c) in haystack.char_indices() {
             let before = folded.len();
-            folded.extend(c.to_lowercase());
+            folded.extend(fold(c));
             origin.extend(std::iter::repeat_n(at, folded.len() - before));
         }
         let start = folded.find(&self.folded)?;
@@ -91,7 +98,7 @@ impl Needle {
 
     /// Whether `haystack` can contain the needle: a cheap test before decoding.
     fn may_be_in(&self, haystack: &str) -> bool {
-        haystack.to_lowercase().contains(&self.folded)
+        haystack.chars().flat_map(fold).collect::<String>().contains(&self.folded)
             // an escape in the JSON may stand for what the needle holds
             || haystack.contains('\\')
     }
@@ -528,6 +535,18 @@ mod tests {
             found("ΣΊΣΥΦΟΣ", SearchField::Error, "ο σίσυφος").as_deref(),
             Some("σίσυφος")
         );
+        // a word ending in a capital sigma finds itself, in any case, wherever it stands
+        for stored in ["ΟΔΟΣ ΚΛΕΙΣΤΗ", "η οδος κλειστη", "ΟΔΟΣΗΜΑΝΣΗ"]
+        {
+            assert!(
+                found("ΟΔΟΣ", SearchField::Error, stored).is_some(),
+                "{stored}"
+            );
+            assert!(
+                found("οδος", SearchField::Error, stored).is_some(),
+                "{stored}"
+            );
+        }
         assert_eq!(found("nope", SearchField::Error, "nothing here"), None);
     }
 

@@ -853,7 +853,8 @@ fn write_csv(out: &mut dyn Write, by: By, groups: &[Group]) -> std::io::Result<(
             f.crashed.to_string(),
             f.cancelled.to_string(),
             f.running.to_string(),
-            format!("{:.6}", f.rates.failed),
+            // as the table's fail %: failed and crashed over all
+            format!("{:.6}", f.rates.failed + f.rates.crashed),
         ]);
         if steps {
             fields.push(f.retries.unwrap_or(0).to_string());

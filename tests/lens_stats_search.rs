@@ -293,7 +293,8 @@ fn expected_by_step(conn: &rusqlite::Connection) -> Vec<Value> {
         .prepare(
             "SELECT r.pipeline_name, s.step_name, count(DISTINCT s.run_id), count(*), \
              sum(s.status = 'failed'), sum(max(coalesce(s.attempts, 1) - 1, 0)), \
-             sum(coalesce(s.fallback_taken, 0)) FROM steps s JOIN runs r ON r.run_id = s.run_id \
+             sum(coalesce(s.fallback_taken, 0)), coalesce(sum(s.tokens), 0), \
+             coalesce(sum(s.cost), 0.0) FROM steps s JOIN runs r ON r.run_id = s.run_id \
              GROUP BY 1, 2 ORDER BY 1, 2",
         )
         .unwrap();
@@ -307,6 +308,8 @@ fn expected_by_step(conn: &rusqlite::Connection) -> Vec<Value> {
                 "failed": r.get::<_, i64>(4)?,
                 "retries": r.get::<_, i64>(5)?,
                 "fallbacks": r.get::<_, i64>(6)?,
+                "tokens": r.get::<_, i64>(7)?,
+                "cost": (r.get::<_, f64>(8)? * 1e9).round() / 1e9,
             }))
         })
         .unwrap()
@@ -351,6 +354,8 @@ fn actual_by_step(stats: &Value) -> Vec<Value> {
                 "failed": g["failed"],
                 "retries": g["retries"],
                 "fallbacks": g["fallbacks"],
+                "tokens": g["tokens"]["total"].as_f64().unwrap() as i64,
+                "cost": (g["cost_usd"]["total"].as_f64().unwrap() * 1e9).round() / 1e9,
                 "p50": g["duration_ms"]["p50"],
                 "p95": g["duration_ms"]["p95"],
             })

@@ -117,6 +117,8 @@ impl Tally {
         }
         self.retries += u64::try_from(step.attempts.unwrap_or(1).saturating_sub(1)).unwrap_or(0);
         self.fallbacks += u64::from(step.fallback_taken == Some(true));
+        self.tokens += step.tokens.unwrap_or(0);
+        self.cost += step.cost.unwrap_or(0.0);
     }
 
     /// The figures, durations sorted.
@@ -868,12 +870,24 @@ fn write_csv(out: &mut dyn Write, by: By, groups: &[Group]) -> std::io::Result<(
             opt(d.max),
             format!("{}", f.tokens.total),
             format!("{:.3}", f.tokens.per_run),
-            format!("{}", f.cost_usd.total),
-            format!("{}", f.cost_usd.per_run),
+            usd(f.cost_usd.total),
+            usd(f.cost_usd.per_run),
         ]);
         writeln!(out, "{}", fields.join(","))?;
     }
     Ok(())
+}
+
+/// A sum of dollars for CSV: to the nano-dollar, without the float's noise or trailing zeros
+/// (`0.093`, not `0.09300000000000004`).
+fn usd(value: f64) -> String {
+    let fixed = format!("{value:.9}");
+    let trimmed = fixed.trim_end_matches('0').trim_end_matches('.');
+    if trimmed == "-0" {
+        "0".to_owned()
+    } else {
+        trimmed.to_owned()
+    }
 }
 
 #[cfg(test)]

@@ -223,6 +223,10 @@ pub struct StepStat {
     pub attempts: Option<i64>,
     /// Whether its fallback produced its output, when recorded.
     pub fallback_taken: Option<bool>,
+    /// Tokens it used, when recorded.
+    pub tokens: Option<i64>,
+    /// What it cost in USD, when recorded.
+    pub cost: Option<f64>,
 }
 
 /// Which recorded text a search looks in.

@@ -90,7 +90,8 @@ pub(crate) fn step_stat_query(filter: &RunFilter) -> (String, Params) {
     let terms = window(filter, &mut params);
     let sql = format!(
         "SELECT s.run_id, r.pipeline_name, s.step_name, s.step_kind, s.status, s.duration_ms, \
-         s.attempts, s.fallback_taken FROM runs r JOIN steps s ON s.run_id = r.run_id \
+         s.attempts, s.fallback_taken, s.tokens, s.cost \
+         FROM runs r JOIN steps s ON s.run_id = r.run_id \
          WHERE true{terms} ORDER BY s.run_id"
     );
     (sql, params)
@@ -231,6 +232,8 @@ impl PostgresReader {
                 duration_ms: row.get(5),
                 attempts: row.get(6),
                 fallback_taken: row.get(7),
+                tokens: row.get(8),
+                cost: row.get(9),
             })?;
             Ok(ControlFlow::Continue(()))
         })

@@ -209,9 +209,10 @@ impl SqliteBackend {
     ) -> Vec<(String, Vec<Value>)> {
         let columns = if self.schema_version >= 2 {
             "s.run_id, r.pipeline_name, s.step_name, s.step_kind, s.status, s.duration_ms, \
-             s.attempts, s.fallback_taken"
+             s.attempts, s.fallback_taken, s.tokens, s.cost"
         } else {
-            "s.run_id, r.pipeline_name, s.step_name, NULL, s.status, s.duration_ms, NULL, NULL"
+            "s.run_id, r.pipeline_name, s.step_name, NULL, s.status, s.duration_ms, NULL, NULL, \
+             s.tokens, s.cost"
         };
         let (terms, values) = window(filter, "r.start_time");
         let join = |from: &str, term: &str| {
@@ -265,6 +266,8 @@ impl SqliteBackend {
                     duration_ms: row.get(5).map_err(read)?,
                     attempts: row.get(6).map_err(read)?,
                     fallback_taken: row.get(7).map_err(read)?,
+                    tokens: row.get(8).map_err(read)?,
+                    cost: row.get(9).map_err(read)?,
                 })?;
             }
         }

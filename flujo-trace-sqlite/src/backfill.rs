@@ -335,16 +335,11 @@ mod tests {
         assert_eq!(range(255), (Some("ff".into()), None));
     }
 
-    /// The plan of `sql`, one line per step.
+    /// The plan of `sql` with every parameter 1.
     fn plan(conn: &Connection, sql: &str) -> String {
-        let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
-        let params: Vec<i64> = (0..stmt.parameter_count()).map(|_| 1).collect();
-        let rows = stmt
-            .query_map(rusqlite::params_from_iter(params), |row| {
-                row.get::<_, String>(3)
-            })
-            .unwrap();
-        rows.map(Result::unwrap).collect::<Vec<_>>().join("\n")
+        let parameters = conn.prepare(sql).unwrap().parameter_count();
+        let params = vec![rusqlite::types::Value::Integer(1); parameters];
+        crate::test_support::plan(conn, sql, &params)
     }
 
     #[test]

@@ -418,16 +418,7 @@ mod tests {
 
     /// The plan of `sql`, one line per step.
     fn plan(backend: &SqliteBackend, sql: &str, values: &[Value]) -> String {
-        let mut stmt = backend
-            .conn
-            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
-            .unwrap();
-        let rows = stmt
-            .query_map(rusqlite::params_from_iter(values), |row| {
-                row.get::<_, String>(3)
-            })
-            .unwrap();
-        rows.map(Result::unwrap).collect::<Vec<_>>().join("\n")
+        crate::test_support::plan(&backend.conn, sql, values)
     }
 
     fn backend() -> (tempfile::TempDir, SqliteBackend) {

@@ -13,6 +13,8 @@ mod prune;
 mod read;
 mod roles;
 mod sink;
+#[cfg(test)]
+mod test_support;
 
 pub use backend::{
     RunEnd, RunFilter, RunRecord, SqliteBackend, StateBackend, StepRecord, WriterProcess,

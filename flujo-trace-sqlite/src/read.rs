@@ -831,15 +831,7 @@ mod tests {
         conn
     }
 
-    fn plan(conn: &Connection, sql: &str, params: &[Value]) -> String {
-        let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
-        let rows = stmt
-            .query_map(rusqlite::params_from_iter(params), |row| {
-                row.get::<_, String>(3)
-            })
-            .unwrap();
-        rows.map(Result::unwrap).collect::<Vec<_>>().join("\n")
-    }
+    use crate::test_support::plan;
 
     /// Asserts the plan never sorts, never scans a table without an index, and (unless
     /// `ordered_walk_ok`) never scans `runs` at all, only searches index ranges.

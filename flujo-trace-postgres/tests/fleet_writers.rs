@@ -118,13 +118,7 @@ fn child_records_one_run() {
         .with_writer_identity(identity_on(&host))
         .open(&uri)
         .unwrap();
-    let handle = layer.handle();
-    let dispatch = tracing::Dispatch::new(tracing_subscriber::registry().with(layer));
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let result = runtime.block_on(run_once(&dispatch, &handle, 1));
+    let (result, handle) = run_once_with(layer, 1);
     assert_eq!(result.output, Some(4));
     assert_eq!(handle.rows_not_recorded(), 0);
 }

@@ -140,13 +140,7 @@ fn store() -> &'static Store {
             "{uri}?sslmode=disable&application_name=flujo_tls_store"
         ))
         .expect("open the writer");
-        let handle = layer.handle();
-        let dispatch = tracing::Dispatch::new(tracing_subscriber::registry().with(layer));
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let result = runtime.block_on(support::run_once(&dispatch, &handle, 7));
+        let (result, handle) = support::run_once_with(layer, 7);
         assert_eq!(result.status, RunStatus::Completed);
         assert_eq!(handle.rows_not_recorded(), 0);
         assert_eq!(sessions("flujo_tls_store"), ["f"], "the writer used no TLS");

@@ -14,7 +14,6 @@ use flujo_test_postgres::TestServer;
 use flujo_trace_core::{IndexState, RunReader};
 use flujo_trace_postgres::{PostgresLayer, PostgresReader};
 use support::*;
-use tracing_subscriber::prelude::*;
 
 /// A bound on a hang, not a timing.
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -24,14 +23,7 @@ const PATIENCE: Duration = Duration::from_secs(60);
 const COPIES: i64 = 12_000;
 
 fn record_one(uri: &str, n: u32) {
-    let layer = PostgresLayer::open(uri).unwrap();
-    let handle = layer.handle();
-    let dispatch = tracing::Dispatch::new(tracing_subscriber::registry().with(layer));
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let result = runtime.block_on(run_once(&dispatch, &handle, n));
+    let (result, _) = run_once_with(PostgresLayer::open(uri).unwrap(), n);
     assert_eq!(result.output, Some((n + 1) * 2));
 }
 

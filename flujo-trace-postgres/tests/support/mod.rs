@@ -58,6 +58,24 @@ pub async fn run_once(
         .await
 }
 
+/// Runs `small_pipeline` once on `n` through `layer` alone, on a runtime of its own (not on a
+/// tokio worker: the `postgres` client must not be), once its rows are committed; returns the
+/// result and the layer's handle.
+pub fn run_once_with(
+    layer: flujo_trace_postgres::PostgresLayer,
+    n: u32,
+) -> (PipelineResult<u32, ()>, PostgresHandle) {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    let handle = layer.handle();
+    let dispatch = tracing::Dispatch::new(tracing_subscriber::registry().with(layer));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let result = runtime.block_on(run_once(&dispatch, &handle, n));
+    (result, handle)
+}
+
 /// This process as a writer of `host`: its real pid, on another host's name.
 pub fn identity_on(host: &str) -> WriterProcess {
     WriterProcess {

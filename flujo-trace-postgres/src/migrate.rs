@@ -91,7 +91,7 @@ fn missing_late_indexes(
     Ok(missing)
 }
 
-/// Whether the late indexes still to build, if any, are there and valid.
+/// Whether a late index is missing or invalid.
 pub(crate) fn late_indexes_pending(client: &mut Client) -> Result<bool, postgres::Error> {
     Ok(!missing_late_indexes(client)?.is_empty())
 }
@@ -107,22 +107,28 @@ pub(crate) fn build_late_indexes(client: &mut Client) -> Result<bool, postgres::
     if !locked {
         return Ok(false);
     }
-    let built = (|| {
-        for (index, invalid) in missing_late_indexes(client)? {
-            if invalid {
-                client
-                    .batch_execute(&format!("DROP INDEX CONCURRENTLY IF EXISTS {}", index.name))?;
-            }
-            client.batch_execute(&format!(
-                "CREATE INDEX CONCURRENTLY IF NOT EXISTS {} {}",
-                index.name, index.definition
-            ))?;
-        }
-        Ok(true)
-    })();
+    let built = create_late_indexes(client, "CONCURRENTLY").map(|()| true);
     // the lock goes with the session too
     let _ = client.execute("SELECT pg_advisory_unlock($1)", &[&INDEX_LOCK]);
     built
+}
+
+/// Creates the late indexes a database lacks (dropping an invalid one first), each statement
+/// with `how` (`CONCURRENTLY`, or nothing inside a transaction).
+fn create_late_indexes(
+    client: &mut impl postgres::GenericClient,
+    how: &str,
+) -> Result<(), postgres::Error> {
+    for (index, invalid) in missing_late_indexes(client)? {
+        if invalid {
+            client.batch_execute(&format!("DROP INDEX {how} IF EXISTS {}", index.name))?;
+        }
+        client.batch_execute(&format!(
+            "CREATE INDEX {how} IF NOT EXISTS {} {}",
+            index.name, index.definition
+        ))?;
+    }
+    Ok(())
 }
 
 /// The SQL that brings a database of version `version - 1` to `version`.
@@ -210,15 +216,7 @@ pub(crate) fn migrate(client: &mut Client) -> Result<Migrated, postgres::Error> 
         )?
         .get(0);
     if small {
-        for (index, invalid) in missing_late_indexes(&mut tx)? {
-            if invalid {
-                tx.batch_execute(&format!("DROP INDEX IF EXISTS {}", index.name))?;
-            }
-            tx.batch_execute(&format!(
-                "CREATE INDEX IF NOT EXISTS {} {}",
-                index.name, index.definition
-            ))?;
-        }
+        create_late_indexes(&mut tx, "")?;
     }
     tx.commit()?;
     Ok(Migrated::Current {

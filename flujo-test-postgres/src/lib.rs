@@ -611,7 +611,10 @@ fn run_initdb(server: &TestServer, owner: Option<(u32, u32)>) -> Result<(), Stri
     result.map(drop)
 }
 
-/// Appends our settings to `postgresql.conf` (later lines win over initdb's).
+/// Appends our settings to `postgresql.conf` (later lines win over initdb's). Durability is off
+/// (a crash loses a throwaway cluster), and the write-ahead log is recycled after ~96 MB instead
+/// of PostgreSQL's default 1 GB, so tests that bulk-load hundreds of thousands of rows do not
+/// fill a small CI disk.
 fn append_settings(server: &TestServer) -> Result<(), String> {
     let conf = server.data_dir.join("postgresql.conf");
     let settings = format!(
@@ -619,6 +622,9 @@ fn append_settings(server: &TestServer) -> Result<(), String> {
          listen_addresses = '{HOST}'\n\
          unix_socket_directories = '{}'\n\
          fsync = off\n\
+         full_page_writes = off\n\
+         max_wal_size = 96MB\n\
+         min_wal_size = 32MB\n\
          max_connections = 200\n",
         server.dir.display()
     );

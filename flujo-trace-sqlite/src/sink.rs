@@ -65,6 +65,8 @@ pub(crate) struct SqliteSink {
     tails: bool,
     /// When the last backfill step ran.
     backfilled_at: Instant,
+    /// When a saturated writer last checked whether it should index (`backfill::due_while_busy`).
+    busy_checked_at: Instant,
 }
 
 impl SqliteSink {
@@ -86,6 +88,7 @@ impl SqliteSink {
             tails: false,
             last_batch_rows: 0,
             backfilled_at: Instant::now(),
+            busy_checked_at: Instant::now(),
         }
     }
 
@@ -179,22 +182,28 @@ impl Sink for SqliteSink {
         }
     }
 
-    /// A backfill step when one is due (every [`BACKFILL_PAUSE`] of a writer that keeps up, at
-    /// most once a second of a saturated one, and only once many rows wait), then
+    /// A backfill step when one is due (every [`BACKFILL_PAUSE`] of a writer that keeps up; a
+    /// saturated one checks at most once a second and indexes only once many rows wait), then
     /// [`SqliteSink::checkpoint_when_due`].
     fn checkpoint(&mut self) {
         // a writer that keeps up (small batches) indexes as when idle; one that is saturated
         // (a burst: rows pile up while it commits) only once many rows wait
         let saturated = self.last_batch_rows >= SATURATED_BATCH_ROWS;
-        let pause = if saturated {
-            BUSY_BACKFILL_PAUSE
-        } else {
-            BACKFILL_PAUSE
-        };
-        if self.backfilling
-            && self.backfilled_at.elapsed() >= pause
-            && (!saturated || backfill::due_while_busy(&self.backend.conn))
+        let due = if !self.backfilling {
+            false
+        } else if !saturated {
+            self.backfilled_at.elapsed() >= BACKFILL_PAUSE
+        } else if self.backfilled_at.elapsed() >= BUSY_BACKFILL_PAUSE
+            && self.busy_checked_at.elapsed() >= BUSY_BACKFILL_PAUSE
         {
+            // the check reads `flujo_backfill` and the tables' last rowids: once a second, not
+            // after every batch of a burst
+            self.busy_checked_at = Instant::now();
+            backfill::due_while_busy(&self.backend.conn)
+        } else {
+            false
+        };
+        if due {
             self.backfill();
         }
         self.checkpoint_when_due();

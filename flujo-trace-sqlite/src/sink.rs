@@ -314,3 +314,117 @@ impl Hasher for IdHasher {
         self.0
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::SqliteBackend;
+
+    /// A writer on a new schema-7 database, opened as the layer opens it.
+    fn sink(dir: &tempfile::TempDir) -> SqliteSink {
+        let backend = SqliteBackend::open(dir.path().join("flujo_ops.db")).unwrap();
+        let mut sink = SqliteSink::new(backend, Duration::from_secs(5), None);
+        sink.open();
+        sink
+    }
+
+    /// Ended runs with rowids `first..first + n`, written as a batch of that many rows would be.
+    fn ended_runs(sink: &mut SqliteSink, first: i64, n: i64) {
+        let conn = &sink.backend.conn;
+        conn.execute(
+            "WITH RECURSIVE i(k) AS (SELECT ?1 UNION ALL SELECT k + 1 FROM i WHERE k + 1 < ?1 + ?2) \
+             INSERT INTO runs (rowid, run_id, pipeline_name, pipeline_version, status, start_time, \
+             end_time) SELECT k, 'run-' || k, 'p', 'v1', 'completed', '2026-01-01T00:00:00Z', \
+             '2026-01-01T00:00:01Z' FROM i",
+            [first, n],
+        )
+        .unwrap();
+        sink.backfilling |= sink.indexes;
+        sink.commits_since_checkpoint += 1;
+        sink.last_batch_rows = usize::try_from(n).unwrap();
+    }
+
+    /// Up to which rowid of `runs` the stats index is filled.
+    fn indexed(sink: &SqliteSink) -> i64 {
+        sink.backend
+            .conn
+            .query_row(
+                "SELECT CAST(after AS INTEGER) FROM flujo_backfill WHERE name = 'run_stats'",
+                [],
+                |row| row.get(0),
+            )
+            .unwrap()
+    }
+
+    /// Moves the writer's clocks back, as if its last indexing step and its last check were
+    /// `ago` in the past.
+    fn age(sink: &mut SqliteSink, ago: Duration) {
+        sink.backfilled_at = Instant::now() - ago;
+        sink.busy_checked_at = Instant::now() - ago;
+    }
+
+    #[test]
+    fn a_saturated_writer_indexes_only_once_many_rows_wait_and_checks_once_a_second() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sink = sink(&dir);
+        assert!(sink.indexes);
+
+        // a burst: batches of 300 rows, the last indexing a while ago: nothing is indexed while
+        // fewer than BUSY_LAG_RUNS runs wait, and the check is not made again within a second
+        ended_runs(&mut sink, 1, 300);
+        age(&mut sink, BUSY_BACKFILL_PAUSE * 2);
+        sink.checkpoint();
+        assert_eq!(
+            indexed(&sink),
+            0,
+            "300 runs wait: a saturated writer goes on writing"
+        );
+        assert!(sink.busy_checked_at.elapsed() < BUSY_BACKFILL_PAUSE);
+
+        // more than BUSY_LAG_RUNS runs wait (the rowids jump there), but the last check was
+        // just now: not before a second has passed since it
+        ended_runs(&mut sink, backfill::BUSY_LAG_RUNS + 1_000, 300);
+        sink.backfilled_at = Instant::now() - BUSY_BACKFILL_PAUSE * 2;
+        sink.checkpoint();
+        assert_eq!(indexed(&sink), 0, "checked less than a second ago");
+
+        // a second later it indexes one step, then not again within the second
+        age(&mut sink, BUSY_BACKFILL_PAUSE * 2);
+        sink.checkpoint();
+        let after_one = indexed(&sink);
+        assert!(
+            after_one > 0 && after_one <= backfill::RUNS_PER_STEP,
+            "one step of at most RUNS_PER_STEP runs, indexed up to {after_one}"
+        );
+        ended_runs(&mut sink, backfill::BUSY_LAG_RUNS + 2_000, 300);
+        sink.checkpoint();
+        assert_eq!(
+            indexed(&sink),
+            after_one,
+            "one step a second while saturated"
+        );
+
+        // a writer that keeps up (small batches) indexes every BACKFILL_PAUSE, whatever waits
+        ended_runs(&mut sink, backfill::BUSY_LAG_RUNS + 3_000, 10);
+        sink.backfilled_at = Instant::now() - BACKFILL_PAUSE * 2;
+        sink.checkpoint();
+        assert!(indexed(&sink) > after_one, "a writer keeping up indexes");
+
+        // and idle, it catches up with every run
+        while sink.heartbeat_interval().is_some() {
+            sink.heartbeat();
+        }
+        let last: i64 = sink
+            .backend
+            .conn
+            .query_row("SELECT max(rowid) FROM runs", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(indexed(&sink), last);
+        let stats: i64 = sink
+            .backend
+            .conn
+            .query_row("SELECT count(*) FROM run_stats", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(stats, 910);
+    }
+}

@@ -279,8 +279,8 @@ const PERCENTILES: &str = "exact: nearest rank over every recorded duration";
 fn bucket_of(stored: &str, by: By) -> Option<String> {
     let len = if by == By::Hour { 13 } else { 10 };
     // the writer's own format is UTC already: its prefix is the bucket
-    if stored.len() > 19 && stored.ends_with('Z') && stored.as_bytes()[10] == b'T' {
-        return Some(stored[..len].to_owned());
+    if let Some(bucket) = writer_bucket(stored, by) {
+        return Some(bucket.to_owned());
     }
     let utc = flujo_trace_core::parse_timestamp(stored)?.to_offset(UtcOffset::UTC);
     Some(flujo_trace_core::format_timestamp(utc)[..len].to_owned())
@@ -320,6 +320,36 @@ fn every_bucket(first: &str, last: &str, by: By) -> Result<Vec<String>, LensErro
         at += step;
     }
     Ok(buckets)
+}
+
+/// How many of the groups met last `stats` compares a run with before it looks its key up.
+const RECENT_GROUPS: usize = 8;
+
+/// Whether `run` belongs to the group of `key` (false when unsure: its key is then built and
+/// looked up).
+fn key_matches(key: &Key, run: &RunStat, by: By) -> bool {
+    match by {
+        By::Pipeline => key.pipeline.as_deref() == Some(run.pipeline_name.as_str()),
+        By::Version => {
+            key.pipeline.as_deref() == Some(run.pipeline_name.as_str())
+                && key.version.as_deref() == Some(run.pipeline_version.as_str())
+        }
+        By::Hour | By::Day => writer_bucket(&run.start_time, by)
+            .is_some_and(|bucket| key.bucket.as_deref() == Some(bucket)),
+        By::Step => false,
+    }
+}
+
+/// The bucket of a time in the writer's own format (UTC, ending in `Z`): its prefix; `None` for
+/// another form.
+fn writer_bucket(stored: &str, by: By) -> Option<&str> {
+    let len = if by == By::Hour { 13 } else { 10 };
+    if stored.len() > 19 && stored.ends_with('Z') && stored.as_bytes()[10] == b'T' {
+        // `get`: a stored text that only looks like it is not cut inside a character
+        stored.get(..len)
+    } else {
+        None
+    }
 }
 
 fn key_of_run(run: &RunStat, by: By) -> Key {
@@ -369,14 +399,37 @@ where
             Ok(())
         })?;
     } else {
-        backend.for_each_run_stat(&stats.filter, |run: RunStat| -> Result<(), LensError> {
-            groups
-                .entry(key_of_run(&run, stats.by))
-                .or_default()
-                .add_run(&run);
-            total.add_run(&run);
+        // runs come in start-time order, a few groups interleaved: the groups met last are
+        // compared first, without building a key
+        let mut tallies: Vec<Tally> = Vec::new();
+        let mut index: BTreeMap<Key, usize> = BTreeMap::new();
+        let mut recent: Vec<(Key, usize)> = Vec::with_capacity(RECENT_GROUPS);
+        backend.for_each_run_stat(&stats.filter, |run: &RunStat| -> Result<(), LensError> {
+            let found = recent
+                .iter()
+                .find(|(key, _)| key_matches(key, run, stats.by))
+                .map(|&(_, at)| at);
+            let at = found.unwrap_or_else(|| {
+                let key = key_of_run(run, stats.by);
+                let at = *index.entry(key.clone()).or_insert_with(|| {
+                    tallies.push(Tally::default());
+                    tallies.len() - 1
+                });
+                if recent.len() == RECENT_GROUPS {
+                    recent.remove(0);
+                }
+                recent.push((key, at));
+                at
+            });
+            tallies[at].add_run(run);
+            total.add_run(run);
             Ok(())
         })?;
+        let mut tallies: Vec<Option<Tally>> = tallies.into_iter().map(Some).collect();
+        groups = index
+            .into_iter()
+            .filter_map(|(key, at)| Some((key, tallies[at].take()?)))
+            .collect();
     }
     if stats.by.is_time() && !groups.is_empty() {
         let first = stats

@@ -54,11 +54,13 @@ pub trait RunReader {
     /// Calls `each` with every run that started in the filter's window (`since`, `until`) of
     /// its pipeline (`pipeline_name`), in no particular order; `statuses` and `limit` are not
     /// used. What `flujo lens stats` counts. `Ready` when an index of ended runs served it
-    /// ([`stats_index`](RunReader::stats_index)).
+    /// ([`stats_index`](RunReader::stats_index)). `each` borrows each run: a reader may fill
+    /// the same value again for the next one (a million runs are counted without allocating a
+    /// string for each), so clone what you keep.
     fn for_each_run_stat<E: From<Self::Error>>(
         &self,
         filter: &RunFilter,
-        each: impl FnMut(RunStat) -> Result<(), E>,
+        each: impl FnMut(&RunStat) -> Result<(), E>,
     ) -> Result<(), E>;
 
     /// Calls `each` with every step execution of the runs [`for_each_run_stat`] gives, in no

@@ -186,7 +186,7 @@ pub struct RunPage {
 }
 
 /// A run as `flujo lens stats` counts it: what it was, how long it took and what it used.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct RunStat {
     /// RFC 3339, as stored.
     pub start_time: String,

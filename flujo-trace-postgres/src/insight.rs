@@ -184,7 +184,7 @@ impl PostgresReader {
     pub(crate) fn run_stats<E: From<Error>>(
         &self,
         filter: &RunFilter,
-        mut each: impl FnMut(RunStat) -> Result<(), E>,
+        mut each: impl FnMut(&RunStat) -> Result<(), E>,
     ) -> Result<(), E> {
         let (sql, params) = run_stat_query(filter);
         let mut liveness = Liveness::default();
@@ -203,7 +203,7 @@ impl PostgresReader {
                     status = CRASHED.to_owned();
                 }
             }
-            each(RunStat {
+            each(&RunStat {
                 start_time: decode(row.get(0)),
                 pipeline_name: decode(row.get(1)),
                 pipeline_version: decode(row.get(2)),

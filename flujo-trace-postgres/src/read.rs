@@ -358,7 +358,7 @@ impl RunReader for PostgresReader {
     fn for_each_run_stat<E: From<Error>>(
         &self,
         filter: &RunFilter,
-        each: impl FnMut(RunStat) -> Result<(), E>,
+        each: impl FnMut(&RunStat) -> Result<(), E>,
     ) -> Result<(), E> {
         self.run_stats(filter, each)
     }

@@ -27,6 +27,16 @@ use crate::backfill;
 use crate::process::{writer_columns, writer_from_columns};
 use crate::Error;
 
+/// A run as the stats reader hands it over: its figures, and its writer when it may still be
+/// running (for the liveness check).
+type RunStatRow = (RunStat, Option<flujo_trace_core::WriterProcess>);
+/// What the stats reader's thread sends: a batch of runs, or why it stopped.
+type StatBatch = Result<Vec<RunStatRow>, Error>;
+/// Runs per batch handed from the stats reader's thread to the caller's.
+const STAT_BATCH_ROWS: usize = 4096;
+/// Batches the reader may be ahead of the caller (bounds the memory in between).
+const STAT_BATCHES_IN_FLIGHT: usize = 4;
+
 /// The fewest characters the trigram index finds a substring of.
 pub(crate) const TRIGRAM_MIN_CHARS: usize = 3;
 
@@ -62,6 +72,37 @@ fn where_all(terms: &[&str]) -> String {
 /// An FTS5 phrase of `needle`: its text in double quotes, each quote doubled.
 fn fts_phrase(needle: &str) -> String {
     format!("\"{}\"", needle.replace('"', "\"\""))
+}
+
+/// Fills `slot` with the run of a stats query's `row` (columns as `run_stat_queries` selects
+/// them), reusing its strings' buffers; the writer's columns are read only when `has_writer`.
+fn fill_run_stat(slot: &mut RunStatRow, row: &Row<'_>, has_writer: bool) -> rusqlite::Result<()> {
+    let (run, writer) = slot;
+    for (column, text) in [
+        &mut run.start_time,
+        &mut run.pipeline_name,
+        &mut run.pipeline_version,
+        &mut run.status,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let value = row.get_ref(column)?;
+        let value = value.as_str().map_err(|error| {
+            rusqlite::Error::FromSqlConversionFailure(column, value.data_type(), Box::new(error))
+        })?;
+        text.clear();
+        text.push_str(value);
+    }
+    run.duration_ms = row.get(4)?;
+    run.total_tokens = row.get(5)?;
+    run.total_cost = row.get(6)?;
+    *writer = if has_writer {
+        writer_from_columns(row, 7)?
+    } else {
+        None
+    };
+    Ok(())
 }
 
 fn candidate(row: &Row<'_>, field: SearchField) -> rusqlite::Result<Candidate> {
@@ -118,7 +159,11 @@ impl SqliteBackend {
     /// The SQL of the runs stats count, and its values: with the writer's index (`upto`), the
     /// indexed ended runs from `run_stats`, the runs after `upto` and the indexed runs not ended
     /// when indexed (`run_stats_pending`) from `runs`; without it, every run from `runs`.
-    fn run_stat_queries(&self, filter: &RunFilter, upto: Option<i64>) -> Vec<(String, Vec<Value>)> {
+    fn run_stat_queries(
+        &self,
+        filter: &RunFilter,
+        upto: Option<i64>,
+    ) -> Vec<(String, Vec<Value>, bool)> {
         let writer = writer_columns(self.schema_version);
         let (duration, tokens) = if self.schema_version >= 2 {
             ("r.duration_ms", "r.total_tokens")
@@ -134,7 +179,7 @@ impl SqliteBackend {
             )
         };
         let Some(upto) = upto else {
-            return vec![(from_runs(""), values)];
+            return vec![(from_runs(""), values, true)];
         };
         let with_upto = || {
             let mut all = vec![Value::Integer(upto)];
@@ -143,59 +188,114 @@ impl SqliteBackend {
         };
         vec![
             (
+                // ended runs: no writer to look up
                 format!(
                     "SELECT r.start_time, r.pipeline_name, r.pipeline_version, r.status, \
-                     r.duration_ms, r.total_tokens, r.total_cost, NULL, NULL, NULL, NULL \
+                     r.duration_ms, r.total_tokens, r.total_cost \
                      FROM run_stats r{}",
                     where_all(&["r.run_rowid <= ?", &terms])
                 ),
                 with_upto(),
+                false,
             ),
             (
                 // by rowid (NOT INDEXED still allows it): the few runs after the index
                 from_runs("r.rowid > ?").replacen("FROM runs r", "FROM runs r NOT INDEXED", 1),
                 with_upto(),
+                true,
             ),
             // the indexed runs that had not ended when indexed (running, crashed, or ended since)
             (
                 from_runs("r.rowid IN (SELECT run_rowid FROM run_stats_pending) AND r.rowid <= ?"),
                 with_upto(),
+                true,
             ),
         ]
     }
 
     /// Every run in the filter's window, for stats (see `RunReader::for_each_run_stat`).
+    ///
+    /// Over a million runs, reading the rows and counting them each take about as long, so the
+    /// rows are read on a thread of their own, through a second read-only connection to the
+    /// same file ([`SqliteBackend::second_reader`]), and handed over in batches while `each`
+    /// counts the previous ones: the two cores each do half. Counted batches go back to the
+    /// reader, which fills their runs again in place, so no string is allocated per run.
+    /// Statuses are derived on the caller's thread (a writer's liveness is looked up once per
+    /// writer there).
     pub(crate) fn for_each_run_stat<E: From<Error>>(
         &self,
         filter: &RunFilter,
-        mut each: impl FnMut(RunStat) -> Result<(), E>,
+        mut each: impl FnMut(&RunStat) -> Result<(), E>,
     ) -> Result<(), E> {
+        let reader = self.second_reader()?;
+        let (full, received) = std::sync::mpsc::sync_channel(STAT_BATCHES_IN_FLIGHT);
+        let (recycle, recycled) = std::sync::mpsc::channel();
+        std::thread::scope(|scope| {
+            scope.spawn(move || {
+                if let Err(error) = reader.read_run_stats(filter, &full, &recycled) {
+                    // the caller may have stopped at an error of its own
+                    let _ = full.send(Err(error));
+                }
+            });
+            let mut liveness = Liveness::default();
+            let counted = received.iter().try_for_each(|batch: StatBatch| {
+                let mut batch = batch?;
+                for (run, writer) in &mut batch {
+                    if liveness.derived_status(&run.status, writer.as_ref()) == CRASHED {
+                        CRASHED.clone_into(&mut run.status);
+                    }
+                    each(run)?;
+                }
+                // the reader may be done
+                let _ = recycle.send(batch);
+                Ok(())
+            });
+            // a reader still sending stops at its next batch
+            drop(received);
+            counted
+        })
+    }
+
+    /// What [`SqliteBackend::for_each_run_stat`]'s reading thread does on its own connection:
+    /// every query in one read transaction (one snapshot: a run that ends or is indexed
+    /// meanwhile counts once), the rows sent in batches of [`STAT_BATCH_ROWS`], each filled in
+    /// a batch sent back (`recycled`) when there is one; stops early when the receiver is gone.
+    fn read_run_stats(
+        &self,
+        filter: &RunFilter,
+        full: &std::sync::mpsc::SyncSender<StatBatch>,
+        recycled: &std::sync::mpsc::Receiver<Vec<RunStatRow>>,
+    ) -> Result<(), Error> {
         let read = |e| self.read_error(e);
-        // one snapshot for every query: a run that ends or is indexed meanwhile counts once
         let tx = self.conn.unchecked_transaction().map_err(read)?;
         let upto = self.indexed_upto(&tx, "run_stats").map_err(read)?;
-        let mut liveness = Liveness::default();
-        for (sql, values) in self.run_stat_queries(filter, upto) {
+        let mut batch = Vec::with_capacity(STAT_BATCH_ROWS);
+        let mut filled = 0;
+        for (sql, values, has_writer) in self.run_stat_queries(filter, upto) {
             let mut stmt = tx.prepare(&sql).map_err(read)?;
             let mut rows = stmt
                 .query(rusqlite::params_from_iter(values))
                 .map_err(read)?;
             while let Some(row) = rows.next().map_err(read)? {
-                let writer = writer_from_columns(row, 7).map_err(read)?;
-                let mut status: String = row.get(3).map_err(read)?;
-                if liveness.derived_status(&status, writer.as_ref()) == CRASHED {
-                    status = CRASHED.to_owned();
+                if filled == batch.len() {
+                    batch.push(RunStatRow::default());
                 }
-                each(RunStat {
-                    start_time: row.get(0).map_err(read)?,
-                    pipeline_name: row.get(1).map_err(read)?,
-                    pipeline_version: row.get(2).map_err(read)?,
-                    status,
-                    duration_ms: row.get(4).map_err(read)?,
-                    total_tokens: row.get(5).map_err(read)?,
-                    total_cost: row.get(6).map_err(read)?,
-                })?;
+                fill_run_stat(&mut batch[filled], row, has_writer).map_err(read)?;
+                filled += 1;
+                if filled == STAT_BATCH_ROWS {
+                    let next = recycled
+                        .try_recv()
+                        .unwrap_or_else(|_| Vec::with_capacity(STAT_BATCH_ROWS));
+                    if full.send(Ok(std::mem::replace(&mut batch, next))).is_err() {
+                        return Ok(());
+                    }
+                    filled = 0;
+                }
             }
+        }
+        if filled > 0 {
+            batch.truncate(filled);
+            let _ = full.send(Ok(batch));
         }
         tx.finish().map_err(read)?;
         Ok(())
@@ -433,6 +533,97 @@ mod tests {
             until: Some("2026-12-02T00:00:00.000000Z".into()),
             ..RunFilter::default()
         }
+    }
+
+    /// `n` runs with rowids from 1, each lasting its rowid in ms, the 7th of every 1,000 still
+    /// running; `indexed` of them (by rowid) indexed as the writer does.
+    fn runs_for_stats(backend: &mut SqliteBackend, n: i64, indexed: i64) {
+        backend
+            .conn
+            .execute(
+                "WITH RECURSIVE i(k) AS (SELECT 1 UNION ALL SELECT k + 1 FROM i WHERE k < ?1) \
+                 INSERT INTO runs (rowid, run_id, pipeline_name, pipeline_version, status, \
+                 start_time, end_time, duration_ms, total_tokens, total_cost) \
+                 SELECT k, 'run-' || k, 'pipeline-' || (k % 3), 'v' || (k % 2), \
+                 CASE WHEN k % 1000 = 7 THEN 'running' WHEN k % 20 = 0 THEN 'failed' \
+                 ELSE 'completed' END, \
+                 strftime('%Y-%m-%dT%H:%M:%fZ', '2026-12-01', '+' || k || ' seconds'), \
+                 CASE WHEN k % 1000 = 7 THEN NULL ELSE '2026-12-02T00:00:00.000000Z' END, \
+                 CASE WHEN k % 1000 = 7 THEN NULL ELSE k END, 10, 0.5 FROM i",
+                [n],
+            )
+            .unwrap();
+        while backend
+            .conn
+            .query_row(
+                "SELECT CAST(after AS INTEGER) < ?1 FROM flujo_backfill WHERE name = 'run_stats'",
+                [indexed],
+                |row| row.get::<_, bool>(0),
+            )
+            .unwrap()
+        {
+            backfill::step(&mut backend.conn).unwrap();
+        }
+    }
+
+    #[test]
+    fn stats_read_on_their_own_thread_give_every_run_once_with_its_own_fields() {
+        let (_dir, mut backend) = backend();
+        // more than two batches, part indexed (run_stats and the noted running runs), the rest
+        // read from runs
+        let n = 3 * STAT_BATCH_ROWS as i64 + 500;
+        runs_for_stats(&mut backend, n, 10_000);
+        let mut seen = std::collections::HashSet::new();
+        let (mut failed, mut running, mut durations, mut tokens) = (0, 0, 0, 0);
+        backend
+            .for_each_run_stat(&RunFilter::default(), |run| -> Result<(), Error> {
+                assert!(seen.insert(run.start_time.clone()), "{run:?} twice");
+                failed += i64::from(run.status == "failed");
+                running += i64::from(run.status == "running");
+                durations += run.duration_ms.unwrap_or(0);
+                tokens += run.total_tokens.unwrap_or(0);
+                // each run's fields come from the same row, whichever buffer holds them
+                if let Some(k) = run.duration_ms {
+                    assert_eq!(run.pipeline_name, format!("pipeline-{}", k % 3));
+                    assert_eq!(run.pipeline_version, format!("v{}", k % 2));
+                }
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(seen.len() as i64, n);
+        assert_eq!(
+            failed,
+            (1..=n).filter(|k| k % 20 == 0 && k % 1000 != 7).count() as i64
+        );
+        assert_eq!(running, (1..=n).filter(|k| k % 1000 == 7).count() as i64);
+        assert_eq!(durations, (1..=n).filter(|k| k % 1000 != 7).sum::<i64>());
+        assert_eq!(tokens, 10 * n);
+
+        // a caller that stops at an error gets it back at once, the reader stopping too
+        #[derive(Debug)]
+        enum Stop {
+            Enough,
+            Read(String),
+        }
+        impl From<Error> for Stop {
+            fn from(error: Error) -> Stop {
+                Stop::Read(error.to_string())
+            }
+        }
+        let mut counted = 0;
+        let stopped = backend.for_each_run_stat(&RunFilter::default(), |_| {
+            counted += 1;
+            if counted == 5_000 {
+                return Err(Stop::Enough);
+            }
+            Ok(())
+        });
+        match stopped {
+            Err(Stop::Enough) => {}
+            Err(Stop::Read(error)) => panic!("read error: {error}"),
+            Ok(()) => panic!("the caller's error was lost"),
+        }
+        assert_eq!(counted, 5_000);
     }
 
     #[test]

@@ -45,10 +45,7 @@ impl SqliteBackend {
     pub(crate) fn open_read_only(path: impl AsRef<Path>) -> Result<SqliteBackend, Error> {
         let path = path.as_ref();
         check_sqlite_header(path)?;
-        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conn = Connection::open_with_flags(path, flags).map_err(|e| classify(path, e))?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(|e| classify(path, e))?;
+        let conn = reader_connection(path).map_err(|e| classify(path, e))?;
         let schema_version = stored_version(&conn).map_err(|e| classify(path, e))?;
         if schema_version > SCHEMA_VERSION {
             return Err(Error::TooNew {
@@ -67,6 +64,16 @@ impl SqliteBackend {
             path: path.to_path_buf(),
             // the FSD's own backend never set user_version: its tables are version 1
             schema_version: schema_version.max(1),
+        })
+    }
+
+    /// Another read-only connection to the same database, for a read on a thread of its own
+    /// (the checks of [`SqliteBackend::open_read_only`] were made when this one was opened).
+    pub(crate) fn second_reader(&self) -> Result<SqliteBackend, Error> {
+        Ok(SqliteBackend {
+            conn: reader_connection(&self.path).map_err(|e| self.read_error(e))?,
+            path: self.path.clone(),
+            schema_version: self.schema_version,
         })
     }
 
@@ -232,6 +239,14 @@ impl SqliteBackend {
     pub(crate) fn read_error(&self, source: rusqlite::Error) -> Error {
         classify(&self.path, source)
     }
+}
+
+/// A read-only connection, waiting up to 5 s for a lock.
+fn reader_connection(path: &Path) -> rusqlite::Result<Connection> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    Ok(conn)
 }
 
 /// One run with its blobs (the `StateBackend` implementation calls this).

@@ -145,7 +145,7 @@ impl RunReader for SqliteReader {
     fn for_each_run_stat<E: From<Error>>(
         &self,
         filter: &RunFilter,
-        each: impl FnMut(RunStat) -> Result<(), E>,
+        each: impl FnMut(&RunStat) -> Result<(), E>,
     ) -> Result<(), E> {
         self.backend.for_each_run_stat(filter, each)
     }

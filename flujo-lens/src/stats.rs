@@ -425,10 +425,9 @@ where
             total.add_run(run);
             Ok(())
         })?;
-        let mut tallies: Vec<Option<Tally>> = tallies.into_iter().map(Some).collect();
         groups = index
             .into_iter()
-            .filter_map(|(key, at)| Some((key, tallies[at].take()?)))
+            .map(|(key, at)| (key, std::mem::take(&mut tallies[at])))
             .collect();
     }
     if stats.by.is_time() && !groups.is_empty() {

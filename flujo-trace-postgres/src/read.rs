@@ -620,6 +620,12 @@ mod tests {
     fn every_lens_query_is_an_index_walk() {
         let uri = seeded();
         let reader = PostgresReader::open(&uri).unwrap();
+        // the lens's session (connect::READER_SESSION): read-only, and never JIT-compiled,
+        // which cost a scan over a large history more than the scan itself
+        for (setting, value) in [("default_transaction_read_only", "on"), ("jit", "off")] {
+            let rows = reader.query(&format!("SHOW {setting}"), &[]).unwrap();
+            assert_eq!(rows[0].get::<_, String>(0), value, "{setting}");
+        }
         let filters: Vec<(&str, RunFilter)> = vec![
             ("list", RunFilter::default()),
             (

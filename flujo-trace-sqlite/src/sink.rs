@@ -132,6 +132,13 @@ impl SqliteSink {
         }
     }
 
+    /// After a batch's commit: one more commit toward the next checkpoint, and (schema 7) rows
+    /// for the background indexing.
+    fn committed(&mut self) {
+        self.commits_since_checkpoint += 1;
+        self.backfilling |= self.indexes;
+    }
+
     /// What a storage failure means to the user.
     fn describe(&self, error: &rusqlite::Error) -> String {
         match (error.sqlite_error_code(), self.max_db_bytes) {
@@ -171,8 +178,7 @@ impl Sink for SqliteSink {
         self.last_batch_rows = rows.len();
         match write_batch(&mut self.backend.conn, rows) {
             Ok(missing) => {
-                self.commits_since_checkpoint += 1;
-                self.backfilling |= self.indexes;
+                self.committed();
                 Ok(missing)
             }
             Err(error) => Err(SinkError {
@@ -339,9 +345,8 @@ mod tests {
             [first, n],
         )
         .unwrap();
-        sink.backfilling |= sink.indexes;
-        sink.commits_since_checkpoint += 1;
         sink.last_batch_rows = usize::try_from(n).unwrap();
+        sink.committed();
     }
 
     /// Up to which rowid of `runs` the stats index is filled.
